@@ -1,0 +1,175 @@
+"""``rlae-sc`` command line: one subcommand per stage, mapping one to one onto library functions.
+
+Options left out take the library's defaults; options that accept ``none``
+switch a step off (``--max-pct-mito none``, ``--clip none``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from rlae_sc import pipeline
+from rlae_sc.errors import InputError
+
+S = argparse.SUPPRESS
+
+
+def _optional(kind):
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _add_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layer", default=None, help="read the matrix from this layer instead of X")
+    p.add_argument("--input-kind", default="counts", choices=["counts", "log_normalized"],
+                   help="raw counts (default) or already log-normalised values")
+
+
+def _add_preprocess(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("preprocess")
+    g.add_argument("--min-genes", type=int, default=S, help="min genes detected per cell (200)")
+    g.add_argument("--min-cells", type=int, default=S, help="min cells detecting a gene (3)")
+    g.add_argument("--max-pct-mito", type=_optional(float), default=S, help="max %% mitochondrial counts, or none (20)")
+    g.add_argument("--target-sum", type=_optional(float), default=S, help="counts per cell after normalisation (median)")
+    g.add_argument("--n-top-genes", type=int, default=S, help="highly variable genes kept (2000)")
+    g.add_argument("--hvg-flavor", default=S, choices=["seurat_v3", "seurat", "cell_ranger"], help="(seurat_v3)")
+    g.add_argument("--clip", type=_optional(float), default=S, help="clip scaled values at +-CLIP, or none (none)")
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("train")
+    g.add_argument("--n-components", type=int, default=S, help="latent units k (50)")
+    g.add_argument("--lambda-frac", type=float, default=S, help="lambda as a fraction of an e_k estimate (0.1)")
+    g.add_argument("--lambda", dest="lam", type=_optional(float), default=S,
+                   help="lambda in units of C = X^T X (sum over cells); overrides --lambda-frac")
+    g.add_argument("--oversample", type=int, default=S, help="extra latent units trained then dropped (20)")
+    g.add_argument("--max-iter", type=int, default=S, help="(1000)")
+    g.add_argument("--tol", type=float, default=S, help="stop when the top-k read-out moves less than this (1e-10)")
+    g.add_argument("--seed", type=int, default=S, help="(0)")
+    g.add_argument("--device", default=S, help="torch device, or auto (auto)")
+
+
+def _add_cluster(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
+    g = p.add_argument_group("cluster")
+    g.add_argument("--n-neighbors", type=int, default=S, help="(15)")
+    g.add_argument("--n-dims", type=_optional(int), default=S, help="components used for the kNN graph (all)")
+    g.add_argument("--resolution", type=float, default=S, help="Leiden resolution (0.3)")
+    if seed:
+        g.add_argument("--seed", type=int, default=S, help="(0)")
+
+
+def _pick(args: argparse.Namespace, names: list[str]) -> dict:
+    return {n: getattr(args, n) for n in names if hasattr(args, n)}
+
+
+PRE = ["min_genes", "min_cells", "max_pct_mito", "target_sum", "n_top_genes", "hvg_flavor", "clip"]
+TRAIN = ["n_components", "lambda_frac", "lam", "oversample", "max_iter", "tol", "seed", "device"]
+CLUSTER = ["n_neighbors", "n_dims", "resolution", "seed"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlae-sc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("preprocess", help="QC, normalise, log1p, HVG, scale; record the recipe")
+    p.add_argument("counts", help=".h5ad of cells x genes")
+    p.add_argument("--out", required=True, help="preprocessed.h5ad to write")
+    p.add_argument("--label-key", default=None, help="obs column of known labels (checked to exist)")
+    _add_input(p)
+    _add_preprocess(p)
+
+    p = sub.add_parser("train", help="train the sum-regularized linear autoencoder")
+    p.add_argument("preprocessed")
+    p.add_argument("--out", required=True, help="model file (.npz) to write")
+    _add_train(p)
+
+    p = sub.add_parser("directions", help="directions from the decoder, embedding, comparison with exact PCA")
+    p.add_argument("preprocessed")
+    p.add_argument("model")
+    p.add_argument("--out", required=True, help="directions.h5ad to write")
+
+    p = sub.add_parser("cluster", help="kNN graph, Leiden, UMAP, ARI/NMI")
+    p.add_argument("directions")
+    p.add_argument("--out", required=True, help="embedding.h5ad to write")
+    p.add_argument("--metrics", required=True, help="metrics.json to write")
+    p.add_argument("--label-key", default=None)
+    _add_cluster(p)
+
+    p = sub.add_parser("report", help="figures and an HTML page")
+    p.add_argument("embedding")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--dataset", required=True, help="name shown on the page")
+    p.add_argument("--label-key", default=None)
+
+    p = sub.add_parser("run", help="every stage on one input, without Snakemake")
+    p.add_argument("counts")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--label-key", default=None)
+    p.add_argument("--dataset", default=None, help="name shown in the report (file stem)")
+    _add_input(p)
+    _add_preprocess(p)
+    _add_train(p)
+    _add_cluster(p, seed=False)
+
+    p = sub.add_parser("embed", help="embed new cells with a trained model")
+    p.add_argument("counts")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, help=".h5ad to write, with obsm['X_rlae']")
+    p.add_argument("--layer", default=None)
+    p.add_argument("--min-overlap", type=float, default=0.5, help="minimum fraction of model genes present (0.5)")
+
+    p = sub.add_parser("demo-data", help="write a bundled demo dataset (no download)")
+    p.add_argument("name", choices=["synthetic", "pbmc68k_reduced"])
+    p.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    warnings.simplefilter("default", UserWarning)
+    try:
+        _dispatch(args)
+    except InputError as exc:
+        print(f"rlae-sc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    c = args.command
+    if c == "preprocess":
+        pipeline.preprocess_file(args.counts, args.out, layer=args.layer, input_kind=args.input_kind,
+                                 label_key=args.label_key, **_pick(args, PRE))
+    elif c == "train":
+        pipeline.train_file(args.preprocessed, args.out, **_pick(args, TRAIN))
+    elif c == "directions":
+        pipeline.directions_file(args.preprocessed, args.model, args.out)
+    elif c == "cluster":
+        pipeline.cluster_file(args.directions, args.out, args.metrics, label_key=args.label_key, **_pick(args, CLUSTER))
+    elif c == "report":
+        pipeline.report_file(args.embedding, args.out_dir, dataset=args.dataset, label_key=args.label_key)
+    elif c == "run":
+        metrics = pipeline.run(args.counts, args.out, layer=args.layer, input_kind=args.input_kind,
+                               label_key=args.label_key, dataset=args.dataset,
+                               preprocess_params=_pick(args, PRE), train_params=_pick(args, TRAIN),
+                               cluster_params=_pick(args, CLUSTER))
+        print(f"wrote {Path(args.out) / 'report.html'}; metrics: {Path(args.out) / 'metrics.json'}")
+        for key in ("n_cells", "n_genes", "k", "min_abs_cos_top10", "subspace_distance", "ari", "nmi"):
+            if key in metrics:
+                print(f"  {key}: {metrics[key]}")
+    elif c == "embed":
+        pipeline.embed_file(args.model, args.counts, args.out, layer=args.layer, min_overlap=args.min_overlap)
+    elif c == "demo-data":
+        pipeline.demo_data_file(args.name, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Principal directions from the decoder, checked against exact PCA of the same matrix."""
+
+from __future__ import annotations
+
+import time
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from rlae_sc.lae import theory
+from rlae_sc.model import EMBEDDING_KEY, RLAEModel
+from rlae_sc.passes import scatter_matrix
+
+DIRECTIONS_KEY = "rlae_directions"
+
+
+def compare_with_pca(model: RLAEModel, X: np.ndarray) -> tuple[dict, dict]:
+    """Compare the model's directions with exact PCA (``scipy.linalg.eigh``) of ``X`` (n x m).
+
+    Returns ``(metrics, reference)``. ``metrics`` holds the THEORY.md numbers:
+    ``min_abs_cos_top10``, ``subspace_distance``, ``eigenvalue_max_rel_err_top10``,
+    ``transpose_distance``, ``singular_value_error`` and more. ``reference``
+    holds the exact ``eigenvalues`` (k,), per-component ``alignment`` (k,),
+    ``eigengaps`` (k,; ``e_i / e_{i+1}``, the last against ``e_{k+1}``) and
+    ``pca_seconds`` (the exact eigensolver's time, scatter pass included).
+    """
+    k = model.n_components
+    t0 = time.perf_counter()
+    C = scatter_matrix(X)
+    e, U = theory.exact_pca(C, min(k + 1, C.shape[0]))
+    pca_seconds = time.perf_counter() - t0
+    gaps = theory.eigengaps(e) if len(e) > k else np.append(theory.eigengaps(e), np.nan)
+    e, U = e[:k], U[:, :k]
+    align = theory.alignment(model.directions, U)
+    rel = np.abs(model.eigenvalues - e) / e
+    top = min(10, k)
+    metrics = {
+        "min_abs_cos_top10": float(align[:top].min()),
+        "min_abs_cos": float(align.min()),
+        "subspace_distance": theory.subspace_distance(model.directions, U),
+        "eigenvalue_max_rel_err_top10": float(rel[:top].max()),
+        "eigenvalue_max_rel_err": float(rel.max()),
+        "transpose_distance": theory.transpose_distance(model.encoder, model.decoder),
+        "singular_value_error": theory.singular_value_error(model.singular_values, e, model.lam),
+        "lambda_over_e_k": float(model.lam / e[-1]),
+    }
+    reference = {"eigenvalues": e, "alignment": align, "eigengaps": gaps[:k], "pca_seconds": pca_seconds}
+    return metrics, reference
+
+
+def directions_adata(model: RLAEModel, pre: ad.AnnData) -> tuple[ad.AnnData, dict]:
+    """Embedding and directions in scanpy's slots, plus the metrics of :func:`compare_with_pca`.
+
+    The result has every cell of ``pre`` and every input gene: ``X`` holds the
+    log-normalised values (``pre.raw``), ``obsm['X_rlae']`` the scores (n x k),
+    ``varm['rlae_directions']`` the directions (all input genes x k, zero rows
+    for genes not used), ``var['rlae_used']`` marks used genes, and
+    ``uns['rlae']`` the eigenvalues, variance ratios, lambda, parameters and
+    the comparison with exact PCA.
+    """
+    metrics, reference = compare_with_pca(model, pre.X)
+    raw = pre.raw.to_adata()
+    out = ad.AnnData(X=raw.X, obs=pre.obs.copy(), var=pd.DataFrame(index=raw.var_names))
+    rows = pd.Index(raw.var_names).get_indexer(model.recipe.genes)
+    loadings = np.zeros((out.n_vars, model.n_components), dtype=np.float32)
+    loadings[rows] = model.directions
+    out.var["rlae_used"] = np.zeros(out.n_vars, dtype=bool)
+    out.var.iloc[rows, out.var.columns.get_loc("rlae_used")] = True
+    out.varm[DIRECTIONS_KEY] = loadings
+    out.obsm[EMBEDDING_KEY] = model.scores(pre.X)
+    out.uns["rlae"] = {
+        "eigenvalues": model.eigenvalues,
+        "variance": model.explained_variance,
+        "variance_ratio": model.variance_ratio,
+        "singular_values": model.singular_values,
+        "lambda": model.lam,
+        "params": {key: val for key, val in model.params.items()},
+        "reference_pca": {
+            "eigenvalues": reference["eigenvalues"],
+            "variance_ratio": reference["eigenvalues"] / model.total_scatter,
+            "alignment": reference["alignment"],
+            "eigengaps": reference["eigengaps"],
+        },
+        "trace": {key: np.asarray(val) for key, val in model.trace.items()},
+    }
+    metrics = {
+        "n_cells": int(pre.n_obs),
+        "n_genes": int(pre.n_vars),
+        "k": model.n_components,
+        "lambda": model.lam,
+        "fit_seconds": model.params["fit_seconds"],
+        "exact_pca_seconds": reference["pca_seconds"],
+        "n_iter": model.params["n_iter"],
+        "converged": model.params["converged"],
+        **metrics,
+    }
+    return out, metrics

@@ -1,0 +1,201 @@
+"""Solvers that train the sum-regularized linear autoencoder from ``C = X^T X``.
+
+Each solver is a function ``(C, k, ...) -> LAEFit``. ``C`` is the m x m scatter
+matrix (a sum over cells) as a float64 torch tensor on any device; lambda is in
+the units of ``C``. Nothing here knows about AnnData.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from rlae_sc.lae.model import reconstruction_from_scatter
+from rlae_sc.lae.theory import alignment, rayleigh_ritz_decoder
+from rlae_sc.progress import progress
+
+SOLVERS = ("tied_exact",)
+
+
+@dataclass
+class LAEFit:
+    """Weights and history of one training run.
+
+    Attributes
+    ----------
+    encoder, decoder
+        ``W1`` (k x m) and ``W2`` (m x k), float64.
+    lam
+        Lambda in the units of ``C`` (sum over cells).
+    lambda_rule
+        How lambda was chosen, e.g. ``"0.1 x e_k estimate (Ritz value after 30 warm-up iterations)"``.
+    n_iter, converged
+        Iterations run and whether the tolerance was met.
+    trace
+        Columns ``iteration``, ``loss`` (sum loss, units of ``C``) and
+        ``transpose_distance`` (``||W1 - W2^T|| / ||W2||``, with W2 the
+        decoder's exact ridge solution for the encoder W1), one row per stride.
+    seconds
+        Wall time of the solver (not counting the pass that built ``C``).
+    diagnostics
+        Solver-specific numbers, e.g. how well the raw decoder's own singular
+        vectors already matched the read-out.
+    """
+
+    encoder: np.ndarray
+    decoder: np.ndarray
+    lam: float
+    lambda_rule: str
+    solver: str
+    n_iter: int
+    converged: bool
+    trace: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+def ridge_decoder(C: torch.Tensor, W1: torch.Tensor, lam: float) -> torch.Tensor:
+    """Exact minimiser of the sum loss over the decoder for a fixed encoder.
+
+    ``W2 = C W1^T (W1 C W1^T + lam I)^{-1}`` (m x k).
+    """
+    CW = C @ W1.T
+    A = W1 @ CW + lam * torch.eye(W1.shape[0], dtype=C.dtype, device=C.device)
+    return torch.linalg.solve(A, CW.T).T
+
+
+def sum_loss(C: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor, lam: float) -> float:
+    """Sum loss ``||X - X W1^T W2^T||^2 + lam (||W1||^2 + ||W2||^2)`` from ``C``."""
+    return float(reconstruction_from_scatter(W1, W2, C) + lam * (W1.square().sum() + W2.square().sum()))
+
+
+def fit_tied_exact(
+    C: torch.Tensor,
+    k: int,
+    *,
+    lam: float | None = None,
+    lambda_frac: float = 0.1,
+    oversample: int = 20,
+    max_iter: int = 1000,
+    tol: float = 1e-10,
+    check_every: int = 10,
+    seed: int = 0,
+) -> LAEFit:
+    """Train with tied exact updates ``W <- C W (W^T C W + lam I)^{-1}`` and read out k units.
+
+    Each step sets the decoder to its exact ridge solution for the encoder
+    ``W^T`` and ties the encoder to it (a regularized subspace iteration);
+    its fixed points are the critical points of the sum loss with
+    ``W1 = W2^T``. Training runs ``k + oversample`` latent units, because the
+    top-k subspace then converges at the rate ``e_{k+p+1} / e_k`` instead of
+    ``e_{k+1} / e_k``. The read-out is the minimiser of the k-unit sum loss
+    within the learned subspace (Rayleigh-Ritz,
+    :func:`~rlae_sc.lae.theory.rayleigh_ritz_decoder`), which also removes
+    the slow rotation inside the subspace.
+
+    Parameters
+    ----------
+    C
+        Scatter matrix (m x m), float64, a sum over cells.
+    k
+        Number of latent units kept.
+    lam
+        Lambda in the units of ``C``. By default ``lambda_frac`` times a lower
+        estimate of ``e_{k+p}`` taken after 30 warm-up iterations (the
+        subspace sequence does not depend on lambda, so they are not wasted).
+    oversample
+        Extra latent units p trained and dropped (clipped to ``m - k``).
+    max_iter, tol, check_every
+        Every ``check_every`` iterations the top-k read-out is compared with
+        the previous one; training stops when their subspace distance
+        (mean squared sine of the principal angles) is below ``tol``.
+    seed
+        Seed of the random start.
+
+    Returns
+    -------
+    LAEFit
+        ``encoder`` is the transpose of the k-unit optimum in the learned
+        subspace and ``decoder`` the exact ridge decoder for that encoder, so
+        ``transpose_distance(encoder, decoder)`` measures how close the pair
+        is to a critical point. ``trace['transpose_distance']`` is the
+        relative step ``||W_{t+1} - W_t|| / ||W_{t+1}||`` of the trained
+        units, which is the transpose distance between the encoder ``W_t^T``
+        and its ridge decoder ``W_{t+1}``.
+    """
+    t0 = time.perf_counter()
+    m = C.shape[0]
+    if not 0 < k < m:
+        raise ValueError(f"k must be between 1 and {m - 1} (number of genes - 1), got {k}")
+    kk = min(k + oversample, m)
+    gen = torch.Generator(device=C.device).manual_seed(seed)
+    W = torch.linalg.qr(torch.randn(m, kk, dtype=C.dtype, device=C.device, generator=gen))[0]
+    n_warmup = 30
+    for _ in range(n_warmup):
+        W = torch.linalg.qr(C @ W)[0]
+    ritz = torch.linalg.eigvalsh(W.T @ C @ W).flip(0).cpu().numpy()
+    if lam is None:
+        lam = lambda_frac * float(ritz[-1])
+        rule = f"{lambda_frac:g} x e_{kk} estimate (smallest Ritz value after {n_warmup} warm-up iterations)"
+    else:
+        rule = "given"
+    if not lam > 0:
+        raise ValueError(f"lambda must be positive, got {lam}")
+    collapsed = np.flatnonzero(ritz[:k] <= lam)
+    if collapsed.size:
+        raise ValueError(
+            f"lambda = {lam:.4g} is not below the eigenvalues of latent units {collapsed[0] + 1}..{k} "
+            f"(estimated e_{collapsed[0] + 1} = {ritz[collapsed[0]]:.4g}): those units would collapse to zero. "
+            f"Choose lambda below {ritz[k - 1]:.4g} or fewer components."
+        )
+    Cn = C.cpu().numpy()
+    trace: dict[str, list[float]] = {"iteration": [], "loss": [], "transpose_distance": [], "readout_change": []}
+    readout = None
+    converged = False
+    it = 0
+    with progress(total=max_iter, desc="train (tied exact)") as bar:
+        for it in range(1, max_iter + 1):
+            W_new = ridge_decoder(C, W.T, lam)
+            if it % check_every == 0 or it == max_iter:
+                new = rayleigh_ritz_decoder(Cn, W_new.cpu().numpy(), lam)[:, :k]
+                change = 1.0 if readout is None else _subspace_change(readout, new)
+                trace["iteration"].append(n_warmup + it)
+                trace["loss"].append(sum_loss(C, W.T, W_new, lam))
+                trace["transpose_distance"].append(float(torch.linalg.norm(W_new - W) / torch.linalg.norm(W_new)))
+                trace["readout_change"].append(change)
+                bar.update(check_every)
+                readout = new
+                if change < tol:
+                    converged = True
+                    W = W_new
+                    break
+            W = W_new
+    W1 = readout.T.copy()
+    W2 = ridge_decoder(C, torch.from_numpy(W1).to(C.device), lam).cpu().numpy()
+    raw_P = np.linalg.svd(W.cpu().numpy(), full_matrices=False)[0][:, :10]
+    ritz_P = np.linalg.svd(readout[:, :10], full_matrices=False)[0]
+    return LAEFit(
+        encoder=W1,
+        decoder=W2,
+        lam=float(lam),
+        lambda_rule=rule,
+        solver="tied_exact",
+        n_iter=n_warmup + it,
+        converged=converged,
+        trace=trace,
+        seconds=time.perf_counter() - t0,
+        diagnostics={
+            "n_trained_units": kk,
+            "raw_decoder_min_abs_cos_top10": float(np.min(alignment(raw_P, ritz_P))),
+        },
+    )
+
+
+def _subspace_change(A: np.ndarray, B: np.ndarray) -> float:
+    """Subspace distance between the column spaces of two m x k matrices."""
+    Qa = np.linalg.qr(A)[0]
+    Qb = np.linalg.qr(B)[0]
+    return float(max(0.0, 1.0 - np.linalg.norm(Qa.T @ Qb) ** 2 / A.shape[1]))

@@ -1,0 +1,219 @@
+"""The trained model: recipe + autoencoder weights + principal directions; AnnData in, AnnData out.
+
+:func:`fit` trains on a preprocessed AnnData (from :func:`rlae_sc.preprocess`);
+:class:`RLAEModel` embeds new cells from raw counts and saves to / loads from
+the portable model file (:mod:`rlae_sc.modelfile`).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import torch
+
+from rlae_sc.errors import InputError
+from rlae_sc.lae.solvers import fit_tied_exact
+from rlae_sc.lae.theory import decoder_directions
+from rlae_sc.modelfile import load as load_file
+from rlae_sc.modelfile import save as save_file
+from rlae_sc.passes import scatter_matrix
+from rlae_sc.preprocess import Recipe
+
+EMBEDDING_KEY = "X_rlae"
+
+
+@dataclass
+class RLAEModel:
+    """A trained sum-regularized linear autoencoder with its preprocessing recipe.
+
+    Attributes
+    ----------
+    recipe
+        Replays preprocessing on new cells.
+    encoder, decoder
+        ``W1`` (k x m) and ``W2`` (m x k), float64.
+    lam
+        Lambda in the units of ``C = X^T X`` (a sum over the ``n_cells`` training cells).
+    directions
+        Left singular vectors of the decoder (m x k): the principal directions.
+    singular_values
+        Decoder singular values ``s_i`` (k,).
+    eigenvalues
+        ``e_i = lam / (1 - s_i^2)`` (k,), sums of squares over cells.
+    total_scatter
+        ``tr(C)``; ``variance_ratio = eigenvalues / total_scatter``.
+    n_cells
+        Training cells; explained variance is ``eigenvalues / (n_cells - 1)``.
+    params
+        Training parameters, the lambda rule, convergence and timing.
+    trace
+        Training history (see :class:`rlae_sc.lae.solvers.LAEFit`).
+    """
+
+    recipe: Recipe
+    encoder: np.ndarray
+    decoder: np.ndarray
+    lam: float
+    total_scatter: float
+    n_cells: int
+    params: dict = field(default_factory=dict)
+    trace: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.directions, self.singular_values, self.eigenvalues = decoder_directions(self.decoder, self.lam)
+
+    @property
+    def n_components(self) -> int:
+        return self.decoder.shape[1]
+
+    @property
+    def variance_ratio(self) -> np.ndarray:
+        return self.eigenvalues / self.total_scatter
+
+    @property
+    def explained_variance(self) -> np.ndarray:
+        return self.eigenvalues / (self.n_cells - 1)
+
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        """PCA scores ``X P`` (n x k, float32) of a preprocessed matrix X (n x m)."""
+        return (np.asarray(X, dtype=np.float64) @ self.directions).astype(np.float32)
+
+    def embed(self, adata: ad.AnnData, *, min_overlap: float = 0.5, source: str = "query") -> ad.AnnData:
+        """Embed cells from raw counts (or the recipe's input kind) into the model's coordinates.
+
+        Fills ``obsm['X_rlae']`` (n x k) and ``obs['rlae_qc_pass']`` (False for
+        cells the reference QC would have removed; they are embedded all the
+        same) in place, records the call in ``uns['rlae_embed']``, and returns
+        ``adata``. See :meth:`Recipe.transform` for gene matching.
+        """
+        Z = self.recipe.transform(adata, min_overlap=min_overlap, source=source)
+        adata.obsm[EMBEDDING_KEY] = self.scores(Z)
+        adata.obs["rlae_qc_pass"] = self.recipe.qc_pass(adata)
+        present = np.isin(self.recipe.genes, adata.var_names)
+        adata.uns["rlae_embed"] = {"n_components": self.n_components, "gene_overlap": float(present.mean()),
+                                   "min_overlap": min_overlap}
+        return adata
+
+    # -- file -------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> str:
+        """Write the portable model file; returns its checksum."""
+        manifest = {
+            "recipe": self.recipe.to_dict(),
+            "lambda": self.lam,
+            "total_scatter": self.total_scatter,
+            "n_cells": self.n_cells,
+            "n_components": self.n_components,
+            "params": self.params,
+            "versions": software_versions(),
+        }
+        arrays = {
+            "encoder": self.encoder,
+            "decoder": self.decoder,
+            "directions": self.directions,
+            "eigenvalues": self.eigenvalues,
+            **{f"trace/{key}": np.asarray(val, dtype=np.float64) for key, val in self.trace.items()},
+        }
+        return save_file(path, manifest, arrays)
+
+
+def load_model(path: str | Path) -> RLAEModel:
+    """Load a model file written by :meth:`RLAEModel.save` (verified checksum, no unpickling)."""
+    manifest, arrays = load_file(path)
+    model = RLAEModel(
+        recipe=Recipe.from_dict(manifest["recipe"]),
+        encoder=arrays["encoder"],
+        decoder=arrays["decoder"],
+        lam=manifest["lambda"],
+        total_scatter=manifest["total_scatter"],
+        n_cells=manifest["n_cells"],
+        params=manifest["params"],
+        trace={key.split("/", 1)[1]: arrays[key].tolist() for key in arrays if key.startswith("trace/")},
+    )
+    if not np.allclose(model.directions, arrays["directions"], atol=1e-10):
+        raise InputError(path, "stored directions disagree with the decoder's SVD", "Retrain the model.")
+    return model
+
+
+def fit(
+    pre: ad.AnnData,
+    *,
+    n_components: int = 50,
+    lambda_frac: float = 0.1,
+    lam: float | None = None,
+    oversample: int = 20,
+    max_iter: int = 1000,
+    tol: float = 1e-10,
+    seed: int = 0,
+    device: str = "auto",
+    source: str = "preprocessed input",
+) -> RLAEModel:
+    """Train the sum-regularized linear autoencoder on a preprocessed AnnData.
+
+    Parameters
+    ----------
+    pre
+        Output of :func:`rlae_sc.preprocess.preprocess`: ``X`` (n x m) is the
+        centred matrix, ``uns['rlae_recipe']`` the recipe as JSON.
+    n_components
+        Latent units k.
+    lambda_frac, lam
+        Lambda is ``lam`` when given, else ``lambda_frac`` times an estimate
+        of ``e_{k+oversample}``; always in the units of ``C = X^T X`` (sum over cells).
+    oversample, max_iter, tol, seed
+        See :func:`rlae_sc.lae.solvers.fit_tied_exact`.
+    device
+        Torch device for training; ``"auto"`` picks CUDA when available.
+
+    Returns
+    -------
+    RLAEModel
+    """
+    n, m = pre.shape
+    if n_components + 1 > min(n, m):
+        raise InputError(source, f"{n} cells x {m} genes is too small for n_components={n_components}",
+                         f"Use n_components at most {min(n, m) - 1}, or give more cells/genes.")
+    recipe = Recipe.from_dict(json.loads(pre.uns["rlae_recipe"]))
+    t0 = time.perf_counter()
+    C = scatter_matrix(pre.X)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    try:
+        result = fit_tied_exact(torch.from_numpy(C).to(dev), n_components, lam=lam, lambda_frac=lambda_frac,
+                                oversample=oversample, max_iter=max_iter, tol=tol, seed=seed)
+    except ValueError as exc:
+        raise InputError(source, str(exc), "Adjust the training parameters.") from None
+    params = {
+        "solver": result.solver,
+        "lambda_rule": result.lambda_rule,
+        "lambda_frac": lambda_frac,
+        "oversample": oversample,
+        "max_iter": max_iter,
+        "tol": tol,
+        "seed": seed,
+        "device": str(dev),
+        "n_iter": result.n_iter,
+        "converged": result.converged,
+        "solver_seconds": result.seconds,
+        "fit_seconds": time.perf_counter() - t0,
+        **result.diagnostics,
+    }
+    return RLAEModel(recipe=recipe, encoder=result.encoder, decoder=result.decoder, lam=result.lam,
+                     total_scatter=float(np.trace(C)), n_cells=n, params=params, trace=result.trace)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python, rlae-sc and the libraries that shape results."""
+    out = {"python": platform.python_version()}
+    for pkg in ("rlae-sc", "torch", "numpy", "scipy", "scanpy", "anndata"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:  # not installed as a distribution (e.g. running from a source tree)
+            out[pkg] = "unknown"
+    return out

@@ -1,0 +1,125 @@
+"""The pipeline's stages on files: each reads what the stage before it wrote.
+
+counts.h5ad -> preprocess -> preprocessed.h5ad -> train -> model.npz
+-> directions -> directions.h5ad -> cluster -> embedding.h5ad + metrics.json
+-> report -> report.html + figures/*.png
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anndata as ad
+
+from rlae_sc.cluster import cluster
+from rlae_sc.directions import directions_adata
+from rlae_sc.errors import InputError
+from rlae_sc.io import read, write_h5ad, write_json
+from rlae_sc.model import fit, load_model
+from rlae_sc.preprocess import preprocess
+from rlae_sc.report import write_report
+from rlae_sc.simulate import bundled
+
+OUTPUTS = {
+    "preprocessed": "preprocessed.h5ad",
+    "model": "model.npz",
+    "directions": "directions.h5ad",
+    "embedding": "embedding.h5ad",
+    "metrics": "metrics.json",
+    "report": "report.html",
+}
+
+
+def _read_stage(path: str | Path, stage: str) -> ad.AnnData:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "not found", f"Run `rlae-sc {stage}` first to create it.")
+    return ad.read_h5ad(path)
+
+
+def preprocess_file(counts: str | Path, out: str | Path, *, layer: str | None = None, input_kind: str = "counts",
+                    label_key: str | None = None, **params) -> dict:
+    """Read a counts file, preprocess it (see :func:`rlae_sc.preprocess.preprocess`), write ``out``.
+
+    ``label_key``, when given, must name a column of the input's ``obs``
+    (checked here, before any work). The recipe is stored as JSON in
+    ``uns['rlae_recipe']``; returns the QC counts.
+    """
+    adata = read(counts, layer=layer, input_kind=input_kind)
+    if label_key is not None and label_key not in adata.obs:
+        raise InputError(counts, f"has no label column {label_key!r} (columns: {', '.join(map(str, adata.obs.columns)) or 'none'})",
+                         "Set label_key to an existing obs column, or leave it unset.")
+    pre, recipe = preprocess(adata, input_kind=input_kind, source=str(counts), **params)
+    pre.uns["rlae_recipe"] = json.dumps(recipe.to_dict())
+    pre.uns["rlae_input"] = {"path": str(counts), "layer": layer or "", "input_kind": input_kind}
+    write_h5ad(pre, out)
+    return recipe.stats
+
+
+def train_file(preprocessed: str | Path, out: str | Path, **params) -> dict:
+    """Train on ``preprocessed.h5ad`` (see :func:`rlae_sc.model.fit`) and write the model file ``out``."""
+    pre = _read_stage(preprocessed, "preprocess")
+    model = fit(pre, source=str(preprocessed), **params)
+    model.save(out)
+    return model.params
+
+
+def directions_file(preprocessed: str | Path, model_path: str | Path, out: str | Path) -> dict:
+    """Directions, embedding and exact-PCA comparison -> ``directions.h5ad`` (metrics in ``uns['rlae_metrics']``)."""
+    pre = _read_stage(preprocessed, "preprocess")
+    model = load_model(model_path)
+    out_adata, metrics = directions_adata(model, pre)
+    out_adata.uns["rlae_metrics"] = metrics
+    write_h5ad(out_adata, out)
+    return metrics
+
+
+def cluster_file(directions: str | Path, out: str | Path, metrics_out: str | Path, *,
+                 label_key: str | None = None, **params) -> dict:
+    """Cluster ``directions.h5ad`` (see :func:`rlae_sc.cluster.cluster`) -> ``embedding.h5ad`` + ``metrics.json``."""
+    adata = _read_stage(directions, "directions")
+    result = cluster(adata, label_key=label_key, source=str(directions), **params)
+    metrics = {**adata.uns.pop("rlae_metrics"), **result}
+    adata.uns["rlae"]["metrics"] = metrics
+    write_h5ad(adata, out)
+    write_json(metrics, metrics_out)
+    return metrics
+
+
+def report_file(embedding: str | Path, out_dir: str | Path, *, dataset: str, label_key: str | None = None) -> Path:
+    """Figures and ``report.html`` from ``embedding.h5ad`` into ``out_dir``."""
+    adata = _read_stage(embedding, "cluster")
+    return write_report(adata, adata.uns["rlae"]["metrics"], out_dir, dataset=dataset, label_key=label_key)
+
+
+def run(counts: str | Path, out_dir: str | Path, *, layer: str | None = None, input_kind: str = "counts",
+        label_key: str | None = None, preprocess_params: dict | None = None, train_params: dict | None = None,
+        cluster_params: dict | None = None, dataset: str | None = None) -> dict:
+    """Every stage in order, outputs under ``out_dir`` with the names in ``OUTPUTS``; returns the metrics."""
+    out = Path(out_dir)
+    files = {key: out / name for key, name in OUTPUTS.items()}
+    preprocess_file(counts, files["preprocessed"], layer=layer, input_kind=input_kind, label_key=label_key,
+                    **(preprocess_params or {}))
+    train_file(files["preprocessed"], files["model"], **(train_params or {}))
+    directions_file(files["preprocessed"], files["model"], files["directions"])
+    metrics = cluster_file(files["directions"], files["embedding"], files["metrics"], label_key=label_key,
+                           **(cluster_params or {}))
+    report_file(files["embedding"], out, dataset=dataset or Path(counts).stem, label_key=label_key)
+    return metrics
+
+
+def embed_file(model_path: str | Path, counts: str | Path, out: str | Path, *, layer: str | None = None,
+               min_overlap: float = 0.5) -> ad.AnnData:
+    """Embed the cells of ``counts`` with a trained model and write them, with ``obsm['X_rlae']``, to ``out``."""
+    model = load_model(model_path)
+    adata = read(counts, layer=layer, input_kind=model.recipe.input_kind)
+    model.embed(adata, min_overlap=min_overlap, source=str(counts))
+    adata.uns["rlae_embed"]["model"] = str(model_path)
+    write_h5ad(adata, out)
+    return adata
+
+
+def demo_data_file(name: str, out: str | Path) -> None:
+    """Write a bundled demo dataset (:func:`rlae_sc.simulate.bundled`) to ``out``."""
+    write_h5ad(bundled(name), out)

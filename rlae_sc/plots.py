@@ -1,0 +1,128 @@
+"""One function per report figure; each takes the embedding AnnData and returns a matplotlib Figure."""
+
+from __future__ import annotations
+
+import anndata as ad
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rlae_sc.directions import DIRECTIONS_KEY  # noqa: E402
+
+plt.rcParams.update({"figure.dpi": 110, "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+
+
+def variance_ratio(adata: ad.AnnData) -> plt.Figure:
+    """Variance ratio per component, LAE (from decoder singular values) beside exact PCA."""
+    u = adata.uns["rlae"]
+    i = np.arange(1, len(u["variance_ratio"]) + 1)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot(i, u["reference_pca"]["variance_ratio"], "o", ms=7, mfc="none", color="0.3", label="exact PCA (eigh)")
+    ax.plot(i, u["variance_ratio"], ".", ms=5, color="C3", label="LAE: lam / (1 - s_i^2) / tr(C)")
+    ax.set_yscale("log")
+    ax.set_xlabel("component i")
+    ax.set_ylabel("fraction of total variance")
+    ax.set_title("Variance ratio per component")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def alignment(adata: ad.AnnData) -> plt.Figure:
+    """``1 - |cos(p_i, u_i)|`` per component (log scale) with the eigengap ``e_i / e_{i+1}`` beside it."""
+    ref = adata.uns["rlae"]["reference_pca"]
+    i = np.arange(1, len(ref["alignment"]) + 1)
+    fig, (ax, gx) = plt.subplots(2, 1, figsize=(6, 4.6), sharex=True, height_ratios=[3, 2])
+    ax.semilogy(i, np.maximum(1 - ref["alignment"], 1e-16), "o-", ms=3, color="C0")
+    ax.axhline(1e-3, ls=":", color="0.5")
+    ax.text(i[-1], 7e-4, "|cos| = 0.999", ha="right", va="top", color="0.4", fontsize=8)
+    ax.set_ylabel("1 - |cos(LAE_i, PCA_i)|")
+    ax.set_title("Per-component alignment with exact PCA (floor 1e-16)")
+    gx.semilogy(i, ref["eigengaps"] - 1, "s-", ms=3, color="C2")
+    gx.set_ylabel("relative eigengap\ne_i / e_(i+1) - 1")
+    gx.set_xlabel("component i")
+    fig.tight_layout()
+    return fig
+
+
+def singular_values(adata: ad.AnnData) -> plt.Figure:
+    """Decoder singular values against ``e_i / lambda`` with the theory curve ``sqrt(max(0, 1 - lam/e))``."""
+    u = adata.uns["rlae"]
+    ratio = u["reference_pca"]["eigenvalues"] / u["lambda"]
+    x = np.logspace(np.log10(min(ratio.min(), 1) * 0.5), np.log10(ratio.max() * 2), 300)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot(x, np.sqrt(np.clip(1 - 1 / x, 0, None)), color="0.3", label="theory: sqrt(max(0, 1 - lam/e))")
+    ax.plot(ratio, u["singular_values"], "o", ms=4, color="C3", label="decoder singular values s_i")
+    ax.set_xscale("log")
+    ax.set_xlabel("e_i / lambda  (exact eigenvalue of C over lambda, both sums over cells)")
+    ax.set_ylabel("singular value")
+    ax.set_title(f"Shrinkage of the decoder (lambda = {u['lambda']:.4g})")
+    ax.legend(frameon=False, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def training(adata: ad.AnnData) -> plt.Figure:
+    """Loss, transpose distance and read-out change against iterations (log scales)."""
+    t = adata.uns["rlae"]["trace"]
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+    panels = [
+        ("loss", "sum loss (units of C)", False),
+        ("transpose_distance", "||W1 - W2^T|| / ||W2||", True),
+        ("readout_change", "change of top-k subspace", True),
+    ]
+    for ax, (key, label, logy) in zip(axes, panels):
+        ax.plot(t["iteration"], t[key], ".-", ms=3)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_title(label, fontsize=9)
+    fig.suptitle("Training history", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def umap(adata: ad.AnnData, key: str) -> plt.Figure:
+    """UMAP of the LAE embedding coloured by an ``obs`` column (categories listed in the legend)."""
+    xy = adata.obsm["X_umap"]
+    values = adata.obs[key].astype(str)
+    cats = sorted(values.unique(), key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
+    cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10")
+    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    size = max(2, min(12, 20000 / len(values)))
+    for j, cat in enumerate(cats):
+        sel = (values == cat).to_numpy()
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=size, color=cmap(j % cmap.N), label=f"{cat} ({sel.sum()})", lw=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    ax.set_title(f"UMAP of the LAE embedding, coloured by {key}")
+    ax.legend(frameon=False, fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def top_genes(adata: ad.AnnData, *, n_directions: int = 6, n_genes: int = 10) -> plt.Figure:
+    """Genes with the largest |loading| on each of the first directions."""
+    L = adata.varm[DIRECTIONS_KEY]
+    n_directions = min(n_directions, L.shape[1])
+    ncol = 3
+    nrow = int(np.ceil(n_directions / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(9, 2.6 * nrow), squeeze=False)
+    names = np.asarray(adata.var_names)
+    for d, ax in enumerate(axes.ravel()):
+        if d >= n_directions:
+            ax.axis("off")
+            continue
+        order = np.argsort(-np.abs(L[:, d]))[:n_genes][::-1]
+        ax.barh(range(len(order)), L[order, d], color=np.where(L[order, d] > 0, "C3", "C0"))
+        ax.set_yticks(range(len(order)), names[order], fontsize=7)
+        ax.set_title(f"direction {d + 1}", fontsize=9)
+        ax.axvline(0, color="0.5", lw=0.6)
+        ax.set_xlabel("loading (unit vector)", fontsize=8)
+    fig.suptitle("Top genes of the first principal directions", fontsize=10)
+    fig.tight_layout()
+    return fig

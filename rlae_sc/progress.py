@@ -1,0 +1,12 @@
+"""Progress bars that stay quiet when stderr is not a terminal (logs, CI, Snakemake)."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm.auto import tqdm
+
+
+def progress(*, total: int, desc: str) -> tqdm:
+    """A tqdm bar on stderr, disabled unless stderr is a TTY."""
+    return tqdm(total=total, desc=desc, disable=not sys.stderr.isatty(), leave=False)
