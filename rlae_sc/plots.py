@@ -84,13 +84,10 @@ def training(adata: ad.AnnData) -> plt.Figure:
     return fig
 
 
-def umap(adata: ad.AnnData, key: str) -> plt.Figure:
-    """UMAP of the LAE embedding coloured by an ``obs`` column (categories listed in the legend)."""
-    xy = adata.obsm["X_umap"]
-    values = adata.obs[key].astype(str)
+def _scatter_categories(ax: plt.Axes, xy: np.ndarray, values, title: str) -> None:
+    values = values.astype(str)
     cats = sorted(values.unique(), key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
     cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10")
-    fig, ax = plt.subplots(figsize=(6.2, 4.6))
     size = max(2, min(12, 20000 / len(values)))
     for j, cat in enumerate(cats):
         sel = (values == cat).to_numpy()
@@ -99,8 +96,18 @@ def umap(adata: ad.AnnData, key: str) -> plt.Figure:
     ax.set_yticks([])
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
-    ax.set_title(f"UMAP of the LAE embedding, coloured by {key}")
-    ax.legend(frameon=False, fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+    ax.set_title(title, fontsize=9)
+    ax.legend(frameon=False, fontsize=7, markerscale=2, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
+
+
+def umap(adata: ad.AnnData, label_key: str | None = None) -> plt.Figure:
+    """UMAP of the LAE embedding coloured by Leiden cluster, and by the labels beside it when given."""
+    keys = ["leiden"] + ([label_key] if label_key else [])
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.8 * len(keys), 5.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        name = "Leiden cluster" if key == "leiden" else f"label ({key})"
+        _scatter_categories(ax, adata.obsm["X_umap"], adata.obs[key], f"coloured by {name}")
+    fig.suptitle("UMAP of the LAE embedding", fontsize=10)
     fig.tight_layout()
     return fig
 

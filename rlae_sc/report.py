@@ -12,47 +12,44 @@ import matplotlib.pyplot as plt
 from rlae_sc import plots
 from rlae_sc.io import atomic_path
 
-# name -> (function, caption: what it shows / what the theory predicts)
+# name -> (function of (adata, label_key), caption: what it shows / what the theory predicts).
+# workflow/report/<name>.rst repeats each caption for `snakemake --report` (a test keeps them equal).
 FIGURES = {
     "variance_ratio": (
-        plots.variance_ratio,
+        lambda a, key: plots.variance_ratio(a),
         "Fraction of the total variance carried by each component: LAE values come from the decoder's singular "
         "values alone (e_i = lambda / (1 - s_i^2)); open circles are exact PCA of the same matrix. "
         "Theory: at the optimum of the sum-regularized loss the two coincide.",
     ),
     "alignment": (
-        plots.alignment,
+        lambda a, key: plots.alignment(a),
         "Top: 1 - |cos| between each LAE direction (left singular vector of the decoder) and the matching exact "
-        "principal direction; lower is better. Bottom: eigengap e_i / e_(i+1). Theory: directions are identifiable "
-        "only where the gap is above 1; a component inside a near-degenerate cluster may mix with its neighbours.",
+        "principal direction; lower is better. Bottom: relative eigengap e_i / e_(i+1) - 1. Theory: a direction is "
+        "identifiable only where its gap is clearly above zero; inside a near-degenerate cluster it may mix.",
     ),
     "singular_values": (
-        plots.singular_values,
+        lambda a, key: plots.singular_values(a),
         "Decoder singular values against each component's eigenvalue in units of lambda. Theory (Kunin et al. 2019): "
         "s_i = sqrt(max(0, 1 - lambda / e_i)); components with e_i below lambda would collapse to zero.",
     ),
     "training": (
-        plots.training,
+        lambda a, key: plots.training(a),
         "Training history of the tied exact updates: the sum loss, the transpose distance between the encoder and "
         "its optimal (ridge) decoder, and the change of the top-k read-out between checks. Theory: every critical "
         "point of the sum loss has W1 = W2^T, so the transpose distance falls towards zero.",
     ),
-    "umap_leiden": (
-        lambda a: plots.umap(a, "leiden"),
-        "UMAP of the cells computed from the LAE embedding (exact kNN graph), coloured by Leiden cluster. "
-        "The embedding equals PCA scores, so clusters should match a standard PCA-based analysis.",
+    "umap": (
+        plots.umap,
+        "UMAP of the cells from the LAE embedding (exact kNN graph), coloured by Leiden cluster and, where a label "
+        "column is configured, by the known labels (agreement: ARI and NMI in the table). The embedding equals PCA "
+        "scores, so clusters should match a standard PCA-based analysis.",
     ),
     "top_genes": (
-        plots.top_genes,
+        lambda a, key: plots.top_genes(a),
         "Genes with the largest loadings on the first directions (unit vectors over the genes used). "
         "Signs are arbitrary per direction; genes on one side of a direction are co-expressed across cells.",
     ),
 }
-LABEL_FIGURE = (
-    "umap_labels",
-    "UMAP of the LAE embedding coloured by the known labels ({key}); compare with the Leiden clusters "
-    "(agreement: ARI and NMI in the table).",
-)
 
 METRIC_ROWS = [
     ("n_cells", "cells (after QC)"),
@@ -87,13 +84,9 @@ def write_report(adata: ad.AnnData, metrics: dict, out_dir: str | Path, *, datas
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    items = [(name, fn, caption) for name, (fn, caption) in FIGURES.items()]
-    if label_key:
-        name, caption = LABEL_FIGURE
-        items.insert(5, (name, lambda a: plots.umap(a, label_key), caption.format(key=label_key)))
     sections = []
-    for name, fn, caption in items:
-        fig = fn(adata)
+    for name, (fn, caption) in FIGURES.items():
+        fig = fn(adata, label_key)
         png = fig_dir / f"{name}.png"
         with atomic_path(png) as tmp:
             fig.savefig(tmp, format="png", bbox_inches="tight")

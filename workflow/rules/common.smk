@@ -1,0 +1,43 @@
+import shlex
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+DATASETS = list(config["datasets"])
+# The rlae-sc command, run from this checkout: works in the project's virtualenv and in the
+# rule's conda environment (workflow/envs/rlae-sc.yaml holds the dependencies, not the package).
+RLAE = f"PYTHONPATH={shlex.quote(workflow.basedir)} python -m rlae_sc"
+FIGURES = ["variance_ratio", "alignment", "singular_values", "training", "umap", "top_genes"]
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, DATASETS)) if DATASETS else "(?!)",
+
+
+def dataset_entry(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def stage_params(dataset, stage):
+    """The config section of a stage, with the dataset's own overrides on top."""
+    return {**config.get(stage, {}), **config["datasets"][dataset].get(stage, {})}
+
+
+def cli_flags(params):
+    """{'n_top_genes': 2000, 'clip': None} -> '--n-top-genes 2000 --clip none'."""
+    words = []
+    for key, value in params.items():
+        flag = key.replace("_", "-")
+        words.extend([f"--{flag}", "none" if value is None else str(value)])
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def label_flag(wildcards):
+    key = dataset_entry(wildcards).get("label_key")
+    return f"--label-key {shlex.quote(key)}" if key else ""
+
+
+def all_outputs():
+    return expand(["results/{dataset}/report.html", "results/{dataset}/metrics.json"], dataset=DATASETS)

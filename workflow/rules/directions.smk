@@ -1,0 +1,14 @@
+rule directions:
+    input:
+        preprocessed="results/{dataset}/preprocessed.h5ad",
+        model="results/{dataset}/model.npz",
+    output:
+        "results/{dataset}/directions.h5ad",
+    log:
+        "logs/{dataset}/directions.log",
+    params:
+        rlae=RLAE,
+    conda:
+        "../envs/rlae-sc.yaml"
+    shell:
+        "{params.rlae} directions {input.preprocessed} {input.model} --out {output} > {log} 2>&1"

@@ -1,0 +1,20 @@
+rule preprocess:
+    input:
+        lambda wc: dataset_entry(wc)["path"],
+    output:
+        "results/{dataset}/preprocessed.h5ad",
+    log:
+        "logs/{dataset}/preprocess.log",
+    params:
+        rlae=RLAE,
+        flags=lambda wc: cli_flags(stage_params(wc.dataset, "preprocess")),
+        layer=lambda wc: (
+            f"--layer {shlex.quote(dataset_entry(wc)['layer'])}" if dataset_entry(wc).get("layer") else ""
+        ),
+        input_kind=lambda wc: dataset_entry(wc).get("input_kind", "counts"),
+        label=label_flag,
+    conda:
+        "../envs/rlae-sc.yaml"
+    shell:
+        "{params.rlae} preprocess {input} --out {output} --input-kind {params.input_kind} {params.layer} "
+        "{params.label} {params.flags} > {log} 2>&1"

@@ -1,0 +1,23 @@
+rule report:
+    input:
+        "results/{dataset}/embedding.h5ad",
+    output:
+        html="results/{dataset}/report.html",
+        figures=[
+            report(
+                f"results/{{dataset}}/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="{dataset}",
+            )
+            for name in FIGURES
+        ],
+    log:
+        "logs/{dataset}/report.log",
+    params:
+        rlae=RLAE,
+        label=label_flag,
+    conda:
+        "../envs/rlae-sc.yaml"
+    shell:
+        "{params.rlae} report {input} --out-dir results/{wildcards.dataset} --dataset {wildcards.dataset} "
+        "{params.label} > {log} 2>&1"

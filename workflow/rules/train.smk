@@ -1,0 +1,15 @@
+rule train:
+    input:
+        "results/{dataset}/preprocessed.h5ad",
+    output:
+        "results/{dataset}/model.npz",
+    log:
+        "logs/{dataset}/train.log",
+    params:
+        rlae=RLAE,
+        flags=lambda wc: cli_flags(stage_params(wc.dataset, "train")),
+    threads: 2
+    conda:
+        "../envs/rlae-sc.yaml"
+    shell:
+        "{params.rlae} train {input} --out {output} {params.flags} > {log} 2>&1"
