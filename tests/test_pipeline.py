@@ -1,0 +1,111 @@
+"""`rlae-sc run` end to end on small synthetic counts: the output contract, recomputed independently."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+import scipy.linalg
+
+K = 10
+
+
+@pytest.fixture(scope="module")
+def run_dir(small_counts_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    subprocess.run(
+        [sys.executable, "-m", "rlae_sc", "run", str(small_counts_file), "--out", str(out), "--label-key", "cell_type",
+         "--n-components", str(K), "--n-top-genes", "200", "--min-genes", "50"],
+        check=True, capture_output=True, text=True,
+    )
+    return out
+
+
+def test_every_output_is_written(run_dir):
+    for name in ["preprocessed.h5ad", "model.npz", "directions.h5ad", "embedding.h5ad", "metrics.json",
+                 "report.html", "figures/umap.png", "figures/alignment.png"]:
+        assert (run_dir / name).stat().st_size > 0, name
+    assert not list(run_dir.glob("*.tmp*")), "temporary files left behind"
+
+
+def test_embedding_follows_scanpy_conventions(run_dir, small_counts):
+    emb = ad.read_h5ad(run_dir / "embedding.h5ad")
+    pre = ad.read_h5ad(run_dir / "preprocessed.h5ad")
+    assert list(emb.obs_names) == list(pre.obs_names)
+    assert list(emb.var_names) == list(small_counts.var_names)  # all input genes
+    assert emb.obsm["X_rlae"].shape == (emb.n_obs, K)
+    assert emb.obsm["X_umap"].shape == (emb.n_obs, 2)
+    assert emb.obs["leiden"].nunique() >= 2
+    loadings = emb.varm["rlae_directions"]
+    used = emb.var["rlae_used"].to_numpy()
+    assert loadings.shape == (small_counts.n_vars, K)
+    assert np.all(loadings[~used] == 0) and used.sum() == pre.n_vars
+    for key in ["eigenvalues", "variance_ratio", "lambda", "params"]:
+        assert key in emb.uns["rlae"]
+    sc.pp.neighbors(emb, use_rep="X_rlae", transformer="sklearn")  # usable by scanpy as is
+
+
+def test_metrics_hold_when_recomputed_from_the_outputs(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    pre = ad.read_h5ad(run_dir / "preprocessed.h5ad")
+    emb = ad.read_h5ad(run_dir / "embedding.h5ad")
+    X = pre.X.astype(np.float64)
+    X -= X.mean(axis=0)
+    m = X.shape[1]
+    e, U = scipy.linalg.eigh(X.T @ X, subset_by_index=[m - K, m - 1])
+    e, U = e[::-1], U[:, ::-1]
+    P = emb.varm["rlae_directions"][emb.var["rlae_used"].to_numpy()].astype(np.float64)
+    cos = np.abs(np.sum(P * U, axis=0)) / np.linalg.norm(P, axis=0)
+    assert cos.min() >= 0.999
+    assert metrics["min_abs_cos_top10"] == pytest.approx(cos.min(), abs=1e-6)
+    rel = np.abs(emb.uns["rlae"]["eigenvalues"] - e) / e
+    assert rel.max() <= 1e-3
+    Q = np.linalg.qr(P)[0]
+    assert 1 - np.linalg.norm(U.T @ Q) ** 2 / K <= 1e-3
+    np.testing.assert_allclose(emb.obsm["X_rlae"], pre.X.astype(np.float64) @ P, atol=1e-4)
+    for key in ["n_cells", "n_genes", "k", "lambda", "fit_seconds", "subspace_distance",
+                "eigenvalue_max_rel_err_top10", "transpose_distance", "ari", "nmi"]:
+        assert key in metrics, key
+    assert metrics["ari"] > 0.5
+
+
+def test_embedding_agrees_with_scanpy_pca(run_dir):
+    pre = ad.read_h5ad(run_dir / "preprocessed.h5ad")
+    emb = ad.read_h5ad(run_dir / "embedding.h5ad")
+    sc.pp.pca(pre, n_comps=K, svd_solver="arpack")
+    ours, theirs = emb.obsm["X_rlae"], pre.obsm["X_pca"]
+    corr = np.abs(np.sum(ours * theirs, axis=0)) / np.linalg.norm(ours, axis=0) / np.linalg.norm(theirs, axis=0)
+    assert corr[:5].min() > 0.999
+
+
+def test_embed_reproduces_the_training_embedding(run_dir, small_counts_file, tmp_path):
+    out = tmp_path / "query.h5ad"
+    subprocess.run([sys.executable, "-m", "rlae_sc", "embed", str(small_counts_file), "--model",
+                    str(run_dir / "model.npz"), "--out", str(out)], check=True, capture_output=True)
+    query = ad.read_h5ad(out)
+    emb = ad.read_h5ad(run_dir / "embedding.h5ad")
+    q = query[emb.obs_names].obsm["X_rlae"]
+    assert np.abs(q - emb.obsm["X_rlae"]).max() / np.abs(emb.obsm["X_rlae"]).max() <= 1e-5
+    assert query.n_obs == ad.read_h5ad(small_counts_file).n_obs  # no cell dropped
+    assert query.obs["rlae_qc_pass"].sum() == emb.n_obs
+
+
+def test_cli_errors_name_the_file_without_traceback(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "rlae_sc", "preprocess", str(tmp_path / "missing.h5ad"),
+                          "--out", str(tmp_path / "p.h5ad")], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "missing.h5ad: file not found" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "p.h5ad").exists()
+
+
+def test_unknown_label_key_is_named_before_any_work(small_counts_file, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "rlae_sc", "run", str(small_counts_file), "--out", str(tmp_path / "o"),
+                          "--label-key", "celltype"], capture_output=True, text=True)
+    assert res.returncode == 2 and "no label column 'celltype'" in res.stderr
+    assert not (tmp_path / "o" / "preprocessed.h5ad").exists()
