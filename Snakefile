@@ -18,6 +18,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/directions.smk"
 include: "workflow/rules/cluster.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/map.smk"
 
 
 rule all:

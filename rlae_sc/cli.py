@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rlae_sc import pipeline
 from rlae_sc.errors import InputError
+from rlae_sc.simulate import BUNDLED
 
 S = argparse.SUPPRESS
 
@@ -125,8 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None)
     p.add_argument("--min-overlap", type=float, default=0.5, help="minimum fraction of model genes present (0.5)")
 
+    p = sub.add_parser("map", help="map query cells onto a reference: label transfer, reference UMAP")
+    p.add_argument("counts", help="query .h5ad")
+    p.add_argument("--model", required=True, help="the reference's model.npz")
+    p.add_argument("--reference", required=True, help="the reference's embedding.h5ad")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--label-key", default=None, help="reference obs column to transfer (Leiden clusters)")
+    p.add_argument("--truth-key", default=None, help="query obs column of known labels, for accuracy")
+    p.add_argument("--layer", default=None)
+    p.add_argument("--n-neighbors", type=int, default=15)
+    p.add_argument("--min-overlap", type=float, default=0.5)
+    p.add_argument("--title", default=None)
+
     p = sub.add_parser("demo-data", help="write a bundled demo dataset (no download)")
-    p.add_argument("name", choices=["synthetic", "pbmc68k_reduced"])
+    p.add_argument("name", choices=BUNDLED)
     p.add_argument("--out", required=True)
     return parser
 
@@ -167,6 +180,12 @@ def _dispatch(args: argparse.Namespace) -> None:
                 print(f"  {key}: {metrics[key]}")
     elif c == "embed":
         pipeline.embed_file(args.model, args.counts, args.out, layer=args.layer, min_overlap=args.min_overlap)
+    elif c == "map":
+        summary = pipeline.map_file(args.model, args.reference, args.counts, args.out_dir, label_key=args.label_key,
+                                    truth_key=args.truth_key, layer=args.layer, n_neighbors=args.n_neighbors,
+                                    min_overlap=args.min_overlap, title=args.title)
+        print(f"wrote {Path(args.out_dir) / 'report.html'}; median confidence {summary['median_confidence']:.3f}"
+              + (f", accuracy {summary['accuracy']:.3f}" if "accuracy" in summary else ""))
     elif c == "demo-data":
         pipeline.demo_data_file(args.name, args.out)
 

@@ -6,6 +6,7 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scanpy as sc
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
@@ -13,6 +14,11 @@ from rlae_sc.errors import InputError
 from rlae_sc.model import EMBEDDING_KEY
 
 MISSING_LABELS = ("", "?", "nan", "NaN", "unknown", "Unknown", "NA")
+
+
+def labelled_mask(values: pd.Series) -> np.ndarray:
+    """True where a label is present: not NaN and not one of ``MISSING_LABELS``."""
+    return values.notna().to_numpy() & ~values.astype(str).isin(MISSING_LABELS).to_numpy()
 
 
 def cluster(
@@ -55,7 +61,7 @@ def cluster(
     result = {"n_clusters": int(adata.obs["leiden"].nunique())}
     if label_key is not None:
         labels = adata.obs[label_key].astype(str)
-        has = ~labels.isin(MISSING_LABELS).to_numpy() & adata.obs[label_key].notna().to_numpy()
+        has = labelled_mask(adata.obs[label_key])
         truth, pred = labels[has].to_numpy(), adata.obs["leiden"].astype(str)[has].to_numpy()
         result.update(
             ari=float(adjusted_rand_score(truth, pred)),

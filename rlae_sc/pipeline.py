@@ -18,7 +18,8 @@ from rlae_sc.errors import InputError
 from rlae_sc.io import read, write_h5ad, write_json
 from rlae_sc.model import fit, load_model
 from rlae_sc.preprocess import preprocess
-from rlae_sc.report import write_report
+from rlae_sc.mapping import map_query
+from rlae_sc.report import write_mapping_report, write_report
 from rlae_sc.simulate import bundled
 
 OUTPUTS = {
@@ -123,3 +124,27 @@ def embed_file(model_path: str | Path, counts: str | Path, out: str | Path, *, l
 def demo_data_file(name: str, out: str | Path) -> None:
     """Write a bundled demo dataset (:func:`rlae_sc.simulate.bundled`) to ``out``."""
     write_h5ad(bundled(name), out)
+
+
+def map_file(model_path: str | Path, reference: str | Path, counts: str | Path, out_dir: str | Path, *,
+             label_key: str | None = None, truth_key: str | None = None, layer: str | None = None,
+             n_neighbors: int = 15, min_overlap: float = 0.5, title: str | None = None) -> dict:
+    """Embed ``counts`` with the reference's model, transfer labels, place cells in the reference UMAP.
+
+    ``reference`` is the reference dataset's ``embedding.h5ad`` (same model).
+    Writes ``mapped.h5ad`` (query cells: ``obsm['X_rlae']``, ``obsm['X_umap']``,
+    ``obs['rlae_label']``, ``obs['rlae_label_confidence']``, ``obs['rlae_qc_pass']``),
+    ``mapping.json`` and ``report.html`` with figures into ``out_dir``; returns the summary.
+    """
+    out_dir = Path(out_dir)
+    ref = _read_stage(reference, "cluster")
+    query = embed_file(model_path, counts, out_dir / "mapped.h5ad", layer=layer, min_overlap=min_overlap)
+    summary = map_query(ref, query, label_key=label_key, n_neighbors=n_neighbors, truth_key=truth_key,
+                        source=str(reference))
+    summary["gene_overlap"] = query.uns["rlae_embed"]["gene_overlap"]
+    summary["n_flagged_by_qc"] = int((~query.obs["rlae_qc_pass"]).sum())
+    write_h5ad(query, out_dir / "mapped.h5ad")
+    write_json(summary, out_dir / "mapping.json")
+    write_mapping_report(ref, query, summary, out_dir, truth_key=truth_key,
+                         title=title or f"rlae-sc mapping: {Path(counts).stem} onto {Path(reference).parent.name}")
+    return summary

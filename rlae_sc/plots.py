@@ -133,3 +133,46 @@ def top_genes(adata: ad.AnnData, *, n_directions: int = 6, n_genes: int = 10) ->
     fig.suptitle("Top genes of the first principal directions", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def mapped_umap(reference: ad.AnnData, query: ad.AnnData) -> plt.Figure:
+    """Reference UMAP in grey with query cells on top, coloured by their transferred label."""
+    fig, ax = plt.subplots(figsize=(6.2, 5.6))
+    ref = reference.obsm["X_umap"]
+    ax.scatter(ref[:, 0], ref[:, 1], s=3, color="0.85", lw=0, label=f"reference ({reference.n_obs})")
+    _scatter_categories(ax, query.obsm["X_umap"], query.obs["rlae_label"], "query cells placed in the reference UMAP")
+    return fig
+
+
+def confidence(query: ad.AnnData) -> plt.Figure:
+    """Box plot of the label-transfer confidence per predicted label."""
+    labels = query.obs["rlae_label"].astype(str)
+    cats = sorted(labels.unique())
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.boxplot([query.obs["rlae_label_confidence"][labels == c] for c in cats], tick_labels=cats)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("confidence (weight share, 0-1)")
+    ax.set_xlabel("transferred label")
+    ax.tick_params(axis="x", rotation=30)
+    ax.set_title("Label transfer confidence")
+    fig.tight_layout()
+    return fig
+
+
+def confusion(query: ad.AnnData, truth_key: str) -> plt.Figure:
+    """Counts of known labels (rows) against transferred labels (columns)."""
+    import pandas as pd
+
+    table = pd.crosstab(query.obs[truth_key].astype(str), query.obs["rlae_label"].astype(str))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * table.shape[1], 1.2 + 0.5 * table.shape[0]))
+    ax.imshow(table.to_numpy(), cmap="Blues")
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=30, ha="right")
+    ax.set_yticks(range(table.shape[0]), table.index)
+    for (i, j), v in np.ndenumerate(table.to_numpy()):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                color="white" if v > table.to_numpy().max() / 2 else "black")
+    ax.set_xlabel("transferred label")
+    ax.set_ylabel(f"known label ({truth_key})")
+    ax.set_title("Known vs transferred labels (cells)")
+    fig.tight_layout()
+    return fig

@@ -51,6 +51,26 @@ FIGURES = {
     ),
 }
 
+# The mapping page's figures: name -> (function of (reference, query, truth_key), caption).
+MAPPING_FIGURES = {
+    "mapped_umap": (
+        lambda ref, query, truth: plots.mapped_umap(ref, query),
+        "Reference cells (grey) in their UMAP, with the query cells placed at the mean position of their nearest "
+        "reference cells in the model's embedding, coloured by the transferred label. Query cells far from any "
+        "reference population signal cell states the reference lacks.",
+    ),
+    "confidence": (
+        lambda ref, query, truth: plots.confidence(query),
+        "Per-cell confidence of the transferred label (weight share of the winning label among the nearest "
+        "reference cells), per predicted label. Low values mark cells between reference populations.",
+    ),
+    "confusion": (
+        lambda ref, query, truth: plots.confusion(query, truth),
+        "Known query labels ({truth_key}) against transferred labels, as counts; a good mapping puts most cells "
+        "on matching labels.",
+    ),
+}
+
 METRIC_ROWS = [
     ("n_cells", "cells (after QC)"),
     ("n_genes", "genes used"),
@@ -78,15 +98,26 @@ def _fmt(value) -> str:
     return html.escape(str(value))
 
 
-def write_report(adata: ad.AnnData, metrics: dict, out_dir: str | Path, *, dataset: str,
-                 label_key: str | None = None) -> Path:
-    """Write ``figures/*.png`` and ``report.html`` (images embedded) under ``out_dir``; return the page's path."""
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 980px; margin: 1.5em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; } th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; }
+th { text-align: left; font-weight: normal; color: #444; } td { font-variant-numeric: tabular-nums; }
+figure { margin: 2em 0; } img { max-width: 100%; height: auto; }
+figcaption { color: #444; font-size: 0.92em; max-width: 760px; }
+"""
+
+
+def write_page(out_dir: str | Path, *, title: str, intro: str, table: list[tuple[str, object]],
+               figures: list[tuple[str, plt.Figure, str]], page: str = "report.html") -> Path:
+    """Save each ``(name, figure, caption)`` as ``figures/<name>.png`` and write a self-contained HTML page.
+
+    ``table`` rows are ``(label, value)``; images are embedded as base64 so the page stands alone.
+    """
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     sections = []
-    for name, (fn, caption) in FIGURES.items():
-        fig = fn(adata, label_key)
+    for name, fig, caption in figures:
         png = fig_dir / f"{name}.png"
         with atomic_path(png) as tmp:
             fig.savefig(tmp, format="png", bbox_inches="tight")
@@ -96,28 +127,44 @@ def write_report(adata: ad.AnnData, metrics: dict, out_dir: str | Path, *, datas
             f'<figure id="{name}"><img src="data:image/png;base64,{data}" alt="{html.escape(name)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
-    rows = "".join(
-        f"<tr><th>{html.escape(label)}</th><td>{_fmt(metrics[key])}</td></tr>" for key, label in METRIC_ROWS if key in metrics
-    )
-    page = f"""<!DOCTYPE html>
+    rows = "".join(f"<tr><th>{html.escape(label)}</th><td>{_fmt(value)}</td></tr>" for label, value in table)
+    text = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>rlae-sc: {html.escape(dataset)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 980px; margin: 1.5em auto; padding: 0 1em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ padding: 3px 10px; border-bottom: 1px solid #ddd; }}
-th {{ text-align: left; font-weight: normal; color: #444; }} td {{ font-variant-numeric: tabular-nums; }}
-figure {{ margin: 2em 0; }} img {{ max-width: 100%; height: auto; }}
-figcaption {{ color: #444; font-size: 0.92em; max-width: 760px; }}
-</style></head><body>
-<h1>rlae-sc report: {html.escape(dataset)}</h1>
-<p>A linear autoencoder with L2 weight decay on encoder and decoder (sum-regularized) was trained on the
-preprocessed matrix; its decoder's left singular vectors are the principal directions (Kunin et al., ICML 2019).
-Every number below is checked against exact PCA of the same matrix.</p>
+<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{html.escape(intro)}</p>
 <table>{rows}</table>
 {''.join(sections)}
 </body></html>
 """
-    report = out_dir / "report.html"
-    with atomic_path(report) as tmp:
-        tmp.write_text(page)
-    return report
+    path = out_dir / page
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def write_report(adata: ad.AnnData, metrics: dict, out_dir: str | Path, *, dataset: str,
+                 label_key: str | None = None) -> Path:
+    """Write ``figures/*.png`` and ``report.html`` (images embedded) under ``out_dir``; return the page's path."""
+    return write_page(
+        out_dir,
+        title=f"rlae-sc report: {dataset}",
+        intro="A linear autoencoder with L2 weight decay on encoder and decoder (sum-regularized) was trained on "
+        "the preprocessed matrix; its decoder's left singular vectors are the principal directions (Kunin et al., "
+        "ICML 2019). Every number below is checked against exact PCA of the same matrix.",
+        table=[(label, metrics[key]) for key, label in METRIC_ROWS if key in metrics],
+        figures=[(name, fn(adata, label_key), caption) for name, (fn, caption) in FIGURES.items()],
+    )
+
+
+def write_mapping_report(reference: ad.AnnData, query: ad.AnnData, summary: dict, out_dir: str | Path, *,
+                         title: str, truth_key: str | None = None) -> Path:
+    """The mapping page: query cells in the reference UMAP, confidence, and agreement with known labels."""
+    figures = [(name, fn(reference, query, truth_key), caption.format(truth_key=truth_key))
+               for name, (fn, caption) in MAPPING_FIGURES.items() if truth_key or name != "confusion"]
+    table = [(key.replace("_", " "), value) for key, value in summary.items() if not isinstance(value, dict)]
+    return write_page(
+        out_dir, title=title, figures=figures, table=table,
+        intro="Query cells were embedded with the reference's model (its recipe and principal directions, no "
+        "refitting) and matched to their nearest reference cells in that embedding.",
+    )

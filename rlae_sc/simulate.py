@@ -16,6 +16,7 @@ def synthetic_counts(
     rank: int = 8,
     n_mito: int = 13,
     seed: int = 0,
+    cell_seed: int | None = None,
 ) -> ad.AnnData:
     """Poisson counts whose log-rates are a gene baseline plus a rank-``rank`` term.
 
@@ -23,6 +24,9 @@ def synthetic_counts(
     cell's latent position is its type's centre plus noise; each gene loads
     on two latent factors. Counts are Poisson with a log-normal library size.
     The last ``n_mito`` genes are named ``MT-...`` so mitochondrial QC applies.
+    ``seed`` fixes the structure (type centres, loadings, baselines);
+    ``cell_seed`` (default: ``seed``) draws the cells, so two calls with the
+    same ``seed`` and different ``cell_seed`` are two batches of the same tissue.
 
     Returns
     -------
@@ -32,12 +36,13 @@ def synthetic_counts(
     """
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 1.2, size=(n_types, rank))
-    types = rng.integers(0, n_types, size=n_cells)
-    z = centres[types] + rng.normal(0, 0.35, size=(n_cells, rank))
     loadings = np.zeros((n_genes, rank))
     for g in range(n_genes):
         loadings[g, rng.choice(rank, size=2, replace=False)] = rng.normal(0, 0.5, size=2)
     baseline = rng.normal(-1.0, 1.0, size=n_genes)
+    rng = np.random.default_rng([seed, seed if cell_seed is None else cell_seed])
+    types = rng.integers(0, n_types, size=n_cells)
+    z = centres[types] + rng.normal(0, 0.35, size=(n_cells, rank))
     library = rng.lognormal(0, 0.3, size=n_cells)
     rate = library[:, None] * np.exp(baseline + z @ loadings.T)
     counts = rng.poisson(rate).astype(np.float32)
@@ -49,12 +54,19 @@ def synthetic_counts(
         var=pd.DataFrame(index=names),
     )
     adata.varm["true_loadings"] = loadings
-    adata.uns["simulation"] = {"n_types": n_types, "rank": rank, "seed": seed, "model": "poisson log-linear"}
+    adata.uns["simulation"] = {"n_types": n_types, "rank": rank, "seed": seed,
+                               "cell_seed": seed if cell_seed is None else cell_seed, "model": "poisson log-linear"}
     return adata
 
 
+BUNDLED = ("synthetic", "synthetic_query", "pbmc68k_reduced")
+
+
 def bundled(name: str, *, seed: int = 0) -> ad.AnnData:
-    """Demo datasets that need no download: ``"synthetic"`` or ``"pbmc68k_reduced"``.
+    """Demo datasets that need no download: ``"synthetic"``, ``"synthetic_query"`` or ``"pbmc68k_reduced"``.
+
+    ``synthetic_query`` is a second batch of 1,000 cells from the same
+    synthetic tissue, for the mapping demo.
 
     ``pbmc68k_reduced`` ships with scanpy (700 cells x 765 genes); its
     log-normalised values (``raw``) are returned in ``X``, with the labels in
@@ -62,10 +74,14 @@ def bundled(name: str, *, seed: int = 0) -> ad.AnnData:
     """
     if name == "synthetic":
         return synthetic_counts(seed=seed)
+    if name == "synthetic_query":
+        q = synthetic_counts(seed=seed, cell_seed=seed + 1, n_cells=1000)
+        q.obs_names = [f"query_{c}" for c in q.obs_names]
+        return q
     if name == "pbmc68k_reduced":
         import scanpy as sc
 
         src = sc.datasets.pbmc68k_reduced()
         return ad.AnnData(X=sp.csr_matrix(src.raw.X, dtype=np.float32), obs=src.obs[["bulk_labels"]].copy(),
                           var=pd.DataFrame(index=src.raw.var_names))
-    raise ValueError(f"unknown bundled dataset {name!r}; choose 'synthetic' or 'pbmc68k_reduced'")
+    raise ValueError(f"unknown bundled dataset {name!r}; choose one of {', '.join(BUNDLED)}")

@@ -13,7 +13,7 @@ import pytest
 import scipy.linalg
 from sklearn.metrics import adjusted_rand_score
 
-from rlae_sc.pipeline import run
+from rlae_sc.pipeline import map_file, run
 from tests.conftest import shared_file
 
 pytestmark = pytest.mark.slow
@@ -56,3 +56,38 @@ def test_kang_12k_cells_end_to_end(tmp_path):
     got = recompute(tmp_path, 50)
     assert got["ari"] >= 0.55
     assert got["min_abs_cos_top10"] >= 0.999
+
+
+def _split(path, tmp_path, seed=0):
+    adata = ad.read_h5ad(path)
+    perm = np.random.default_rng(seed).permutation(adata.n_obs)
+    half = adata.n_obs // 2
+    adata[perm[:half]].copy().write_h5ad(tmp_path / "train.h5ad")
+    adata[perm[half:]].copy().write_h5ad(tmp_path / "test.h5ad")
+
+
+@pytest.fixture(scope="module")
+def soupx_half(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("soupx")
+    _split(shared_file("soupx_pbmc4k_2170.h5ad"), wd)
+    run(wd / "train.h5ad", wd / "ref", label_key="cell_type")
+    return wd
+
+
+def test_label_transfer_within_soupx_split(soupx_half):
+    summary = map_file(soupx_half / "ref" / "model.npz", soupx_half / "ref" / "embedding.h5ad",
+                       soupx_half / "test.h5ad", soupx_half / "map", label_key="cell_type", truth_key="cell_type")
+    assert summary["accuracy"] >= 0.90  # '?' cells are left out of the score
+
+
+def test_garnett_mapped_onto_soupx_keeps_b_and_t_apart(soupx_half, tmp_path):
+    map_file(soupx_half / "ref" / "model.npz", soupx_half / "ref" / "embedding.h5ad",
+             shared_file("garnett_pbmc800.h5ad"), tmp_path, label_key="cell_type")
+    mapped = ad.read_h5ad(tmp_path / "mapped.h5ad")
+
+    def lineage(label):
+        return "B" if label.startswith("B") else ("T" if "T" in label else label)
+
+    pred = mapped.obs["rlae_label"].astype(str).map(lineage)
+    truth = mapped.obs["cell_type"].astype(str).map(lineage)
+    assert (pred == truth).mean() >= 0.90

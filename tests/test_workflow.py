@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlae_sc.report import FIGURES
+from rlae_sc.report import FIGURES, MAPPING_FIGURES
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -48,6 +48,8 @@ def test_whole_chain_runs_and_logs_every_rule(workdir):
         assert (out / "figures" / f"{name}.png").stat().st_size > 0
     for rule in ["preprocess", "train", "directions", "cluster", "report"]:
         assert (workdir / "logs" / "tiny" / f"{rule}.log").exists(), rule
+    mapping = json.loads((workdir / "results" / "mapping" / "tiny_again" / "mapping.json").read_text())
+    assert mapping["accuracy"] >= 0.9  # the reference's own cells, mapped back
     # nothing left to do on a rerun
     again = snakemake("--cores", "1", "--directory", str(workdir), "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -69,6 +71,15 @@ def test_mistyped_config_key_is_named(workdir, tmp_path):
     assert "n_component" in res.stdout + res.stderr
 
 
+def test_query_naming_an_unknown_reference_is_named(workdir, tmp_path):
+    shutil.copytree(workdir / "config", tmp_path / "config")
+    cfg = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
+    cfg["queries"]["tiny_again"]["reference"] = "tinny"
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--directory", str(tmp_path))
+    assert res.returncode != 0 and "names reference 'tinny'" in res.stdout + res.stderr
+
+
 def test_captions_match_the_html_report():
-    for name, (_, caption) in FIGURES.items():
+    for name, (_, caption) in [*FIGURES.items(), *[(n, MAPPING_FIGURES[n]) for n in ("mapped_umap", "confidence")]]:
         assert (ROOT / "workflow" / "report" / f"{name}.rst").read_text().strip() == caption

@@ -6,6 +6,13 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml")
 
 DATASETS = list(config["datasets"])
+QUERIES = list(config.get("queries", {}))
+for _query, _entry in config.get("queries", {}).items():
+    if _entry["reference"] not in DATASETS:
+        raise ValueError(
+            f"config: query {_query!r} names reference {_entry['reference']!r}, which is not under datasets "
+            f"(datasets: {', '.join(DATASETS)}). Use one of those names."
+        )
 # The rlae-sc command, run from this checkout: works in the project's virtualenv and in the
 # rule's conda environment (workflow/envs/rlae-sc.yaml holds the dependencies, not the package).
 RLAE = f"PYTHONPATH={shlex.quote(workflow.basedir)} python -m rlae_sc"
@@ -14,6 +21,7 @@ FIGURES = ["variance_ratio", "alignment", "singular_values", "training", "umap",
 
 wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)) if DATASETS else "(?!)",
+    query="|".join(map(re.escape, QUERIES)) if QUERIES else "(?!)",
 
 
 def dataset_entry(wildcards):
@@ -34,10 +42,20 @@ def cli_flags(params):
     return " ".join(shlex.quote(w) for w in words)
 
 
-def label_flag(wildcards):
-    key = dataset_entry(wildcards).get("label_key")
+def label_flag_for(dataset):
+    key = config["datasets"][dataset].get("label_key")
     return f"--label-key {shlex.quote(key)}" if key else ""
 
 
+def label_flag(wildcards):
+    return label_flag_for(wildcards.dataset)
+
+
+def query_reference(wildcards):
+    return config["queries"][wildcards.query]["reference"]
+
+
 def all_outputs():
-    return expand(["results/{dataset}/report.html", "results/{dataset}/metrics.json"], dataset=DATASETS)
+    return expand(["results/{dataset}/report.html", "results/{dataset}/metrics.json"], dataset=DATASETS) + expand(
+        "results/mapping/{query}/report.html", query=QUERIES
+    )

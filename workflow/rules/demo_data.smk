@@ -4,7 +4,7 @@ rule demo_data:
     log:
         "logs/demo_data/{name}.log",
     wildcard_constraints:
-        name="synthetic|pbmc68k_reduced",
+        name="synthetic|synthetic_query|pbmc68k_reduced",
     params:
         rlae=RLAE,
     conda:

@@ -1,0 +1,34 @@
+rule map_query:
+    input:
+        counts=lambda wc: config["queries"][wc.query]["path"],
+        model=lambda wc: f"results/{query_reference(wc)}/model.npz",
+        reference=lambda wc: f"results/{query_reference(wc)}/embedding.h5ad",
+    output:
+        html="results/mapping/{query}/report.html",
+        mapped="results/mapping/{query}/mapped.h5ad",
+        summary="results/mapping/{query}/mapping.json",
+        figures=[
+            report(
+                f"results/mapping/{{query}}/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="mapping",
+                subcategory="{query}",
+            )
+            for name in ["mapped_umap", "confidence"]
+        ],
+    log:
+        "logs/mapping/{query}.log",
+    params:
+        rlae=RLAE,
+        flags=lambda wc: cli_flags(config.get("mapping", {})),
+        label=lambda wc: label_flag_for(query_reference(wc)),
+        truth=lambda wc: (
+            f"--truth-key {shlex.quote(config['queries'][wc.query]['truth_key'])}"
+            if config["queries"][wc.query].get("truth_key")
+            else ""
+        ),
+    conda:
+        "../envs/rlae-sc.yaml"
+    shell:
+        "{params.rlae} map {input.counts} --model {input.model} --reference {input.reference} "
+        "--out-dir results/mapping/{wildcards.query} {params.label} {params.truth} {params.flags} > {log} 2>&1"
