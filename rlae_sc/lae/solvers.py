@@ -29,11 +29,12 @@ class LAEFit:
     encoder, decoder
         ``W1`` (k x m) and ``W2`` (m x k), float64.
     lam
-        Lambda in the units of ``C`` (sum over cells).
+        Lambda in the units of ``C`` (sum over cells); a vector (k,) for the non-uniform loss.
     lambda_rule
         How lambda was chosen, e.g. ``"0.1 x e_k estimate (Ritz value after 30 warm-up iterations)"``.
     n_iter, converged
-        Iterations run and whether the tolerance was met.
+        Iterations run and whether a stopping tolerance was met (rules that
+        run a fixed number of steps report False).
     trace
         Columns ``iteration``, ``loss`` (sum loss, units of ``C``) and
         ``transpose_distance`` (``||W1 - W2^T|| / ||W2||``, with W2 the
@@ -47,7 +48,7 @@ class LAEFit:
 
     encoder: np.ndarray
     decoder: np.ndarray
-    lam: float
+    lam: float | np.ndarray
     lambda_rule: str
     solver: str
     n_iter: int

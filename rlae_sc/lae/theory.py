@@ -102,9 +102,12 @@ def axis_alignment(U: np.ndarray, W2: np.ndarray) -> float:
 
 
 def singular_value_error(s: np.ndarray, e: np.ndarray, lam: float | np.ndarray) -> float:
-    """``max_i |s_i - sqrt(max(0, 1 - lam/e_i))|`` for decoder singular values ``s`` sorted like ``e``."""
+    """``max_i |s_i - sqrt(max(0, 1 - lam_i/e_i))|``, both sides sorted in decreasing order.
+
+    ``lam`` is a scalar or one value per unit (non-uniform loss), paired with ``e`` in order.
+    """
     theory = np.sqrt(np.clip(1.0 - np.asarray(lam) / e, 0.0, None))
-    return float(np.max(np.abs(np.sort(s)[::-1] - theory)))
+    return float(np.max(np.abs(np.sort(s)[::-1] - np.sort(theory)[::-1])))
 
 
 def eigengaps(e: np.ndarray) -> np.ndarray:

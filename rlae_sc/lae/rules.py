@@ -1,0 +1,232 @@
+"""Learning rules for linear autoencoders, full-batch on ``C`` or mini-batch on rows of ``X``.
+
+Every rule takes one step from the current weights and a scatter matrix.
+Full batch uses ``C = X^T X``; a mini-batch of B rows uses ``(n / B) Xb^T Xb``,
+an unbiased estimate of ``C``, so lambda stays in the units of the full ``C``
+(a sum over all n cells) in both modes.
+
+Rules (``RULES``):
+
+* ``gd``, ``adam``: gradient descent / Adam on the untied loss (any of ``LOSSES``);
+* ``rotation``: gradient descent plus Bao et al.'s latent rotation
+  ``G = (triu(S) - triu(S)^T) / 2`` with ``S = W1 C W1^T`` (strict upper
+  triangle), subtracting ``G W1`` from the encoder's gradient and ``W2 G^T``
+  from the decoder's;
+* ``oja``: tied regularized Oja, ``W += eta (C W - W W^T C W - lam W)``;
+* ``gha``: Sanger's generalized Hebbian algorithm with weight decay,
+  ``W1 += eta (W1 C - lowertri(W1 C W1^T) W1 - lam W1)`` (ordered components);
+* ``alternating``: exact decoder ``W2 = C W1^T (W1 C W1^T + lam I)^{-1}``, then
+  the exact encoder for that decoder (sum loss, full batch);
+* ``tied_exact``: ``W <- C W (W^T C W + lam I)^{-1}`` (full batch).
+
+Tied rules keep ``W1 = W2^T`` by construction.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from rlae_sc.lae import theory
+from rlae_sc.lae.model import LOSSES, regularized_loss
+from rlae_sc.lae.solvers import LAEFit, ridge_decoder
+from rlae_sc.progress import progress
+
+RULES = ("gd", "adam", "rotation", "oja", "gha", "alternating", "tied_exact")
+TIED_RULES = ("oja", "gha", "tied_exact")
+FULL_BATCH_ONLY = ("alternating", "tied_exact")
+
+
+def top_eigenvalue(C: torch.Tensor, *, n_iter: int = 50) -> float:
+    """Power-iteration estimate of ``e_1`` (used to scale default step sizes)."""
+    v = torch.ones(C.shape[0], dtype=C.dtype, device=C.device) / C.shape[0] ** 0.5
+    for _ in range(n_iter):
+        v = C @ v
+        v = v / torch.linalg.norm(v)
+    return float(v @ C @ v)
+
+
+def _lam_tensor(lam, like: torch.Tensor):
+    return torch.as_tensor(lam, dtype=like.dtype, device=like.device)
+
+
+def exact_encoder(C: torch.Tensor, W2: torch.Tensor, lam: float) -> torch.Tensor:
+    """Minimiser of the sum loss over the encoder for a fixed decoder.
+
+    Solves ``(W2^T W2) W1 C + lam W1 = W2^T C`` in the eigenbasis of
+    ``W2^T W2 = Q diag(d) Q^T``: row i of ``Q^T W1`` is ``b_i (d_i C + lam I)^{-1}``
+    with ``b_i`` row i of ``Q^T W2^T C`` (k solves of size m).
+    """
+    d, Q = torch.linalg.eigh(W2.T @ W2)
+    B = Q.T @ W2.T @ C
+    eye = torch.eye(C.shape[0], dtype=C.dtype, device=C.device)
+    rows = [torch.linalg.solve(d[i] * C + lam * eye, B[i]) for i in range(len(d))]
+    return Q @ torch.stack(rows)
+
+
+class TraceRecorder:
+    """Rows of THEORY.md metrics against exact PCA of the full ``C``, one per stride.
+
+    Columns: ``iteration``, ``loss`` (on the full ``C``), ``transpose_distance``,
+    ``subspace_distance``, ``axis_alignment``, ``singular_value_error``,
+    ``min_abs_cos`` and ``cos_1..cos_k`` (decoder left singular vectors, ordered
+    by singular value, against ``u_1..u_k``).
+    """
+
+    def __init__(self, C: torch.Tensor, k: int, lam, loss: str) -> None:
+        self.C = C
+        self.loss = loss
+        self.lam = lam
+        self.e, self.U = theory.exact_pca(C.cpu().numpy(), k)
+        self.rows: dict[str, list[float]] = {}
+
+    def record(self, it: int, W1: torch.Tensor, W2: torch.Tensor) -> None:
+        w1, w2 = W1.detach().cpu().numpy(), W2.detach().cpu().numpy()
+        P, s, _ = np.linalg.svd(w2, full_matrices=False)
+        cos = theory.alignment(P, self.U)
+        lam = np.asarray(self.lam, dtype=np.float64)
+        row = {
+            "iteration": it,
+            "loss": float(regularized_loss(W1.detach(), W2.detach(), _lam_tensor(self.lam, W1), self.loss, scatter=self.C)),
+            "transpose_distance": theory.transpose_distance(w1, w2),
+            "subspace_distance": theory.subspace_distance(w2, self.U),
+            "axis_alignment": theory.axis_alignment(self.U, w2),
+            "singular_value_error": theory.singular_value_error(s, self.e, lam) if self.loss in ("sum", "nonuniform") else float("nan"),
+            "min_abs_cos": float(cos.min()),
+            **{f"cos_{i + 1}": float(c) for i, c in enumerate(cos)},
+        }
+        for key, value in row.items():
+            self.rows.setdefault(key, []).append(float(value))
+
+
+def train_rule(
+    rule: str,
+    *,
+    k: int,
+    lam,
+    C: torch.Tensor | None = None,
+    X: torch.Tensor | None = None,
+    loss: str = "sum",
+    lr: float | None = None,
+    n_iter: int = 1000,
+    batch_size: int | None = None,
+    trace_every: int = 10,
+    seed: int = 0,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> LAEFit:
+    """Train k latent units with one of ``RULES`` and record a trace.
+
+    Parameters
+    ----------
+    rule
+        One of ``RULES``.
+    k
+        Latent units.
+    lam
+        Lambda in the units of the full ``C`` (sum over cells): a scalar, or a
+        vector (k,) for the ``nonuniform`` loss.
+    C, X
+        The scatter matrix (m x m) for full-batch training, or the centred data
+        (n x m) for mini-batch training with ``batch_size`` rows per step.
+        Either gives the reference for the trace (``C`` is formed once from
+        ``X`` when only ``X`` is given).
+    loss
+        For ``gd``, ``adam`` and ``rotation``: one of ``LOSSES``. The other
+        rules implement the sum loss (``gha`` and ``oja`` also accept a vector lambda).
+    lr
+        Step size; default ``0.5 / e_1`` (``1e-2`` for Adam).
+    n_iter, trace_every, seed
+        Steps, trace stride, and the seed of the random start and of batches.
+    init
+        Optional starting ``(W1, W2)``.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if rule not in ("gd", "adam", "rotation") and loss not in ("sum", "nonuniform"):
+        raise ValueError(f"rule {rule!r} implements the sum loss; use gd, adam or rotation for the {loss} loss")
+    if batch_size is not None and rule in FULL_BATCH_ONLY:
+        raise ValueError(f"rule {rule!r} is full-batch only; leave batch_size unset")
+    if C is None:
+        if X is None:
+            raise ValueError("give C (full batch) or X (mini-batch)")
+        C = X.T @ X
+    if batch_size is not None and X is None:
+        raise ValueError("mini-batch training needs the data rows X")
+    t0 = time.perf_counter()
+    gen = torch.Generator(device=C.device).manual_seed(seed)
+    m = C.shape[0]
+    if init is None:
+        W1 = torch.randn(k, m, dtype=C.dtype, device=C.device, generator=gen) * m**-0.5
+        W2 = torch.randn(m, k, dtype=C.dtype, device=C.device, generator=gen) * m**-0.5
+    else:
+        W1, W2 = (w.clone().to(C) for w in init)
+    if rule in TIED_RULES:
+        W2 = W1.T.clone()
+    lam_t = _lam_tensor(lam, C)
+    if lr is None:
+        lr = 1e-2 if rule == "adam" else 0.5 / top_eigenvalue(C)
+    recorder = TraceRecorder(C, k, lam, loss)
+    W1.requires_grad_(rule in ("gd", "adam", "rotation"))
+    W2.requires_grad_(rule in ("gd", "adam", "rotation"))
+    opt = torch.optim.Adam([W1, W2], lr=lr) if rule == "adam" else None
+    n = None if X is None else X.shape[0]
+    recorder.record(0, W1, W2)
+    with progress(total=n_iter, desc=f"train ({rule})") as bar:
+        for it in range(1, n_iter + 1):
+            if batch_size is None:
+                Ct = C
+            else:
+                rows = torch.randint(0, n, (batch_size,), generator=gen, device=C.device)
+                Xb = X[rows]
+                Ct = (n / batch_size) * (Xb.T @ Xb)
+            if rule in ("gd", "adam", "rotation"):
+                value = regularized_loss(W1, W2, lam_t, loss, scatter=Ct)
+                g1, g2 = torch.autograd.grad(value, [W1, W2])
+                if rule == "rotation":
+                    with torch.no_grad():
+                        S = torch.triu(W1 @ Ct @ W1.T, diagonal=1)
+                        G = (S - S.T) / 2
+                        g1 = g1 - G @ W1
+                        g2 = g2 - W2 @ G.T
+                if opt is not None:
+                    W1.grad, W2.grad = g1, g2
+                    opt.step()
+                else:
+                    with torch.no_grad():
+                        W1 -= lr * g1
+                        W2 -= lr * g2
+            elif rule == "oja":
+                W = W2
+                CW = Ct @ W
+                W = W + lr * (CW - W @ (W.T @ CW) - W * lam_t)
+                W1, W2 = W.T, W
+            elif rule == "gha":
+                W1C = W1 @ Ct
+                W1 = W1 + lr * (W1C - torch.tril(W1C @ W1.T) @ W1 - lam_t.reshape(-1, 1) * W1)
+                W2 = W1.T
+            elif rule == "alternating":
+                W2 = ridge_decoder(Ct, W1, float(lam))
+                W1 = exact_encoder(Ct, W2, float(lam))
+            elif rule == "tied_exact":
+                W2 = ridge_decoder(Ct, W1, float(lam))
+                W1 = W2.T
+            if it % trace_every == 0 or it == n_iter:
+                recorder.record(it, W1, W2)
+                bar.update(trace_every)
+    W1, W2 = W1.detach(), W2.detach()
+    return LAEFit(
+        encoder=W1.cpu().numpy().copy(),
+        decoder=W2.cpu().numpy().copy(),
+        lam=float(lam) if np.ndim(lam) == 0 else np.asarray(lam, dtype=np.float64),
+        lambda_rule="given",
+        solver=rule,
+        n_iter=n_iter,
+        converged=False,  # a fixed number of steps, no stopping tolerance
+        trace=recorder.rows,
+        seconds=time.perf_counter() - t0,
+        diagnostics={"lr": lr, "loss": loss, "batch_size": batch_size or 0},
+    )
