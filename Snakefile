@@ -19,6 +19,7 @@ include: "workflow/rules/directions.smk"
 include: "workflow/rules/cluster.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/map.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

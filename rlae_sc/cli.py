@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rlae_sc import pipeline
 from rlae_sc.errors import InputError
+from rlae_sc.lae.rules import RULES
 from rlae_sc.simulate import BUNDLED
 
 S = argparse.SUPPRESS
@@ -25,6 +26,12 @@ def _optional(kind):
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _bool(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
 
 
 def _add_input(p: argparse.ArgumentParser) -> None:
@@ -47,6 +54,11 @@ def _add_preprocess(p: argparse.ArgumentParser) -> None:
 def _add_train(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("train")
     g.add_argument("--n-components", type=int, default=S, help="latent units k (50)")
+    g.add_argument("--solver", default=S, choices=["tied_exact", *RULES], help="(tied_exact)")
+    g.add_argument("--lr", type=_optional(float), default=S, help="step size of a learning rule (0.5 / (e_1 + lambda))")
+    g.add_argument("--batch-size", type=_optional(int), default=S, help="cells per mini-batch, or none (full batch)")
+    g.add_argument("--trace-every", type=int, default=S, help="trace stride in iterations (10)")
+    g.add_argument("--trace-metrics", type=_bool, default=S, help="trace metrics against exact PCA: true/false (true)")
     g.add_argument("--lambda-frac", type=float, default=S, help="lambda as a fraction of an e_k estimate (0.1)")
     g.add_argument("--lambda", dest="lam", type=_optional(float), default=S,
                    help="lambda in units of C = X^T X (sum over cells); overrides --lambda-frac")
@@ -71,7 +83,8 @@ def _pick(args: argparse.Namespace, names: list[str]) -> dict:
 
 
 PRE = ["min_genes", "min_cells", "max_pct_mito", "target_sum", "n_top_genes", "hvg_flavor", "clip"]
-TRAIN = ["n_components", "lambda_frac", "lam", "oversample", "max_iter", "tol", "seed", "device"]
+TRAIN = ["n_components", "solver", "lambda_frac", "lam", "oversample", "max_iter", "tol", "lr", "batch_size",
+         "trace_every", "trace_metrics", "seed", "device"]
 CLUSTER = ["n_neighbors", "n_dims", "resolution", "seed"]
 
 
@@ -138,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-overlap", type=float, default=0.5)
     p.add_argument("--title", default=None)
 
+    p = sub.add_parser("figures", help="reproduce the papers' figures (Kunin et al. 3-8, Bao et al.)")
+    p.add_argument("--out-dir", required=True, help="writes figures.html, figures.json and figures/*.png")
+    p.add_argument("--cells", default=None,
+                   help="a preprocessed.h5ad for the single-cell figures (default: scanpy's pbmc68k_reduced)")
+    p.add_argument("--quick", action="store_true", help="shorter runs (for tests), not the published figures")
+
     p = sub.add_parser("demo-data", help="write a bundled demo dataset (no download)")
     p.add_argument("name", choices=BUNDLED)
     p.add_argument("--out", required=True)
@@ -186,6 +205,11 @@ def _dispatch(args: argparse.Namespace) -> None:
                                     min_overlap=args.min_overlap, title=args.title)
         print(f"wrote {Path(args.out_dir) / 'report.html'}; median confidence {summary['median_confidence']:.3f}"
               + (f", accuracy {summary['accuracy']:.3f}" if "accuracy" in summary else ""))
+    elif c == "figures":
+        from rlae_sc.figures import make_figures
+
+        make_figures(args.out_dir, cells=args.cells, quick=args.quick)
+        print(f"wrote {Path(args.out_dir) / 'figures.html'}")
     elif c == "demo-data":
         pipeline.demo_data_file(args.name, args.out)
 

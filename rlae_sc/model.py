@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from rlae_sc.errors import InputError
+from rlae_sc.lae.rules import RULES, train_rule
 from rlae_sc.lae.solvers import fit_tied_exact
+from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.lae.theory import decoder_directions
 from rlae_sc.modelfile import load as load_file
 from rlae_sc.modelfile import save as save_file
@@ -146,11 +148,16 @@ def fit(
     pre: ad.AnnData,
     *,
     n_components: int = 50,
+    solver: str = "tied_exact",
     lambda_frac: float = 0.1,
     lam: float | None = None,
     oversample: int = 20,
     max_iter: int = 1000,
     tol: float = 1e-10,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    trace_every: int = 10,
+    trace_metrics: bool = True,
     seed: int = 0,
     device: str = "auto",
     source: str = "preprocessed input",
@@ -164,11 +171,23 @@ def fit(
         centred matrix, ``uns['rlae_recipe']`` the recipe as JSON.
     n_components
         Latent units k.
+    solver
+        ``"tied_exact"`` (default; :func:`rlae_sc.lae.solvers.fit_tied_exact`,
+        with ``oversample`` and ``tol``) or a learning rule of
+        :data:`rlae_sc.lae.rules.RULES` run for ``max_iter`` steps on the sum
+        loss, with step size ``lr`` and, for the rules that allow it,
+        mini-batches of ``batch_size`` cells.
     lambda_frac, lam
-        Lambda is ``lam`` when given, else ``lambda_frac`` times an estimate
-        of ``e_{k+oversample}``; always in the units of ``C = X^T X`` (sum over cells).
-    oversample, max_iter, tol, seed
-        See :func:`rlae_sc.lae.solvers.fit_tied_exact`.
+        Lambda is ``lam`` when given, else ``lambda_frac`` times an estimate of
+        the smallest eigenvalue the trained units see (``e_{k+oversample}``
+        for ``tied_exact``, the exact ``e_k`` for the rules); always in the
+        units of ``C = X^T X`` (sum over cells), also with mini-batches.
+    trace_every, trace_metrics
+        Trace stride; with ``trace_metrics`` the trace holds the THEORY.md
+        metrics against exact PCA (``scipy.linalg.eigh``, not counted in the
+        fit time). The rules always trace them.
+    seed
+        Seed of the random start (and of mini-batches).
     device
         Torch device for training; ``"auto"`` picks CUDA when available.
 
@@ -180,13 +199,30 @@ def fit(
     if n_components + 1 > min(n, m):
         raise InputError(source, f"{n} cells x {m} genes is too small for n_components={n_components}",
                          f"Use n_components at most {min(n, m) - 1}, or give more cells/genes.")
+    if solver != "tied_exact" and solver not in RULES:
+        raise InputError(source, f"unknown solver {solver!r}", f"Use tied_exact or one of {', '.join(RULES)}.")
     recipe = Recipe.from_dict(json.loads(pre.uns["rlae_recipe"]))
-    t0 = time.perf_counter()
-    C = scatter_matrix(pre.X)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    t0 = time.perf_counter()
+    C_np = scatter_matrix(pre.X)
+    C = torch.from_numpy(C_np).to(dev)
+    scatter_seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    recorder = TraceRecorder(C, n_components) if (trace_metrics or solver != "tied_exact") else None
+    reference_seconds = time.perf_counter() - t1
     try:
-        result = fit_tied_exact(torch.from_numpy(C).to(dev), n_components, lam=lam, lambda_frac=lambda_frac,
-                                oversample=oversample, max_iter=max_iter, tol=tol, seed=seed)
+        if solver == "tied_exact":
+            result = fit_tied_exact(C, n_components, lam=lam, lambda_frac=lambda_frac, oversample=oversample,
+                                    max_iter=max_iter, tol=tol, check_every=trace_every, seed=seed, recorder=recorder)
+        else:
+            rule = "given"
+            if lam is None:
+                lam = lambda_frac * float(recorder.e[-1])
+                rule = f"{lambda_frac:g} x exact e_{n_components}"
+            X = torch.from_numpy(np.asarray(pre.X, dtype=np.float64)).to(dev) if batch_size else None
+            result = train_rule(solver, k=n_components, lam=lam, C=C, X=X, lr=lr, n_iter=max_iter,
+                                batch_size=batch_size, trace_every=trace_every, seed=seed, recorder=recorder)
+            result.lambda_rule = rule
     except ValueError as exc:
         raise InputError(source, str(exc), "Adjust the training parameters.") from None
     params = {
@@ -196,16 +232,18 @@ def fit(
         "oversample": oversample,
         "max_iter": max_iter,
         "tol": tol,
+        "batch_size": batch_size or 0,
         "seed": seed,
         "device": str(dev),
         "n_iter": result.n_iter,
         "converged": result.converged,
         "solver_seconds": result.seconds,
-        "fit_seconds": time.perf_counter() - t0,
-        **result.diagnostics,
+        "fit_seconds": scatter_seconds + result.seconds,
+        "exact_reference_seconds": reference_seconds,
+        **{key: val for key, val in result.diagnostics.items() if val is not None},
     }
     return RLAEModel(recipe=recipe, encoder=result.encoder, decoder=result.decoder, lam=result.lam,
-                     total_scatter=float(np.trace(C)), n_cells=n, params=params, trace=result.trace)
+                     total_scatter=float(np.trace(C_np)), n_cells=n, params=params, trace=result.trace)
 
 
 def software_versions() -> dict[str, str]:

@@ -11,11 +11,12 @@ import json
 from pathlib import Path
 
 import anndata as ad
+import pandas as pd
 
 from rlae_sc.cluster import cluster
 from rlae_sc.directions import directions_adata
 from rlae_sc.errors import InputError
-from rlae_sc.io import read, write_h5ad, write_json
+from rlae_sc.io import atomic_path, read, write_h5ad, write_json
 from rlae_sc.model import fit, load_model
 from rlae_sc.preprocess import preprocess
 from rlae_sc.mapping import map_query
@@ -25,6 +26,7 @@ from rlae_sc.simulate import bundled
 OUTPUTS = {
     "preprocessed": "preprocessed.h5ad",
     "model": "model.npz",
+    "trace": "model.trace.tsv",
     "directions": "directions.h5ad",
     "embedding": "embedding.h5ad",
     "metrics": "metrics.json",
@@ -59,11 +61,23 @@ def preprocess_file(counts: str | Path, out: str | Path, *, layer: str | None = 
 
 
 def train_file(preprocessed: str | Path, out: str | Path, **params) -> dict:
-    """Train on ``preprocessed.h5ad`` (see :func:`rlae_sc.model.fit`) and write the model file ``out``."""
+    """Train on ``preprocessed.h5ad`` (see :func:`rlae_sc.model.fit`) and write the model file ``out``.
+
+    The training trace is also written beside it as a tab-separated table,
+    ``<out without .npz>.trace.tsv`` (one row per stride).
+    """
     pre = _read_stage(preprocessed, "preprocess")
     model = fit(pre, source=str(preprocessed), **params)
+    with atomic_path(trace_path(out)) as tmp:
+        pd.DataFrame(model.trace).to_csv(tmp, sep="\t", index=False)
     model.save(out)
     return model.params
+
+
+def trace_path(model_path: str | Path) -> Path:
+    """The trace table written beside a model file: ``model.npz`` -> ``model.trace.tsv``."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name.removesuffix(".npz") + ".trace.tsv")
 
 
 def directions_file(preprocessed: str | Path, model_path: str | Path, out: str | Path) -> dict:

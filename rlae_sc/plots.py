@@ -65,16 +65,19 @@ def singular_values(adata: ad.AnnData) -> plt.Figure:
 
 
 def training(adata: ad.AnnData) -> plt.Figure:
-    """Loss, transpose distance and read-out change against iterations (log scales)."""
+    """Training history against iterations (log scales): loss, transpose distance, and, where traced,
+    the subspace distance to exact PCA and the read-out change of the default solver."""
     t = adata.uns["rlae"]["trace"]
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3))
     panels = [
         ("loss", "sum loss (units of C)", False),
         ("transpose_distance", "||W1 - W2^T|| / ||W2||", True),
-        ("readout_change", "change of top-k subspace", True),
+        ("subspace_distance", "subspace distance to exact PCA", True),
+        ("readout_change", "change of the top-k read-out", True),
     ]
-    for ax, (key, label, logy) in zip(axes, panels):
-        ax.plot(t["iteration"], t[key], ".-", ms=3)
+    panels = [p for p in panels if p[0] in t]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3), squeeze=False)
+    for ax, (key, label, logy) in zip(axes[0], panels):
+        ax.plot(t["iteration"], np.maximum(t[key], 1e-16) if logy else t[key], ".-", ms=3)
         if logy:
             ax.set_yscale("log")
         ax.set_xlabel("iteration")

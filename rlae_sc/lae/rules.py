@@ -29,9 +29,9 @@ import time
 import numpy as np
 import torch
 
-from rlae_sc.lae import theory
 from rlae_sc.lae.model import LOSSES, regularized_loss
 from rlae_sc.lae.solvers import LAEFit, ridge_decoder
+from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.progress import progress
 
 RULES = ("gd", "adam", "rotation", "oja", "gha", "alternating", "tied_exact")
@@ -48,10 +48,6 @@ def top_eigenvalue(C: torch.Tensor, *, n_iter: int = 50) -> float:
     return float(v @ C @ v)
 
 
-def _lam_tensor(lam, like: torch.Tensor):
-    return torch.as_tensor(lam, dtype=like.dtype, device=like.device)
-
-
 def exact_encoder(C: torch.Tensor, W2: torch.Tensor, lam: float) -> torch.Tensor:
     """Minimiser of the sum loss over the encoder for a fixed decoder.
 
@@ -64,41 +60,6 @@ def exact_encoder(C: torch.Tensor, W2: torch.Tensor, lam: float) -> torch.Tensor
     eye = torch.eye(C.shape[0], dtype=C.dtype, device=C.device)
     rows = [torch.linalg.solve(d[i] * C + lam * eye, B[i]) for i in range(len(d))]
     return Q @ torch.stack(rows)
-
-
-class TraceRecorder:
-    """Rows of THEORY.md metrics against exact PCA of the full ``C``, one per stride.
-
-    Columns: ``iteration``, ``loss`` (on the full ``C``), ``transpose_distance``,
-    ``subspace_distance``, ``axis_alignment``, ``singular_value_error``,
-    ``min_abs_cos`` and ``cos_1..cos_k`` (decoder left singular vectors, ordered
-    by singular value, against ``u_1..u_k``).
-    """
-
-    def __init__(self, C: torch.Tensor, k: int, lam, loss: str) -> None:
-        self.C = C
-        self.loss = loss
-        self.lam = lam
-        self.e, self.U = theory.exact_pca(C.cpu().numpy(), k)
-        self.rows: dict[str, list[float]] = {}
-
-    def record(self, it: int, W1: torch.Tensor, W2: torch.Tensor) -> None:
-        w1, w2 = W1.detach().cpu().numpy(), W2.detach().cpu().numpy()
-        P, s, _ = np.linalg.svd(w2, full_matrices=False)
-        cos = theory.alignment(P, self.U)
-        lam = np.asarray(self.lam, dtype=np.float64)
-        row = {
-            "iteration": it,
-            "loss": float(regularized_loss(W1.detach(), W2.detach(), _lam_tensor(self.lam, W1), self.loss, scatter=self.C)),
-            "transpose_distance": theory.transpose_distance(w1, w2),
-            "subspace_distance": theory.subspace_distance(w2, self.U),
-            "axis_alignment": theory.axis_alignment(self.U, w2),
-            "singular_value_error": theory.singular_value_error(s, self.e, lam) if self.loss in ("sum", "nonuniform") else float("nan"),
-            "min_abs_cos": float(cos.min()),
-            **{f"cos_{i + 1}": float(c) for i, c in enumerate(cos)},
-        }
-        for key, value in row.items():
-            self.rows.setdefault(key, []).append(float(value))
 
 
 def train_rule(
@@ -115,6 +76,7 @@ def train_rule(
     trace_every: int = 10,
     seed: int = 0,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    recorder: TraceRecorder | None = None,
 ) -> LAEFit:
     """Train k latent units with one of ``RULES`` and record a trace.
 
@@ -136,11 +98,13 @@ def train_rule(
         For ``gd``, ``adam`` and ``rotation``: one of ``LOSSES``. The other
         rules implement the sum loss (``gha`` and ``oja`` also accept a vector lambda).
     lr
-        Step size; default ``0.5 / e_1`` (``1e-2`` for Adam).
+        Step size; default ``0.5 / (e_1 + max(lam))`` (``1e-2`` for Adam).
     n_iter, trace_every, seed
         Steps, trace stride, and the seed of the random start and of batches.
     init
         Optional starting ``(W1, W2)``.
+    recorder
+        Trace recorder to fill (one is made from ``C`` when not given).
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
@@ -166,15 +130,15 @@ def train_rule(
         W1, W2 = (w.clone().to(C) for w in init)
     if rule in TIED_RULES:
         W2 = W1.T.clone()
-    lam_t = _lam_tensor(lam, C)
+    lam_t = torch.as_tensor(lam, dtype=C.dtype, device=C.device)
     if lr is None:
-        lr = 1e-2 if rule == "adam" else 0.5 / top_eigenvalue(C)
-    recorder = TraceRecorder(C, k, lam, loss)
+        lr = 1e-2 if rule == "adam" else 0.5 / (top_eigenvalue(C) + float(np.max(lam)))
+    recorder = recorder or TraceRecorder(C, k, loss)
     W1.requires_grad_(rule in ("gd", "adam", "rotation"))
     W2.requires_grad_(rule in ("gd", "adam", "rotation"))
     opt = torch.optim.Adam([W1, W2], lr=lr) if rule == "adam" else None
     n = None if X is None else X.shape[0]
-    recorder.record(0, W1, W2)
+    recorder.record(0, W1, W2, lam)
     with progress(total=n_iter, desc=f"train ({rule})") as bar:
         for it in range(1, n_iter + 1):
             if batch_size is None:
@@ -215,7 +179,7 @@ def train_rule(
                 W2 = ridge_decoder(Ct, W1, float(lam))
                 W1 = W2.T
             if it % trace_every == 0 or it == n_iter:
-                recorder.record(it, W1, W2)
+                recorder.record(it, W1, W2, lam)
                 bar.update(trace_every)
     W1, W2 = W1.detach(), W2.detach()
     return LAEFit(

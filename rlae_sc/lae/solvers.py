@@ -15,6 +15,7 @@ import torch
 
 from rlae_sc.lae.model import reconstruction_from_scatter
 from rlae_sc.lae.theory import alignment, rayleigh_ritz_decoder
+from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.progress import progress
 
 SOLVERS = ("tied_exact",)
@@ -84,6 +85,7 @@ def fit_tied_exact(
     tol: float = 1e-10,
     check_every: int = 10,
     seed: int = 0,
+    recorder: TraceRecorder | None = None,
 ) -> LAEFit:
     """Train with tied exact updates ``W <- C W (W^T C W + lam I)^{-1}`` and read out k units.
 
@@ -115,6 +117,11 @@ def fit_tied_exact(
         (mean squared sine of the principal angles) is below ``tol``.
     seed
         Seed of the random start.
+    recorder
+        When given, each check records the THEORY.md metrics of the trained
+        units (encoder ``W_t^T``, decoder ``W_{t+1}``; the top-k singular
+        vectors of that raw decoder against exact PCA) into the trace; its
+        time is left out of ``seconds``.
 
     Returns
     -------
@@ -153,7 +160,9 @@ def fit_tied_exact(
             f"Choose lambda below {ritz[k - 1]:.4g} or fewer components."
         )
     Cn = C.cpu().numpy()
-    trace: dict[str, list[float]] = {"iteration": [], "loss": [], "transpose_distance": [], "readout_change": []}
+    trace: dict[str, list[float]] = {"iteration": [], "loss": [], "transpose_distance": []}
+    readout_change: list[float] = []
+    trace_seconds = 0.0
     readout = None
     converged = False
     it = 0
@@ -163,10 +172,15 @@ def fit_tied_exact(
             if it % check_every == 0 or it == max_iter:
                 new = rayleigh_ritz_decoder(Cn, W_new.cpu().numpy(), lam)[:, :k]
                 change = 1.0 if readout is None else _subspace_change(readout, new)
-                trace["iteration"].append(n_warmup + it)
-                trace["loss"].append(sum_loss(C, W.T, W_new, lam))
-                trace["transpose_distance"].append(float(torch.linalg.norm(W_new - W) / torch.linalg.norm(W_new)))
-                trace["readout_change"].append(change)
+                if recorder is None:
+                    trace["iteration"].append(n_warmup + it)
+                    trace["loss"].append(sum_loss(C, W.T, W_new, lam))
+                    trace["transpose_distance"].append(float(torch.linalg.norm(W_new - W) / torch.linalg.norm(W_new)))
+                else:
+                    t1 = time.perf_counter()
+                    recorder.record(n_warmup + it, W.T, W_new, lam)
+                    trace_seconds += time.perf_counter() - t1
+                readout_change.append(change)
                 bar.update(check_every)
                 readout = new
                 if change < tol:
@@ -174,6 +188,7 @@ def fit_tied_exact(
                     W = W_new
                     break
             W = W_new
+    trace = {**(recorder.rows if recorder is not None else trace), "readout_change": readout_change}
     W1 = readout.T.copy()
     W2 = ridge_decoder(C, torch.from_numpy(W1).to(C.device), lam).cpu().numpy()
     raw_P = np.linalg.svd(W.cpu().numpy(), full_matrices=False)[0][:, :10]
@@ -187,9 +202,10 @@ def fit_tied_exact(
         n_iter=n_warmup + it,
         converged=converged,
         trace=trace,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - t0 - trace_seconds,
         diagnostics={
             "n_trained_units": kk,
+            "trace_seconds": trace_seconds,
             "raw_decoder_min_abs_cos_top10": float(np.min(alignment(raw_P, ritz_P))),
         },
     )

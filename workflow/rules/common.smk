@@ -38,7 +38,8 @@ def cli_flags(params):
     words = []
     for key, value in params.items():
         flag = key.replace("_", "-")
-        words.extend([f"--{flag}", "none" if value is None else str(value)])
+        text = "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        words.extend([f"--{flag}", text])
     return " ".join(shlex.quote(w) for w in words)
 
 

@@ -2,7 +2,8 @@ rule train:
     input:
         "results/{dataset}/preprocessed.h5ad",
     output:
-        "results/{dataset}/model.npz",
+        model="results/{dataset}/model.npz",
+        trace="results/{dataset}/model.trace.tsv",
     log:
         "logs/{dataset}/train.log",
     params:
@@ -12,4 +13,4 @@ rule train:
     conda:
         "../envs/rlae-sc.yaml"
     shell:
-        "{params.rlae} train {input} --out {output} {params.flags} > {log} 2>&1"
+        "{params.rlae} train {input} --out {output.model} {params.flags} > {log} 2>&1"

@@ -1,0 +1,49 @@
+"""Traces of the THEORY.md metrics during training, against exact PCA of the full scatter matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rlae_sc.lae import theory
+from rlae_sc.lae.model import regularized_loss
+
+
+class TraceRecorder:
+    """Rows of THEORY.md metrics against exact PCA of the full ``C``, one per stride.
+
+    Columns: ``iteration``, ``loss`` (on the full ``C``), ``transpose_distance``,
+    ``subspace_distance``, ``axis_alignment``, ``singular_value_error``,
+    ``min_abs_cos`` and ``cos_1..cos_k`` (the decoder's top-k left singular
+    vectors, ordered by singular value, against ``u_1..u_k``). The decoder may
+    have more than k columns (oversampled training).
+    """
+
+    def __init__(self, C: torch.Tensor, k: int, loss: str = "sum") -> None:
+        self.C = C
+        self.loss = loss
+        self.e, self.U = theory.exact_pca(C.cpu().numpy(), k)
+        self.rows: dict[str, list[float]] = {}
+
+    def record(self, it: int, W1: torch.Tensor, W2: torch.Tensor, lam) -> None:
+        """Append one row for encoder ``W1`` (k x m) and decoder ``W2`` (m x k) at step ``it``."""
+        w1, w2 = W1.detach().cpu().numpy(), W2.detach().cpu().numpy()
+        P, s, _ = np.linalg.svd(w2, full_matrices=False)
+        cos = theory.alignment(P, self.U)
+        lam_t = torch.as_tensor(lam, dtype=W1.dtype, device=W1.device)
+        row = {
+            "iteration": it,
+            "loss": float(regularized_loss(W1.detach(), W2.detach(), lam_t, self.loss, scatter=self.C)),
+            "transpose_distance": theory.transpose_distance(w1, w2),
+            "subspace_distance": theory.subspace_distance(w2, self.U),
+            "axis_alignment": theory.axis_alignment(self.U, w2),
+            "singular_value_error": (
+                theory.singular_value_error(s[: len(self.e)], self.e, np.asarray(lam, dtype=np.float64))
+                if self.loss in ("sum", "nonuniform")
+                else float("nan")
+            ),
+            "min_abs_cos": float(cos.min()),
+            **{f"cos_{i + 1}": float(c) for i, c in enumerate(cos)},
+        }
+        for key, value in row.items():
+            self.rows.setdefault(key, []).append(float(value))

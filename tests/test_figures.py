@@ -1,0 +1,48 @@
+"""`rlae-sc figures` (quick mode): every figure is written, and its numbers say what the theory says."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlae_sc.figures import FIGURE_NAMES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def figures_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("figures")
+    subprocess.run([sys.executable, "-m", "rlae_sc", "figures", "--out-dir", str(out), "--quick"], check=True,
+                   capture_output=True)
+    return out
+
+
+def test_every_figure_is_written_with_its_caption(figures_dir):
+    html = (figures_dir / "figures.html").read_text()
+    for name in FIGURE_NAMES:
+        assert (figures_dir / "figures" / f"{name}.png").stat().st_size > 0
+        assert f'id="{name}"' in html
+    assert "Measured" in html
+
+
+def test_numbers_follow_the_theory(figures_dir):
+    n = json.loads((figures_dir / "figures.json").read_text())
+    assert n["fig3_transpose_distance_sum"] <= 1e-6
+    assert n["fig3_transpose_distance_product"] > 1e-2 and n["fig3_transpose_distance_unregularized"] > 1e-2
+    assert n["fig4_min_diagonal_sum"] > 0.999 and n["fig4_min_diagonal_product"] > 0.999
+    assert n["fig4_min_diagonal_unregularized"] < 0.9
+    assert n["fig5_max_error_sum"] <= 1e-3
+    assert n["fig6_axis_ratio_sum_decoder"] > n["fig6_axis_ratio_unregularized_decoder"]
+    assert n["fig7_min_abs_cos_top9"] > 0.999 and n["fig8_score_correlation_min"] > 0.999
+
+
+def test_snakemake_figures_rule_lists_the_same_files():
+    text = (ROOT / "workflow" / "rules" / "figures.smk").read_text()
+    listed = re.findall(r'^\s+"([a-z0-9_]+)",$', text.split("rule figures")[0], flags=re.M)
+    assert tuple(listed) == FIGURE_NAMES

@@ -1,0 +1,124 @@
+"""The theory's claims, each a test that can fail: losses, learning rules, traces, mini-batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.stats
+import torch
+
+from rlae_sc.figures import paper_matrix
+from rlae_sc.lae.rules import RULES, exact_encoder, train_rule
+from rlae_sc.lae.model import regularized_loss
+
+
+@pytest.fixture(scope="module")
+def paper():
+    X = paper_matrix()
+    C = X.T @ X
+    e, U = np.linalg.eigh(C)
+    return X, torch.from_numpy(C), e[::-1], U[:, ::-1]
+
+
+def run(rule, C, **kw):
+    return train_rule(rule, k=10, C=C, trace_every=kw.pop("trace_every", 100), **kw)
+
+
+def test_only_the_sum_loss_makes_the_encoder_the_decoder_transpose(paper):
+    _, C, _, _ = paper
+    init = run("gd", C, lam=10.0, n_iter=0)
+    start = (torch.from_numpy(init.encoder), torch.from_numpy(init.decoder))
+    td = {loss: run("gd", C, lam=0.0 if loss == "unregularized" else 10.0, loss=loss, n_iter=3000,
+                    init=start).trace["transpose_distance"][-1]
+          for loss in ("unregularized", "product", "sum")}
+    assert td["sum"] <= 1e-6
+    assert td["product"] > 1e-2 and td["unregularized"] > 1e-2
+
+
+@pytest.mark.parametrize("lam", [9.0, 49.0, 100.0])
+def test_sum_shrinkage_follows_max_0_1_minus_lambda_over_e(paper, lam):
+    _, C, e, _ = paper
+    fit = run("alternating", C, lam=lam, n_iter=400)
+    s = np.linalg.svd(fit.decoder @ fit.encoder, compute_uv=False)[:10]
+    np.testing.assert_allclose(s, np.clip(1 - lam / e[:10], 0, None), atol=1e-3)
+
+
+@pytest.mark.parametrize("lam", [9.0, 100.0])
+def test_product_shrinkage_follows_e_over_e_plus_lambda(paper, lam):
+    _, C, e, _ = paper
+    fit = run("gd", C, lam=lam, loss="product", n_iter=4000)
+    s = np.linalg.svd(fit.decoder @ fit.encoder, compute_uv=False)[:10]
+    np.testing.assert_allclose(s, e[:10] / (e[:10] + lam), atol=1e-3)
+
+
+def test_rotation_augmented_gradient_orders_and_axis_aligns(paper):
+    _, C, e, U = paper
+    lam = np.linspace(5, 50, 10)
+    fit = run("rotation", C, lam=lam, loss="nonuniform", n_iter=8000)
+    cos = np.abs(np.sum(fit.decoder * U[:, :10], axis=0)) / np.linalg.norm(fit.decoder, axis=0)
+    assert cos.min() > 1 - 1e-6  # column i is +-u_i: ordered and axis-aligned
+    np.testing.assert_allclose(np.linalg.norm(fit.decoder, axis=0), np.sqrt(1 - lam / e[:10]), atol=1e-6)
+    plain = run("gd", C, lam=lam, loss="nonuniform", n_iter=8000)
+    assert plain.trace["axis_alignment"][-1] > 100 * fit.trace["axis_alignment"][-1]
+
+
+@pytest.mark.parametrize("rule", ["oja", "gha", "alternating", "tied_exact", "gd"])
+def test_sum_loss_rules_reach_the_closed_form(paper, rule):
+    _, C, e, U = paper
+    fit = run(rule, C, lam=10.0, n_iter={"gd": 4000}.get(rule, 3000))
+    P, s, _ = np.linalg.svd(fit.decoder, full_matrices=False)
+    np.testing.assert_allclose(s, np.sqrt(1 - 10.0 / e[:10]), atol=1e-6)
+    assert np.abs(np.sum(P * U[:, :10], axis=0)).min() > 1 - 1e-6
+
+
+def test_traces_agree_with_an_independent_computation(paper):
+    _, C, e, U = paper
+    fit = run("gha", C, lam=10.0, n_iter=500, trace_every=50)
+    W1, W2 = fit.encoder, fit.decoder
+    last = {key: values[-1] for key, values in fit.trace.items()}
+    assert last["iteration"] == 500
+    assert last["transpose_distance"] == pytest.approx(np.linalg.norm(W1 - W2.T) / np.linalg.norm(W2), abs=1e-12)
+    Q = scipy.linalg.orth(W2)
+    assert last["subspace_distance"] == pytest.approx(1 - np.sum((U[:, :10].T @ Q) ** 2) / 10, abs=1e-10)
+    unit = W2 / np.linalg.norm(W2, axis=0)
+    axis = np.mean([1 - max((u @ unit) ** 2) for u in U[:, :10].T])
+    assert last["axis_alignment"] == pytest.approx(axis, abs=1e-10)
+    Xm = paper[0]
+    rec = np.sum((Xm - Xm @ W1.T @ W2.T) ** 2) + 10.0 * (np.sum(W1**2) + np.sum(W2**2))
+    assert last["loss"] == pytest.approx(rec, rel=1e-10)
+
+
+@pytest.mark.parametrize("rule", ["gha", "oja", "gd"])
+def test_mini_batches_keep_lambda_in_full_data_units(rule):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, 12)) @ np.diag(np.linspace(3, 0.5, 12))
+    X -= X.mean(axis=0)
+    Xt = torch.from_numpy(X)
+    C = Xt.T @ Xt
+    e = np.sort(np.linalg.eigvalsh(C.numpy()))[::-1]
+    lam = 0.2 * e[3]
+    fit = train_rule(rule, k=4, lam=lam, X=Xt, batch_size=200, n_iter=3000, trace_every=100,
+                     lr=0.05 / e[0])
+    assert fit.trace["subspace_distance"][-1] < 1e-2
+    s = np.linalg.svd(fit.decoder, compute_uv=False)
+    np.testing.assert_allclose(s, np.sqrt(1 - lam / e[:4]), atol=0.02)  # stochastic: SGD noise floor
+
+
+def test_exact_encoder_is_stationary(paper):
+    _, C, _, _ = paper
+    W2 = torch.randn(20, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    W1 = exact_encoder(C, W2, 5.0).requires_grad_(True)
+    regularized_loss(W1, W2, 5.0, "sum", scatter=C).backward()
+    assert float(torch.linalg.norm(W1.grad)) < 1e-9 * float(torch.linalg.norm(C))
+
+
+def test_unknown_rule_and_bad_combinations_are_named(paper):
+    _, C, _, _ = paper
+    with pytest.raises(ValueError, match="unknown rule"):
+        run("sgd", C, lam=1.0)
+    with pytest.raises(ValueError, match="full-batch only"):
+        train_rule("alternating", k=2, lam=1.0, X=torch.eye(20, dtype=torch.float64), batch_size=5)
+    with pytest.raises(ValueError, match="implements the sum loss"):
+        run("oja", C, lam=1.0, loss="product")
+    assert set(RULES) >= {"gd", "adam", "rotation", "oja", "gha", "alternating", "tied_exact"}
