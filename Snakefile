@@ -20,6 +20,7 @@ include: "workflow/rules/cluster.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/map.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/index.smk"
 
 
 rule all:

@@ -15,6 +15,7 @@ from pathlib import Path
 from rlae_sc import pipeline
 from rlae_sc.errors import InputError
 from rlae_sc.lae.rules import RULES
+from rlae_sc.report import write_index
 from rlae_sc.simulate import BUNDLED
 
 S = argparse.SUPPRESS
@@ -122,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="name shown on the page")
     p.add_argument("--label-key", default=None)
 
+    p = sub.add_parser("index", help="results/index.html: a row per dataset, links to every page")
+    p.add_argument("results", help="the results directory")
+    p.add_argument("--out", default=None, help="page to write (RESULTS/index.html)")
+
     p = sub.add_parser("run", help="every stage on one input, without Snakemake")
     p.add_argument("counts")
     p.add_argument("--out", required=True, help="output directory")
@@ -188,6 +193,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         pipeline.cluster_file(args.directions, args.out, args.metrics, label_key=args.label_key, **_pick(args, CLUSTER))
     elif c == "report":
         pipeline.report_file(args.embedding, args.out_dir, dataset=args.dataset, label_key=args.label_key)
+    elif c == "index":
+        print(f"wrote {write_index(args.results, out=args.out)}")
     elif c == "run":
         metrics = pipeline.run(args.counts, args.out, layer=args.layer, input_kind=args.input_kind,
                                label_key=args.label_key, dataset=args.dataset,

@@ -373,7 +373,7 @@ def make_figures(out_dir: str | Path, *, cells: str | Path | None = None, quick:
                "figures 3-8; Bao, Lucas, Sachdeva, Grosse (NeurIPS 2020), 'Regularized linear autoencoders recover "
                "the principal components, eventually', comparisons of learning rules. Every number in a caption "
                "comes from this run.",
-               table=[(key, value) for key, value in numbers.items() if not key.startswith("bao_") or "axis" in key],
+               table=[(key, key, value) for key, value in numbers.items() if not key.startswith("bao_") or "axis" in key],
                figures=[(fname, fig, cap) for fname, fig, cap, _ in entries])
     write_json(numbers, out_dir / "figures.json")
     return numbers

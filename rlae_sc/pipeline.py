@@ -8,6 +8,7 @@ counts.h5ad -> preprocess -> preprocessed.h5ad -> train -> model.npz
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import anndata as ad
@@ -22,6 +23,8 @@ from rlae_sc.preprocess import preprocess
 from rlae_sc.mapping import map_query
 from rlae_sc.report import write_mapping_report, write_report
 from rlae_sc.simulate import bundled
+
+log = logging.getLogger("rlae_sc")
 
 OUTPUTS = {
     "preprocessed": "preprocessed.h5ad",
@@ -57,6 +60,7 @@ def preprocess_file(counts: str | Path, out: str | Path, *, layer: str | None = 
     pre.uns["rlae_recipe"] = json.dumps(recipe.to_dict())
     pre.uns["rlae_input"] = {"path": str(counts), "layer": layer or "", "input_kind": input_kind}
     write_h5ad(pre, out)
+    log.info("preprocess %s: %s -> %s", counts, ", ".join(f"{k} {v}" for k, v in recipe.stats.items()), out)
     return recipe.stats
 
 
@@ -71,6 +75,10 @@ def train_file(preprocessed: str | Path, out: str | Path, **params) -> dict:
     with atomic_path(trace_path(out)) as tmp:
         pd.DataFrame(model.trace).to_csv(tmp, sep="\t", index=False)
     model.save(out)
+    p = model.params
+    log.info("train %s: %s, k %d, lambda %.6g (%s), %d iterations, converged %s, %.2f s -> %s", preprocessed,
+             p["solver"], model.n_components, model.lam, p["lambda_rule"], p["n_iter"], p["converged"],
+             p["fit_seconds"], out)
     return model.params
 
 
@@ -87,6 +95,8 @@ def directions_file(preprocessed: str | Path, model_path: str | Path, out: str |
     out_adata, metrics = directions_adata(model, pre)
     out_adata.uns["rlae_metrics"] = metrics
     write_h5ad(out_adata, out)
+    log.info("directions: min |cos| top 10 %.12f, subspace distance %.3g, eigenvalue error top 10 %.3g -> %s",
+             metrics["min_abs_cos_top10"], metrics["subspace_distance"], metrics["eigenvalue_max_rel_err_top10"], out)
     return metrics
 
 
@@ -99,6 +109,7 @@ def cluster_file(directions: str | Path, out: str | Path, metrics_out: str | Pat
     adata.uns["rlae"]["metrics"] = metrics
     write_h5ad(adata, out)
     write_json(metrics, metrics_out)
+    log.info("cluster: %s -> %s, %s", ", ".join(f"{k} {result[k]:.4g}" for k in result), out, metrics_out)
     return metrics
 
 

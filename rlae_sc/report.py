@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 
 import anndata as ad
@@ -92,7 +93,10 @@ METRIC_ROWS = [
 ]
 
 
-def _fmt(value) -> str:
+def _fmt(value, key: str = "") -> str:
+    """A table cell: |cos| near 1 as ``1 - 2.0e-15`` (4 significant digits would print 1), floats to 4 digits."""
+    if isinstance(value, float) and key.startswith("min_abs_cos") and 0.999 < value < 1:
+        return f"1 - {1 - value:.1e}"
     if isinstance(value, float):
         return f"{value:.4g}"
     return html.escape(str(value))
@@ -100,18 +104,18 @@ def _fmt(value) -> str:
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 980px; margin: 1.5em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; } th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 1em 0; } .scroll { overflow-x: auto; } th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; }
 th { text-align: left; font-weight: normal; color: #444; } td { font-variant-numeric: tabular-nums; }
 figure { margin: 2em 0; } img { max-width: 100%; height: auto; }
 figcaption { color: #444; font-size: 0.92em; max-width: 760px; }
 """
 
 
-def write_page(out_dir: str | Path, *, title: str, intro: str, table: list[tuple[str, object]],
+def write_page(out_dir: str | Path, *, title: str, intro: str, table: list[tuple[str, str, object]],
                figures: list[tuple[str, plt.Figure, str]], page: str = "report.html") -> Path:
     """Save each ``(name, figure, caption)`` as ``figures/<name>.png`` and write a self-contained HTML page.
 
-    ``table`` rows are ``(label, value)``; images are embedded as base64 so the page stands alone.
+    ``table`` rows are ``(key, label, value)`` (the key picks the number format); images are embedded as base64 so the page stands alone.
     """
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
@@ -127,13 +131,13 @@ def write_page(out_dir: str | Path, *, title: str, intro: str, table: list[tuple
             f'<figure id="{name}"><img src="data:image/png;base64,{data}" alt="{html.escape(name)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
-    rows = "".join(f"<tr><th>{html.escape(label)}</th><td>{_fmt(value)}</td></tr>" for label, value in table)
+    rows = "".join(f"<tr><th>{html.escape(label)}</th><td>{_fmt(value, key)}</td></tr>" for key, label, value in table)
     text = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title><style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(intro)}</p>
-<table>{rows}</table>
+<div class="scroll"><table>{rows}</table></div>
 {''.join(sections)}
 </body></html>
 """
@@ -152,7 +156,7 @@ def write_report(adata: ad.AnnData, metrics: dict, out_dir: str | Path, *, datas
         intro="A linear autoencoder with L2 weight decay on encoder and decoder (sum-regularized) was trained on "
         "the preprocessed matrix; its decoder's left singular vectors are the principal directions (Kunin et al., "
         "ICML 2019). Every number below is checked against exact PCA of the same matrix.",
-        table=[(label, metrics[key]) for key, label in METRIC_ROWS if key in metrics],
+        table=[(key, label, metrics[key]) for key, label in METRIC_ROWS if key in metrics],
         figures=[(name, fn(adata, label_key), caption) for name, (fn, caption) in FIGURES.items()],
     )
 
@@ -162,9 +166,59 @@ def write_mapping_report(reference: ad.AnnData, query: ad.AnnData, summary: dict
     """The mapping page: query cells in the reference UMAP, confidence, and agreement with known labels."""
     figures = [(name, fn(reference, query, truth_key), caption.format(truth_key=truth_key))
                for name, (fn, caption) in MAPPING_FIGURES.items() if truth_key or name != "confusion"]
-    table = [(key.replace("_", " "), value) for key, value in summary.items() if not isinstance(value, dict)]
+    table = [(key, key.replace("_", " "), value) for key, value in summary.items() if not isinstance(value, dict)]
     return write_page(
         out_dir, title=title, figures=figures, table=table,
         intro="Query cells were embedded with the reference's model (its recipe and principal directions, no "
         "refitting) and matched to their nearest reference cells in that embedding.",
     )
+
+
+INDEX_COLUMNS = [
+    ("n_cells", "cells"), ("n_genes", "genes"), ("k", "k"), ("lambda", "lambda"), ("fit_seconds", "fit s"),
+    ("min_abs_cos_top10", "min |cos| top 10"), ("subspace_distance", "subspace dist."),
+    ("eigenvalue_max_rel_err_top10", "eig. rel. err. top 10"), ("ari", "ARI"), ("nmi", "NMI"),
+]
+
+
+def write_index(results: str | Path, *, out: str | Path | None = None) -> Path:
+    """``results/index.html``: a row per dataset (``results/<name>/metrics.json``) linking to its page,
+    the mappings (``results/mapping/<name>/mapping.json``) and the papers' figures when present."""
+    results = Path(results)
+    rows = []
+    for metrics_file in sorted(results.glob("*/metrics.json")):
+        name = metrics_file.parent.name
+        m = json.loads(metrics_file.read_text())
+        cells = "".join(f"<td>{_fmt(m[key], key) if key in m else '-'}</td>" for key, _ in INDEX_COLUMNS)
+        thumb = f"{name}/figures/umap.png"
+        img = (f'<img src="{html.escape(thumb)}" alt="UMAP of {html.escape(name)}" width="120">'
+               if (results / thumb).exists() else "")
+        rows.append(f'<tr><th><a href="{html.escape(name)}/report.html">{html.escape(name)}</a></th>{cells}'
+                    f"<td>{img}</td></tr>")
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in INDEX_COLUMNS)
+    maps = []
+    for summary_file in sorted(results.glob("mapping/*/mapping.json")):
+        s = json.loads(summary_file.read_text())
+        name = summary_file.parent.name
+        acc = f", accuracy {s['accuracy']:.3f}" if s.get("accuracy") is not None else ""
+        maps.append(f'<li><a href="mapping/{html.escape(name)}/report.html">{html.escape(name)}</a>: '
+                    f"{s['n_query_cells']} cells, median confidence {s['median_confidence']:.3f}{acc}</li>")
+    figures = ('<p><a href="figures/figures.html">The papers\' figures reproduced</a></p>'
+               if (results / "figures" / "figures.html").exists() else "")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>rlae-sc results</title><style>{STYLE}
+table {{ font-size: 0.9em; }}</style></head><body>
+<h1>rlae-sc results</h1>
+<p>One row per dataset: the principal directions recovered from the sum-regularized linear autoencoder's decoder,
+compared with exact PCA of the same matrix (|cos| per component, subspace distance, eigenvalue error), and the
+agreement of Leiden clusters with known labels. Lambda is in the units of C = X^T X (a sum over cells).</p>
+<div class="scroll"><table><tr><th>dataset</th>{head}<th>UMAP</th></tr>{''.join(rows)}</table></div>
+{'<h2>Mapped queries</h2><ul>' + ''.join(maps) + '</ul>' if maps else ''}
+{figures}
+</body></html>
+"""
+    out = Path(out) if out is not None else results / "index.html"
+    with atomic_path(out) as tmp:
+        tmp.write_text(page)
+    return out

@@ -23,10 +23,10 @@ def name(req: str) -> str:
 
 def test_conda_environments_match_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    deps = {name(d): d for d in project["dependencies"]}
-    for env_file in [ROOT / "environment.yml", ROOT / "workflow" / "envs" / "rlae-sc.yaml"]:
+    runtime = {name(d): d for d in project["dependencies"]}
+    with_tests = {**runtime, **{name(d): d for d in project["optional-dependencies"]["test"]}}
+    for env_file, deps in [(ROOT / "environment.yml", with_tests), (ROOT / "workflow" / "envs" / "rlae-sc.yaml", runtime)]:
         reqs = {name(r): r for r in pip_requirements(env_file)}
-        reqs.pop("pytest", None)
         assert set(reqs) == set(deps), env_file
         for pkg, req in reqs.items():
             if pkg != "torch":  # pinned exactly in the environments, a range in pyproject

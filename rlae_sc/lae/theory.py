@@ -90,7 +90,7 @@ def subspace_distance(P: np.ndarray, U: np.ndarray) -> float:
     """``1 - ||U^T Q||_F^2 / k`` with Q an orthonormal basis of ``range(P)``; 0 when equal."""
     Q, _ = np.linalg.qr(P)
     k = U.shape[1]
-    return float(1.0 - np.linalg.norm(U.T @ Q) ** 2 / k)
+    return float(max(0.0, 1.0 - np.linalg.norm(U.T @ Q) ** 2 / k))  # clamp rounding below zero
 
 
 def axis_alignment(U: np.ndarray, W2: np.ndarray) -> float:
@@ -98,7 +98,7 @@ def axis_alignment(U: np.ndarray, W2: np.ndarray) -> float:
     norms = np.linalg.norm(W2, axis=0)
     norms[norms == 0] = 1.0
     cos = (U.T @ W2) / norms / np.linalg.norm(U, axis=0)[:, None]
-    return float(np.mean(1.0 - np.max(cos**2, axis=1)))
+    return float(max(0.0, np.mean(1.0 - np.max(cos**2, axis=1))))  # clamp rounding below zero
 
 
 def singular_value_error(s: np.ndarray, e: np.ndarray, lam: float | np.ndarray) -> float:

@@ -1,0 +1,15 @@
+rule index:
+    input:
+        metrics=expand("results/{dataset}/metrics.json", dataset=DATASETS),
+        reports=expand("results/{dataset}/report.html", dataset=DATASETS),
+        mappings=expand("results/mapping/{query}/report.html", query=QUERIES),
+    output:
+        "results/index.html",
+    log:
+        "logs/index.log",
+    params:
+        rlae=RLAE,
+    conda:
+        "../envs/rlae-sc.yaml"
+    shell:
+        "{params.rlae} index results --out {output} > {log} 2>&1"
