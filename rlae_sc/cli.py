@@ -35,10 +35,18 @@ def _bool(text: str) -> bool:
     return text.lower() == "true"
 
 
-def _add_input(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--layer", default=None, help="read the matrix from this layer instead of X")
-    p.add_argument("--input-kind", default="counts", choices=["counts", "log_normalized"],
-                   help="raw counts (default) or already log-normalised values")
+def _add_input(p: argparse.ArgumentParser, *, kind: bool = True) -> None:
+    p.add_argument("--layer", default=None, help="read the matrix from this layer (.h5ad, .loom)")
+    p.add_argument("--orientation", default="cells_x_genes", choices=["cells_x_genes", "genes_x_cells"],
+                   help="rows of a .csv/.tsv input (cells_x_genes)")
+    p.add_argument("--var-names", default="gene_symbols", choices=["gene_symbols", "gene_ids"],
+                   help="gene names of a 10x input (gene_symbols)")
+    if kind:
+        p.add_argument("--input-kind", default="counts", choices=["counts", "log_normalized"],
+                       help="raw counts (default) or already log-normalised values")
+
+
+READ = ["layer", "orientation", "var_names"]
 
 
 def _add_preprocess(p: argparse.ArgumentParser) -> None:
@@ -141,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("counts")
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True, help=".h5ad to write, with obsm['X_rlae']")
-    p.add_argument("--layer", default=None)
+    _add_input(p, kind=False)
     p.add_argument("--min-overlap", type=float, default=0.5, help="minimum fraction of model genes present (0.5)")
 
     p = sub.add_parser("map", help="map query cells onto a reference: label transfer, reference UMAP")
@@ -151,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--label-key", default=None, help="reference obs column to transfer (Leiden clusters)")
     p.add_argument("--truth-key", default=None, help="query obs column of known labels, for accuracy")
-    p.add_argument("--layer", default=None)
+    _add_input(p, kind=False)
     p.add_argument("--n-neighbors", type=int, default=15)
     p.add_argument("--min-overlap", type=float, default=0.5)
     p.add_argument("--title", default=None)
@@ -183,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> None:
     c = args.command
     if c == "preprocess":
-        pipeline.preprocess_file(args.counts, args.out, layer=args.layer, input_kind=args.input_kind,
-                                 label_key=args.label_key, **_pick(args, PRE))
+        pipeline.preprocess_file(args.counts, args.out, input_kind=args.input_kind, label_key=args.label_key,
+                                 **_pick(args, READ), **_pick(args, PRE))
     elif c == "train":
         pipeline.train_file(args.preprocessed, args.out, **_pick(args, TRAIN))
     elif c == "directions":
@@ -196,7 +204,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif c == "index":
         print(f"wrote {write_index(args.results, out=args.out)}")
     elif c == "run":
-        metrics = pipeline.run(args.counts, args.out, layer=args.layer, input_kind=args.input_kind,
+        metrics = pipeline.run(args.counts, args.out, input_kind=args.input_kind, **_pick(args, READ),
                                label_key=args.label_key, dataset=args.dataset,
                                preprocess_params=_pick(args, PRE), train_params=_pick(args, TRAIN),
                                cluster_params=_pick(args, CLUSTER))
@@ -205,10 +213,10 @@ def _dispatch(args: argparse.Namespace) -> None:
             if key in metrics:
                 print(f"  {key}: {metrics[key]}")
     elif c == "embed":
-        pipeline.embed_file(args.model, args.counts, args.out, layer=args.layer, min_overlap=args.min_overlap)
+        pipeline.embed_file(args.model, args.counts, args.out, min_overlap=args.min_overlap, **_pick(args, READ))
     elif c == "map":
         summary = pipeline.map_file(args.model, args.reference, args.counts, args.out_dir, label_key=args.label_key,
-                                    truth_key=args.truth_key, layer=args.layer, n_neighbors=args.n_neighbors,
+                                    truth_key=args.truth_key, n_neighbors=args.n_neighbors, **_pick(args, READ),
                                     min_overlap=args.min_overlap, title=args.title)
         print(f"wrote {Path(args.out_dir) / 'report.html'}; median confidence {summary['median_confidence']:.3f}"
               + (f", accuracy {summary['accuracy']:.3f}" if "accuracy" in summary else ""))

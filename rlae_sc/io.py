@@ -1,4 +1,4 @@
-"""Reading count matrices with validation, and writing outputs atomically."""
+"""Reading count matrices in the common single-cell formats, with validation; atomic writes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from rlae_sc.errors import InputError
@@ -20,35 +21,92 @@ INPUT_KINDS = ("counts", "log_normalized")
 INTEGER_TOLERANCE = 1e-6
 
 
-def read(path: str | Path, *, layer: str | None = None, input_kind: str = "counts") -> ad.AnnData:
-    """Read an ``.h5ad`` file of cells x genes and validate its values.
+FORMATS = ("h5ad", "10x_mtx", "10x_h5", "loom", "csv")
+ORIENTATIONS = ("cells_x_genes", "genes_x_cells")
+VAR_NAMES = ("gene_symbols", "gene_ids")
+
+
+def detect_format(path: Path) -> str:
+    """The format of ``path`` from its name: a 10x matrix directory, ``.h5ad``, ``.h5``, ``.loom``,
+    or ``.csv``/``.tsv``/``.txt`` (optionally ``.gz``)."""
+    if path.is_dir():
+        return "10x_mtx"
+    name = path.name.lower().removesuffix(".gz")
+    for suffix, fmt in ((".h5ad", "h5ad"), (".h5", "10x_h5"), (".loom", "loom"), (".csv", "csv"), (".tsv", "csv"),
+                        (".txt", "csv")):
+        if name.endswith(suffix):
+            return fmt
+    raise InputError(path, "unrecognised file type",
+                     "Give an .h5ad, a 10x matrix directory, a 10x .h5, a .loom, or a .csv/.tsv (optionally .gz).")
+
+
+def read(
+    path: str | Path,
+    *,
+    layer: str | None = None,
+    input_kind: str = "counts",
+    orientation: str = "cells_x_genes",
+    var_names: str = "gene_symbols",
+) -> ad.AnnData:
+    """Read a matrix of cells x genes in any supported format and validate its values.
 
     Parameters
     ----------
     path
-        An ``.h5ad`` file.
+        ``.h5ad``; a 10x Cell Ranger matrix directory (``matrix.mtx[.gz]`` with
+        ``features.tsv[.gz]`` or the older ``genes.tsv``, and ``barcodes.tsv[.gz]``);
+        a 10x ``.h5``; a ``.loom``; or a dense ``.csv``/``.tsv`` (optionally gzipped)
+        with cell or gene names in the first column and a header row.
     layer
-        Take the matrix from ``layers[layer]`` instead of ``X``.
+        ``.h5ad`` and ``.loom``: take the matrix from this layer instead of ``X``/``matrix``.
     input_kind
-        ``"counts"`` (raw UMI or read counts: whole numbers within 1e-6) or
-        ``"log_normalized"`` (already ``log1p`` of normalised counts).
+        ``"counts"`` (raw counts: whole numbers within 1e-6) or ``"log_normalized"``.
+    orientation
+        Text files only: ``"cells_x_genes"`` (rows are cells) or ``"genes_x_cells"``.
+    var_names
+        10x inputs: ``"gene_symbols"`` or ``"gene_ids"`` as gene names (the other kept in ``var``).
 
     Returns
     -------
-    AnnData with the validated matrix in ``X`` (CSR, float32), unique gene names.
+    AnnData with the validated matrix in ``X`` (CSR, float32) and unique gene names.
     """
     path = Path(path)
-    if input_kind not in INPUT_KINDS:
-        raise InputError(path, f"unknown input_kind {input_kind!r}", f"Use one of {', '.join(INPUT_KINDS)}.")
+    for value, allowed, what in ((input_kind, INPUT_KINDS, "input_kind"), (orientation, ORIENTATIONS, "orientation"),
+                                 (var_names, VAR_NAMES, "var_names")):
+        if value not in allowed:
+            raise InputError(path, f"unknown {what} {value!r}", f"Use one of {', '.join(allowed)}.")
     if not path.exists():
         raise InputError(path, "file not found", "Check the path in the config or on the command line.")
-    if path.suffix != ".h5ad":
-        raise InputError(path, f"unsupported file type {path.suffix!r}", "Convert it to .h5ad (AnnData) first.")
+    fmt = detect_format(path)
+    if layer is not None and fmt not in ("h5ad", "loom"):
+        raise InputError(path, f"layers exist only in .h5ad and .loom files, not in {fmt}", "Leave layer unset.")
     try:
+        adata = _READERS[fmt](path, layer=layer, orientation=orientation, var_names=var_names)
+    except InputError:
+        raise
+    except Exception as exc:  # readers raise many types for damaged files
+        raise InputError(path, f"cannot be read as {fmt} ({type(exc).__name__}: {exc})",
+                         "The file may be truncated, damaged or of another format; re-export it.") from None
+    validate_matrix(adata.X, source=path, input_kind=input_kind, names=(adata.obs_names, adata.var_names))
+    if not adata.var_names.is_unique:
+        n_dup = int(adata.var_names.duplicated().sum())
+        warnings.warn(f"{path}: {n_dup} duplicate gene names made unique by appending '-1', '-2', ...", stacklevel=2)
+        adata.var_names_make_unique()
+    if not adata.obs_names.is_unique:
+        adata.obs_names_make_unique()
+    return adata
+
+
+def _matrix_adata(X, obs: pd.DataFrame, var: pd.DataFrame) -> ad.AnnData:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate names are handled, with our own warning, by read()
+        return ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=obs, var=var)
+
+
+def _read_h5ad(path: Path, *, layer, **_) -> ad.AnnData:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         adata = ad.read_h5ad(path)
-    except Exception as exc:  # h5py and anndata raise many types for damaged files
-        raise InputError(path, f"cannot be read as .h5ad ({type(exc).__name__}: {exc})",
-                         "The file may be truncated or not an AnnData file; re-export it.") from None
     if layer is not None:
         if layer not in adata.layers:
             raise InputError(path, f"has no layer {layer!r} (layers: {sorted(adata.layers) or 'none'})",
@@ -58,16 +116,75 @@ def read(path: str | Path, *, layer: str | None = None, input_kind: str = "count
         matrix = adata.X
     if matrix is None:
         raise InputError(path, "has no matrix in X", "Store the counts in X or name a layer.")
-    matrix = sp.csr_matrix(matrix, dtype=np.float32)
-    adata = ad.AnnData(X=matrix, obs=adata.obs.copy(), var=adata.var.copy())
-    validate_matrix(adata.X, source=path, input_kind=input_kind, names=(adata.obs_names, adata.var_names))
-    if not adata.var_names.is_unique:
-        n_dup = int(adata.var_names.duplicated().sum())
-        warnings.warn(f"{path}: {n_dup} duplicate gene names made unique by appending '-1', '-2', ...", stacklevel=2)
-        adata.var_names_make_unique()
-    if not adata.obs_names.is_unique:
-        adata.obs_names_make_unique()
-    return adata
+    return _matrix_adata(matrix, adata.obs.copy(), adata.var.copy())
+
+
+def _read_10x_mtx(path: Path, *, var_names, **_) -> ad.AnnData:
+    files = {f.name for f in path.iterdir()}
+    if not files & {"matrix.mtx", "matrix.mtx.gz"}:
+        raise InputError(path, "is a directory without matrix.mtx or matrix.mtx.gz",
+                         "Point to the Cell Ranger folder that holds matrix.mtx(.gz), features.tsv(.gz) or "
+                         "genes.tsv, and barcodes.tsv(.gz).")
+    for need in (("barcodes.tsv", "barcodes.tsv.gz"), ("features.tsv", "features.tsv.gz", "genes.tsv")):
+        if not files & set(need):
+            raise InputError(path, f"has no {' or '.join(need)}", "Copy the complete Cell Ranger output folder.")
+    import scanpy as sc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata = sc.read_10x_mtx(path, var_names=var_names, make_unique=False)
+    return _matrix_adata(adata.X, adata.obs, adata.var)
+
+
+def _read_10x_h5(path: Path, *, var_names, **_) -> ad.AnnData:
+    import scanpy as sc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata = sc.read_10x_h5(path)
+    if var_names == "gene_ids":
+        adata.var["gene_symbols"] = adata.var_names
+        adata.var_names = adata.var["gene_ids"].astype(str)
+    return _matrix_adata(adata.X, adata.obs, adata.var)
+
+
+def _read_loom(path: Path, *, layer, **_) -> ad.AnnData:
+    """Loom (genes x cells on disk): ``/matrix`` or ``/layers/<layer>``; names from the usual attributes."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        data = f["matrix"] if layer is None else f.get(f"layers/{layer}")
+        if data is None:
+            raise InputError(path, f"has no layer {layer!r}", "Name an existing layer, or leave layer unset.")
+        X = np.asarray(data[...]).T
+
+        def names(group: str, keys: tuple[str, ...], n: int, prefix: str) -> list[str]:
+            for key in keys:
+                if key in f.get(group, {}):
+                    return [v.decode() if isinstance(v, bytes) else str(v) for v in f[group][key][...]]
+            return [f"{prefix}{i}" for i in range(n)]
+
+        cells = names("col_attrs", ("CellID", "obs_names", "cell_names"), X.shape[0], "cell")
+        genes = names("row_attrs", ("Gene", "var_names", "gene_names", "Accession"), X.shape[1], "gene")
+    return _matrix_adata(X, pd.DataFrame(index=pd.Index(cells)), pd.DataFrame(index=pd.Index(genes)))
+
+
+def _read_text(path: Path, *, orientation, **_) -> ad.AnnData:
+    name = path.name.lower().removesuffix(".gz")
+    sep = "," if name.endswith(".csv") else "\t"
+    table = pd.read_csv(path, sep=sep, index_col=0)
+    if orientation == "genes_x_cells":
+        table = table.T
+    bad = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
+    if bad:
+        raise InputError(path, f"column {bad[0]!r} is not numeric",
+                         "The first column must hold names and every other column numbers; check the separator.")
+    return _matrix_adata(table.to_numpy(dtype=np.float64), pd.DataFrame(index=table.index.astype(str)),
+                         pd.DataFrame(index=table.columns.astype(str)))
+
+
+_READERS = {"h5ad": _read_h5ad, "10x_mtx": _read_10x_mtx, "10x_h5": _read_10x_h5, "loom": _read_loom,
+            "csv": _read_text}
 
 
 def validate_matrix(X: sp.csr_matrix, *, source: str | Path, input_kind: str, names: tuple) -> None:

@@ -45,14 +45,16 @@ def _read_stage(path: str | Path, stage: str) -> ad.AnnData:
 
 
 def preprocess_file(counts: str | Path, out: str | Path, *, layer: str | None = None, input_kind: str = "counts",
+                    orientation: str = "cells_x_genes", var_names: str = "gene_symbols",
                     label_key: str | None = None, **params) -> dict:
-    """Read a counts file, preprocess it (see :func:`rlae_sc.preprocess.preprocess`), write ``out``.
+    """Read a counts file (any format of :func:`rlae_sc.io.read`), preprocess it
+    (see :func:`rlae_sc.preprocess.preprocess`), write ``out``.
 
     ``label_key``, when given, must name a column of the input's ``obs``
     (checked here, before any work). The recipe is stored as JSON in
     ``uns['rlae_recipe']``; returns the QC counts.
     """
-    adata = read(counts, layer=layer, input_kind=input_kind)
+    adata = read(counts, layer=layer, input_kind=input_kind, orientation=orientation, var_names=var_names)
     if label_key is not None and label_key not in adata.obs:
         raise InputError(counts, f"has no label column {label_key!r} (columns: {', '.join(map(str, adata.obs.columns)) or 'none'})",
                          "Set label_key to an existing obs column, or leave it unset.")
@@ -120,13 +122,14 @@ def report_file(embedding: str | Path, out_dir: str | Path, *, dataset: str, lab
 
 
 def run(counts: str | Path, out_dir: str | Path, *, layer: str | None = None, input_kind: str = "counts",
-        label_key: str | None = None, preprocess_params: dict | None = None, train_params: dict | None = None,
-        cluster_params: dict | None = None, dataset: str | None = None) -> dict:
+        orientation: str = "cells_x_genes", var_names: str = "gene_symbols", label_key: str | None = None,
+        preprocess_params: dict | None = None, train_params: dict | None = None, cluster_params: dict | None = None,
+        dataset: str | None = None) -> dict:
     """Every stage in order, outputs under ``out_dir`` with the names in ``OUTPUTS``; returns the metrics."""
     out = Path(out_dir)
     files = {key: out / name for key, name in OUTPUTS.items()}
-    preprocess_file(counts, files["preprocessed"], layer=layer, input_kind=input_kind, label_key=label_key,
-                    **(preprocess_params or {}))
+    preprocess_file(counts, files["preprocessed"], layer=layer, input_kind=input_kind, orientation=orientation,
+                    var_names=var_names, label_key=label_key, **(preprocess_params or {}))
     train_file(files["preprocessed"], files["model"], **(train_params or {}))
     directions_file(files["preprocessed"], files["model"], files["directions"])
     metrics = cluster_file(files["directions"], files["embedding"], files["metrics"], label_key=label_key,
@@ -136,10 +139,13 @@ def run(counts: str | Path, out_dir: str | Path, *, layer: str | None = None, in
 
 
 def embed_file(model_path: str | Path, counts: str | Path, out: str | Path, *, layer: str | None = None,
+               orientation: str = "cells_x_genes", var_names: str = "gene_symbols",
                min_overlap: float = 0.5) -> ad.AnnData:
-    """Embed the cells of ``counts`` with a trained model and write them, with ``obsm['X_rlae']``, to ``out``."""
+    """Embed the cells of ``counts`` (any format of :func:`rlae_sc.io.read`) with a trained model and write
+    them, with ``obsm['X_rlae']``, to ``out``."""
     model = load_model(model_path)
-    adata = read(counts, layer=layer, input_kind=model.recipe.input_kind)
+    adata = read(counts, layer=layer, input_kind=model.recipe.input_kind, orientation=orientation,
+                 var_names=var_names)
     model.embed(adata, min_overlap=min_overlap, source=str(counts))
     adata.uns["rlae_embed"]["model"] = str(model_path)
     write_h5ad(adata, out)
@@ -153,6 +159,7 @@ def demo_data_file(name: str, out: str | Path) -> None:
 
 def map_file(model_path: str | Path, reference: str | Path, counts: str | Path, out_dir: str | Path, *,
              label_key: str | None = None, truth_key: str | None = None, layer: str | None = None,
+             orientation: str = "cells_x_genes", var_names: str = "gene_symbols",
              n_neighbors: int = 15, min_overlap: float = 0.5, title: str | None = None) -> dict:
     """Embed ``counts`` with the reference's model, transfer labels, place cells in the reference UMAP.
 
@@ -163,7 +170,8 @@ def map_file(model_path: str | Path, reference: str | Path, counts: str | Path, 
     """
     out_dir = Path(out_dir)
     ref = _read_stage(reference, "cluster")
-    query = embed_file(model_path, counts, out_dir / "mapped.h5ad", layer=layer, min_overlap=min_overlap)
+    query = embed_file(model_path, counts, out_dir / "mapped.h5ad", layer=layer, orientation=orientation,
+                       var_names=var_names, min_overlap=min_overlap)
     summary = map_query(ref, query, label_key=label_key, n_neighbors=n_neighbors, truth_key=truth_key,
                         source=str(reference))
     summary["gene_overlap"] = query.uns["rlae_embed"]["gene_overlap"]

@@ -61,10 +61,10 @@ def test_empty_missing_truncated_and_wrong_layer(tmp_path):
         read(truncated)
     with pytest.raises(InputError, match="no layer 'counts'"):
         read(good, layer="counts")
-    csv = tmp_path / "x.csv"
-    csv.write_text("a,b\n1,2\n")
-    with pytest.raises(InputError, match="unsupported file type"):
-        read(csv)
+    sheet = tmp_path / "x.xlsx"
+    sheet.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="unrecognised file type"):
+        read(sheet)
 
 
 def test_duplicate_gene_names_are_made_unique_with_a_warning(tmp_path):

@@ -43,6 +43,11 @@ def cli_flags(params):
     return " ".join(shlex.quote(w) for w in words)
 
 
+def read_flags(entry):
+    """Reader options of a dataset or query entry: layer, orientation (text files), var_names (10x)."""
+    return cli_flags({key: entry[key] for key in ("layer", "orientation", "var_names") if key in entry})
+
+
 def label_flag_for(dataset):
     key = config["datasets"][dataset].get("label_key")
     return f"--label-key {shlex.quote(key)}" if key else ""

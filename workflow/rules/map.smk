@@ -22,6 +22,7 @@ rule map_query:
         rlae=RLAE,
         flags=lambda wc: cli_flags(config.get("mapping", {})),
         label=lambda wc: label_flag_for(query_reference(wc)),
+        read=lambda wc: read_flags(config["queries"][wc.query]),
         truth=lambda wc: (
             f"--truth-key {shlex.quote(config['queries'][wc.query]['truth_key'])}"
             if config["queries"][wc.query].get("truth_key")
@@ -31,4 +32,4 @@ rule map_query:
         "../envs/rlae-sc.yaml"
     shell:
         "{params.rlae} map {input.counts} --model {input.model} --reference {input.reference} "
-        "--out-dir results/mapping/{wildcards.query} {params.label} {params.truth} {params.flags} > {log} 2>&1"
+        "--out-dir results/mapping/{wildcards.query} {params.label} {params.truth} {params.read} {params.flags} > {log} 2>&1"

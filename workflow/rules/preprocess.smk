@@ -8,13 +8,11 @@ rule preprocess:
     params:
         rlae=RLAE,
         flags=lambda wc: cli_flags(stage_params(wc.dataset, "preprocess")),
-        layer=lambda wc: (
-            f"--layer {shlex.quote(dataset_entry(wc)['layer'])}" if dataset_entry(wc).get("layer") else ""
-        ),
+        read=lambda wc: read_flags(dataset_entry(wc)),
         input_kind=lambda wc: dataset_entry(wc).get("input_kind", "counts"),
         label=label_flag,
     conda:
         "../envs/rlae-sc.yaml"
     shell:
-        "{params.rlae} preprocess {input} --out {output} --input-kind {params.input_kind} {params.layer} "
+        "{params.rlae} preprocess {input} --out {output} --input-kind {params.input_kind} {params.read} "
         "{params.label} {params.flags} > {log} 2>&1"
