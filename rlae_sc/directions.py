@@ -13,6 +13,8 @@ from rlae_sc.model import EMBEDDING_KEY, RLAEModel
 from rlae_sc.passes import scatter_matrix
 
 DIRECTIONS_KEY = "rlae_directions"
+QC_COUNTS = ("n_cells_in", "n_genes_in", "n_cells_all_zero", "n_cells_removed", "n_genes_all_zero",
+             "n_genes_below_min_cells")
 
 
 def compare_with_pca(model: RLAEModel, X: np.ndarray) -> tuple[dict, dict]:
@@ -84,7 +86,9 @@ def directions_adata(model: RLAEModel, pre: ad.AnnData) -> tuple[ad.AnnData, dic
         },
         "trace": {key: np.asarray(val) for key, val in model.trace.items()},
     }
+    qc = pre.uns.get("rlae_preprocess", {})
     metrics = {
+        **{key: int(qc[key]) for key in QC_COUNTS if key in qc},
         "n_cells": int(pre.n_obs),
         "n_genes": int(pre.n_vars),
         "k": model.n_components,

@@ -73,6 +73,12 @@ MAPPING_FIGURES = {
 }
 
 METRIC_ROWS = [
+    ("n_cells_in", "cells in the input"),
+    ("n_cells_all_zero", "cells with no counts (removed)"),
+    ("n_cells_removed", "cells removed by QC, all-zero included"),
+    ("n_genes_in", "genes in the input"),
+    ("n_genes_all_zero", "genes with no counts (removed)"),
+    ("n_genes_below_min_cells", "genes in too few cells (removed), all-zero included"),
     ("n_cells", "cells (after QC)"),
     ("n_genes", "genes used"),
     ("k", "latent units k"),

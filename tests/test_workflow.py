@@ -33,14 +33,21 @@ def workdir(small_counts, tmp_path_factory):
     return wd
 
 
+@pytest.fixture(scope="module")
+def completed(workdir):
+    """The whole chain run once, uninterrupted, in ``workdir``."""
+    res = snakemake("--cores", "2", "--directory", str(workdir))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return workdir
+
+
 def test_lint_is_clean():
     res = snakemake("--lint")
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_whole_chain_runs_and_logs_every_rule(workdir):
-    res = snakemake("--cores", "2", "--directory", str(workdir))
-    assert res.returncode == 0, res.stderr[-3000:]
+def test_whole_chain_runs_and_logs_every_rule(completed):
+    workdir = completed
     out = workdir / "results" / "tiny"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["k"] == 5 and metrics["min_abs_cos_top10"] >= 0.999
@@ -55,7 +62,39 @@ def test_whole_chain_runs_and_logs_every_rule(workdir):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-def test_snakemake_report_builds(workdir):
+def test_a_killed_run_completes_on_rerun_with_the_same_results(completed, tmp_path):
+    workdir = completed
+    import signal
+    import time
+
+    import anndata as ad
+    import numpy as np
+
+    shutil.copytree(workdir / "config", tmp_path / "config")
+    shutil.copytree(workdir / "data", tmp_path / "data")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.Popen([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--cores", "1", "--directory", str(tmp_path)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "results" / "tiny" / "model.npz").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # as `kill` or a cluster's time limit would
+    proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # and whatever of its job is still running
+    except ProcessLookupError:
+        pass
+    assert not list((tmp_path / "results").rglob("*.tmp*")), "a half-written file was left behind"
+    res = snakemake("--cores", "2", "--directory", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    a = ad.read_h5ad(tmp_path / "results" / "tiny" / "embedding.h5ad")
+    b = ad.read_h5ad(workdir / "results" / "tiny" / "embedding.h5ad")
+    np.testing.assert_array_equal(a.obsm["X_rlae"], b.obsm["X_rlae"])
+    np.testing.assert_array_equal(a.obs["leiden"].to_numpy(), b.obs["leiden"].to_numpy())
+
+
+def test_snakemake_report_builds(completed):
+    workdir = completed
     res = snakemake("--directory", str(workdir), "--report", str(workdir / "report.zip"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert (workdir / "report.zip").stat().st_size > 0
