@@ -71,7 +71,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lambda-frac", type=float, default=S, help="lambda as a fraction of an e_k estimate (0.1)")
     g.add_argument("--lambda", dest="lam", type=_optional(float), default=S,
                    help="lambda in units of C = X^T X (sum over cells); overrides --lambda-frac")
-    g.add_argument("--oversample", type=int, default=S, help="extra latent units trained then dropped (20)")
+    g.add_argument("--oversample", type=int, default=S, help="extra latent units trained then dropped (40)")
+    g.add_argument("--scatter-precision", default=S, choices=["float32", "float64"],
+                   help="precision of the products in the pass that builds C (float32)")
     g.add_argument("--max-iter", type=int, default=S, help="(1000)")
     g.add_argument("--tol", type=float, default=S, help="stop when the top-k read-out moves less than this (1e-10)")
     g.add_argument("--seed", type=int, default=S, help="(0)")
@@ -92,7 +94,8 @@ def _pick(args: argparse.Namespace, names: list[str]) -> dict:
 
 
 PRE = ["min_genes", "min_cells", "max_pct_mito", "target_sum", "n_top_genes", "hvg_flavor", "clip"]
-TRAIN = ["n_components", "solver", "lambda_frac", "lam", "oversample", "max_iter", "tol", "lr", "batch_size",
+TRAIN = ["n_components", "solver", "lambda_frac", "lam", "oversample", "max_iter", "tol", "scatter_precision", "lr",
+         "batch_size",
          "trace_every", "trace_metrics", "seed", "device"]
 CLUSTER = ["n_neighbors", "n_dims", "resolution", "seed"]
 

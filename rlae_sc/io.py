@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import anndata as ad
@@ -15,6 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from rlae_sc.atomic import atomic_path
 from rlae_sc.errors import InputError
 
 INPUT_KINDS = ("counts", "log_normalized")
@@ -214,24 +211,6 @@ def validate_matrix(X: sp.csr_matrix, *, source: str | Path, input_kind: str, na
             raise InputError(source, f"{int(bad.sum())} non-integer values in a counts input ({where(bad)})",
                              "If the data are already log-normalised, declare input_kind: log_normalized "
                              "(CLI: --input-kind log_normalized).")
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:

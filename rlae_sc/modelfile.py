@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rlae_sc.errors import InputError
-from rlae_sc.io import atomic_path
+from rlae_sc.atomic import atomic_path
 
 FORMAT = "rlae-sc-model"
 FORMAT_VERSION = 1

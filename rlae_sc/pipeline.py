@@ -17,7 +17,8 @@ import pandas as pd
 from rlae_sc.cluster import cluster
 from rlae_sc.directions import directions_adata
 from rlae_sc.errors import InputError
-from rlae_sc.io import atomic_path, read, write_h5ad, write_json
+from rlae_sc.atomic import atomic_path
+from rlae_sc.io import read, write_h5ad, write_json
 from rlae_sc.model import fit, load_model
 from rlae_sc.preprocess import preprocess
 from rlae_sc.mapping import map_query
@@ -70,13 +71,17 @@ def train_file(preprocessed: str | Path, out: str | Path, **params) -> dict:
     """Train on ``preprocessed.h5ad`` (see :func:`rlae_sc.model.fit`) and write the model file ``out``.
 
     The training trace is also written beside it as a tab-separated table,
-    ``<out without .npz>.trace.tsv`` (one row per stride).
+    ``<out without .npz>.trace.tsv`` (one row per stride). A learning rule
+    checkpoints to ``<out>.checkpoint`` and, when interrupted, resumes from it
+    on the next call; the checkpoint is removed once the model is written.
     """
     pre = _read_stage(preprocessed, "preprocess")
-    model = fit(pre, source=str(preprocessed), **params)
+    checkpoint = Path(f"{out}.checkpoint")  # a learning rule interrupted here resumes from it on the next run
+    model = fit(pre, source=str(preprocessed), checkpoint=checkpoint, **params)
     with atomic_path(trace_path(out)) as tmp:
         pd.DataFrame(model.trace).to_csv(tmp, sep="\t", index=False)
     model.save(out)
+    checkpoint.unlink(missing_ok=True)
     p = model.params
     log.info("train %s: %s, k %d, lambda %.6g (%s), %d iterations, converged %s, %.2f s -> %s", preprocessed,
              p["solver"], model.n_components, model.lam, p["lambda_rule"], p["n_iter"], p["converged"],

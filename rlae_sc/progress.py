@@ -7,6 +7,6 @@ import sys
 from tqdm.auto import tqdm
 
 
-def progress(*, total: int, desc: str) -> tqdm:
+def progress(*, total: int, desc: str, initial: int = 0) -> tqdm:
     """A tqdm bar on stderr, disabled unless stderr is a TTY."""
-    return tqdm(total=total, desc=desc, disable=not sys.stderr.isatty(), leave=False)
+    return tqdm(total=total, desc=desc, initial=initial, disable=not sys.stderr.isatty(), leave=False)

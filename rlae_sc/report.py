@@ -11,7 +11,7 @@ import anndata as ad
 import matplotlib.pyplot as plt
 
 from rlae_sc import plots
-from rlae_sc.io import atomic_path
+from rlae_sc.atomic import atomic_path
 
 # name -> (function of (adata, label_key), caption: what it shows / what the theory predicts).
 # workflow/report/<name>.rst repeats each caption for `snakemake --report` (a test keeps them equal).

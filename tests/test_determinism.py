@@ -31,6 +31,7 @@ def test_cell_order_changes_results_only_by_rounding(small_counts):
     pre_a, a = _fit(small_counts)
     pre_b, b = _fit(shuffled)
     assert list(pre_a.var_names) == list(pre_b.var_names)
-    np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, rtol=1e-9)
-    np.testing.assert_allclose(a.directions, b.directions, atol=1e-7)  # same orientation rule on both
+    # the scatter pass multiplies in float32 (accumulating in float64): rounding is ~1e-7 relative
+    np.testing.assert_allclose(a.eigenvalues, b.eigenvalues, rtol=1e-6)
+    np.testing.assert_allclose(a.directions, b.directions, atol=1e-5)  # same orientation rule on both
     np.testing.assert_allclose(b.scores(pre_b.X), a.scores(pre_a.X)[order], atol=1e-4)

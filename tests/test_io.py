@@ -8,7 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from rlae_sc.errors import InputError
-from rlae_sc.io import atomic_path, read, write_json
+from rlae_sc.atomic import atomic_path
+from rlae_sc.io import read, write_json
 
 
 def write(tmp_path, X, name="x.h5ad", **kw):

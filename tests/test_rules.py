@@ -122,3 +122,19 @@ def test_unknown_rule_and_bad_combinations_are_named(paper):
     with pytest.raises(ValueError, match="implements the sum loss"):
         run("oja", C, lam=1.0, loss="product")
     assert set(RULES) >= {"gd", "adam", "rotation", "oja", "gha", "alternating", "tied_exact"}
+
+
+@pytest.mark.parametrize("rule", ["adam", "gha"])
+def test_interrupted_training_resumes_to_the_same_result(rule, tmp_path):
+    rng = np.random.default_rng(1)
+    X = torch.from_numpy(rng.normal(size=(500, 10)) @ np.diag(np.linspace(3, 0.5, 10)))
+    kw = dict(k=3, lam=5.0, X=X, batch_size=50, trace_every=20, seed=4)
+    whole = train_rule(rule, n_iter=300, **kw)
+    ckpt = tmp_path / "run.checkpoint"
+    train_rule(rule, n_iter=200, checkpoint=ckpt, checkpoint_every=100, **kw)  # "killed" after 200 steps
+    resumed = train_rule(rule, n_iter=300, checkpoint=ckpt, checkpoint_every=100, **kw)
+    np.testing.assert_array_equal(resumed.decoder, whole.decoder)
+    assert resumed.trace["iteration"] == whole.trace["iteration"]
+    np.testing.assert_array_equal(resumed.trace["loss"], whole.trace["loss"])
+    other = train_rule(rule, n_iter=300, checkpoint=ckpt, **{**kw, "seed": 5})  # another run ignores it
+    assert not np.array_equal(other.decoder, whole.decoder)

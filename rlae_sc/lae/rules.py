@@ -24,11 +24,15 @@ Tied rules keep ``W1 = W2^T`` by construction.
 
 from __future__ import annotations
 
+import json
 import time
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from rlae_sc.atomic import atomic_path
 from rlae_sc.lae.model import LOSSES, regularized_loss
 from rlae_sc.lae.solvers import LAEFit, ridge_decoder
 from rlae_sc.lae.trace import TraceRecorder
@@ -46,6 +50,36 @@ def top_eigenvalue(C: torch.Tensor, *, n_iter: int = 50) -> float:
         v = C @ v
         v = v / torch.linalg.norm(v)
     return float(v @ C @ v)
+
+
+def _save_checkpoint(path, signature: str, it: int, W1, W2, gen: torch.Generator, rows: dict, opt) -> None:
+    arrays = {
+        "signature": np.frombuffer(signature.encode(), dtype=np.uint8),
+        "iteration": np.array(it),
+        "W1": W1.detach().cpu().numpy(),
+        "W2": W2.detach().cpu().numpy(),
+        "generator": gen.get_state().numpy(),
+        **{f"trace/{key}": np.asarray(values) for key, values in rows.items()},
+    }
+    if opt is not None:
+        for i, st in opt.state_dict()["state"].items():
+            arrays.update({f"adam/{i}/{key}": value.cpu().numpy() for key, value in st.items()})
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def _load_checkpoint(path, signature: str) -> dict | None:
+    """The checkpoint's arrays, or None when there is none or it belongs to another run."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            state = {key: z[key] for key in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None  # a damaged checkpoint is ignored: training starts over
+    return state if state["signature"].tobytes().decode() == signature else None
 
 
 def exact_encoder(C: torch.Tensor, W2: torch.Tensor, lam: float) -> torch.Tensor:
@@ -77,6 +111,8 @@ def train_rule(
     seed: int = 0,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     recorder: TraceRecorder | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 500,
 ) -> LAEFit:
     """Train k latent units with one of ``RULES`` and record a trace.
 
@@ -105,6 +141,12 @@ def train_rule(
         Optional starting ``(W1, W2)``.
     recorder
         Trace recorder to fill (one is made from ``C`` when not given).
+    checkpoint, checkpoint_every
+        A file where the weights, the trace, the batch sampler's state and
+        Adam's moments are saved every ``checkpoint_every`` steps. If it
+        exists and was written by a run with the same rule, k, lambda, loss,
+        step size, batch size, seed and stride, training resumes from it and
+        ends exactly as an uninterrupted run would. The caller removes it.
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
@@ -134,13 +176,28 @@ def train_rule(
     if lr is None:
         lr = 1e-2 if rule == "adam" else 0.5 / (top_eigenvalue(C) + float(np.max(lam)))
     recorder = recorder or TraceRecorder(C, k, loss)
+    signature = json.dumps({"rule": rule, "k": k, "m": m, "lam": np.asarray(lam, dtype=float).tolist(), "loss": loss,
+                            "lr": lr, "batch_size": batch_size, "seed": seed, "trace_every": trace_every})
+    state = _load_checkpoint(checkpoint, signature) if checkpoint is not None else None
+    start = 1
+    if state is not None:
+        W1, W2 = (torch.from_numpy(state[key]).to(C) for key in ("W1", "W2"))
+        start = int(state["iteration"]) + 1
+        gen.set_state(torch.from_numpy(state["generator"]))
+        recorder.rows = {key.split("/", 1)[1]: state[key].tolist() for key in state if key.startswith("trace/")}
     W1.requires_grad_(rule in ("gd", "adam", "rotation"))
     W2.requires_grad_(rule in ("gd", "adam", "rotation"))
     opt = torch.optim.Adam([W1, W2], lr=lr) if rule == "adam" else None
+    if opt is not None and state is not None:
+        saved = opt.state_dict()
+        saved["state"] = {i: {key: torch.from_numpy(state[f"adam/{i}/{key}"]) for key in ("step", "exp_avg", "exp_avg_sq")}
+                          for i in range(2)}
+        opt.load_state_dict(saved)
     n = None if X is None else X.shape[0]
-    recorder.record(0, W1, W2, lam)
-    with progress(total=n_iter, desc=f"train ({rule})") as bar:
-        for it in range(1, n_iter + 1):
+    if state is None:
+        recorder.record(0, W1, W2, lam)
+    with progress(total=n_iter, desc=f"train ({rule})", initial=start - 1) as bar:
+        for it in range(start, n_iter + 1):
             if batch_size is None:
                 Ct = C
             else:
@@ -181,6 +238,8 @@ def train_rule(
             if it % trace_every == 0 or it == n_iter:
                 recorder.record(it, W1, W2, lam)
                 bar.update(trace_every)
+            if checkpoint is not None and it % checkpoint_every == 0:
+                _save_checkpoint(checkpoint, signature, it, W1, W2, gen, recorder.rows, opt)
     W1, W2 = W1.detach(), W2.detach()
     return LAEFit(
         encoder=W1.cpu().numpy().copy(),

@@ -18,7 +18,7 @@ from rlae_sc.lae.theory import alignment, rayleigh_ritz_decoder
 from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.progress import progress
 
-SOLVERS = ("tied_exact",)
+FLOAT32_FLOOR = 1e-8  # read-out change below which float32 iterations stop improving
 
 
 @dataclass
@@ -80,11 +80,12 @@ def fit_tied_exact(
     *,
     lam: float | None = None,
     lambda_frac: float = 0.1,
-    oversample: int = 20,
+    oversample: int = 40,
     max_iter: int = 1000,
     tol: float = 1e-10,
     check_every: int = 10,
     seed: int = 0,
+    iteration_dtype: torch.dtype = torch.float32,
     recorder: TraceRecorder | None = None,
 ) -> LAEFit:
     """Train with tied exact updates ``W <- C W (W^T C W + lam I)^{-1}`` and read out k units.
@@ -107,7 +108,7 @@ def fit_tied_exact(
         Number of latent units kept.
     lam
         Lambda in the units of ``C``. By default ``lambda_frac`` times a lower
-        estimate of ``e_{k+p}`` taken after 30 warm-up iterations (the
+        estimate of ``e_{k+p}`` taken after 20 warm-up iterations (the
         subspace sequence does not depend on lambda, so they are not wasted).
     oversample
         Extra latent units p trained and dropped (clipped to ``m - k``).
@@ -117,6 +118,11 @@ def fit_tied_exact(
         (mean squared sine of the principal angles) is below ``tol``.
     seed
         Seed of the random start.
+    iteration_dtype
+        Precision of the first training iterations (float32 by default: about
+        1.6x faster). Once the read-out moves less than ``FLOAT32_FLOOR`` (or
+        ``tol``) between checks, training continues in the precision of ``C``
+        (float64) until it moves less than ``tol``. The read-outs, lambda and the final decoder always use ``C``.
     recorder
         When given, each check records the THEORY.md metrics of the trained
         units (encoder ``W_t^T``, decoder ``W_{t+1}``; the top-k singular
@@ -140,11 +146,13 @@ def fit_tied_exact(
         raise ValueError(f"k must be between 1 and {m - 1} (number of genes - 1), got {k}")
     kk = min(k + oversample, m)
     gen = torch.Generator(device=C.device).manual_seed(seed)
-    W = torch.linalg.qr(torch.randn(m, kk, dtype=C.dtype, device=C.device, generator=gen))[0]
-    n_warmup = 30
+    Ci = C.to(iteration_dtype)
+    W = torch.linalg.qr(torch.randn(m, kk, dtype=iteration_dtype, device=C.device, generator=gen))[0]
+    n_warmup = 20
     for _ in range(n_warmup):
-        W = torch.linalg.qr(C @ W)[0]
-    ritz = torch.linalg.eigvalsh(W.T @ C @ W).flip(0).cpu().numpy()
+        W = torch.linalg.qr(Ci @ W)[0]
+    Wd = W.to(C.dtype)
+    ritz = torch.linalg.eigvalsh(Wd.T @ C @ Wd).flip(0).cpu().numpy()
     if lam is None:
         lam = lambda_frac * float(ritz[-1])
         rule = f"{lambda_frac:g} x e_{kk} estimate (smallest Ritz value after {n_warmup} warm-up iterations)"
@@ -168,22 +176,25 @@ def fit_tied_exact(
     it = 0
     with progress(total=max_iter, desc="train (tied exact)") as bar:
         for it in range(1, max_iter + 1):
-            W_new = ridge_decoder(C, W.T, lam)
+            W_new = ridge_decoder(Ci, W.T, lam)
             if it % check_every == 0 or it == max_iter:
-                new = rayleigh_ritz_decoder(Cn, W_new.cpu().numpy(), lam)[:, :k]
+                new = rayleigh_ritz_decoder(Cn, W_new.cpu().numpy().astype(np.float64), lam)[:, :k]
                 change = 1.0 if readout is None else _subspace_change(readout, new)
+                Wd, Wd_new = W.to(C.dtype), W_new.to(C.dtype)
                 if recorder is None:
                     trace["iteration"].append(n_warmup + it)
-                    trace["loss"].append(sum_loss(C, W.T, W_new, lam))
-                    trace["transpose_distance"].append(float(torch.linalg.norm(W_new - W) / torch.linalg.norm(W_new)))
+                    trace["loss"].append(sum_loss(C, Wd.T, Wd_new, lam))
+                    trace["transpose_distance"].append(float(torch.linalg.norm(Wd_new - Wd) / torch.linalg.norm(Wd_new)))
                 else:
                     t1 = time.perf_counter()
-                    recorder.record(n_warmup + it, W.T, W_new, lam)
+                    recorder.record(n_warmup + it, Wd.T, Wd_new, lam)
                     trace_seconds += time.perf_counter() - t1
                 readout_change.append(change)
                 bar.update(check_every)
                 readout = new
-                if change < tol:
+                if Ci.dtype != C.dtype and change < max(tol, FLOAT32_FLOOR):
+                    Ci, W_new = C, W_new.to(C.dtype)  # float32 has done its part: finish in C's precision
+                elif change < tol:
                     converged = True
                     W = W_new
                     break
@@ -191,7 +202,7 @@ def fit_tied_exact(
     trace = {**(recorder.rows if recorder is not None else trace), "readout_change": readout_change}
     W1 = readout.T.copy()
     W2 = ridge_decoder(C, torch.from_numpy(W1).to(C.device), lam).cpu().numpy()
-    raw_P = np.linalg.svd(W.cpu().numpy(), full_matrices=False)[0][:, :10]
+    raw_P = np.linalg.svd(W.cpu().numpy().astype(np.float64), full_matrices=False)[0][:, :10]
     ritz_P = np.linalg.svd(readout[:, :10], full_matrices=False)[0]
     return LAEFit(
         encoder=W1,
