@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anndata as ad
+import numpy as np
 import pytest
+import scipy.linalg
+from sklearn.metrics import adjusted_rand_score
 
 from rlae_sc.simulate import synthetic_counts
 
@@ -31,3 +35,28 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found: real-data tests need ../shared/data beside the checkout")
     return path
+
+
+def recompute(out: Path, k: int) -> dict:
+    """The acceptance metrics recomputed from ``preprocessed.h5ad`` and ``embedding.h5ad`` with scipy's eigh,
+    independently of rlae-sc's own metric code. Returns per-component ``cos`` (k,) and the summary numbers."""
+    pre = ad.read_h5ad(out / "preprocessed.h5ad")
+    emb = ad.read_h5ad(out / "embedding.h5ad")
+    X = pre.X.astype(np.float64)
+    X -= X.mean(axis=0)
+    m = X.shape[1]
+    e, U = scipy.linalg.eigh(X.T @ X, subset_by_index=[m - k, m - 1])
+    e, U = e[::-1], U[:, ::-1]
+    P = emb.varm["rlae_directions"][emb.var["rlae_used"].to_numpy()].astype(np.float64)
+    cos = np.abs(np.sum(P * U, axis=0)) / np.linalg.norm(P, axis=0)
+    rel = np.abs(emb.uns["rlae"]["eigenvalues"] - e) / e
+    Q = np.linalg.qr(P)[0]
+    return {
+        "cos": cos,
+        "min_abs_cos_top10": cos[:10].min(),
+        "eigenvalue_max_rel_err": rel.max(),
+        "eigenvalue_max_rel_err_top10": rel[:10].max(),
+        "subspace_distance": 1 - np.linalg.norm(U.T @ Q) ** 2 / k,
+        "ari": adjusted_rand_score(emb.obs["cell_type"].astype(str), emb.obs["leiden"].astype(str)),
+        "scores_check": np.abs(emb.obsm["X_rlae"] - pre.X.astype(np.float64) @ P).max(),
+    }

@@ -10,33 +10,11 @@ import json
 import anndata as ad
 import numpy as np
 import pytest
-import scipy.linalg
-from sklearn.metrics import adjusted_rand_score
 
 from rlae_sc.pipeline import map_file, run
-from tests.conftest import shared_file
+from tests.conftest import recompute, shared_file
 
 pytestmark = pytest.mark.slow
-
-
-def recompute(out, k):
-    pre = ad.read_h5ad(out / "preprocessed.h5ad")
-    emb = ad.read_h5ad(out / "embedding.h5ad")
-    X = pre.X.astype(np.float64)
-    X -= X.mean(axis=0)
-    m = X.shape[1]
-    e, U = scipy.linalg.eigh(X.T @ X, subset_by_index=[m - k, m - 1])
-    e, U = e[::-1], U[:, ::-1]
-    P = emb.varm["rlae_directions"][emb.var["rlae_used"].to_numpy()].astype(np.float64)
-    cos = np.abs(np.sum(P * U, axis=0)) / np.linalg.norm(P, axis=0)
-    rel = np.abs(emb.uns["rlae"]["eigenvalues"] - e) / e
-    Q = np.linalg.qr(P)[0]
-    return {
-        "min_abs_cos_top10": cos[:10].min(),
-        "eigenvalue_max_rel_err_top10": rel[:10].max(),
-        "subspace_distance": 1 - np.linalg.norm(U.T @ Q) ** 2 / k,
-        "ari": adjusted_rand_score(emb.obs["cell_type"].astype(str), emb.obs["leiden"].astype(str)),
-    }
 
 
 def test_garnett_pbmc800_meets_the_accuracy_bar(tmp_path):
