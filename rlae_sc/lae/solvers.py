@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from rlae_sc.lae.model import reconstruction_from_scatter
 from rlae_sc.lae.theory import alignment, rayleigh_ritz_decoder
 from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.progress import progress
@@ -67,11 +66,6 @@ def ridge_decoder(C: torch.Tensor, W1: torch.Tensor, lam: float) -> torch.Tensor
     CW = C @ W1.T
     A = W1 @ CW + lam * torch.eye(W1.shape[0], dtype=C.dtype, device=C.device)
     return torch.linalg.solve(A, CW.T).T
-
-
-def sum_loss(C: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor, lam: float) -> float:
-    """Sum loss ``||X - X W1^T W2^T||^2 + lam (||W1||^2 + ||W2||^2)`` from ``C``."""
-    return float(reconstruction_from_scatter(W1, W2, C) + lam * (W1.square().sum() + W2.square().sum()))
 
 
 def fit_tied_exact(
@@ -168,6 +162,7 @@ def fit_tied_exact(
             f"Choose lambda below {ritz[k - 1]:.4g} or fewer components."
         )
     Cn = C.cpu().numpy()
+    trace_C = float(torch.trace(C))
     trace: dict[str, list[float]] = {"iteration": [], "loss": [], "transpose_distance": []}
     readout_change: list[float] = []
     trace_seconds = 0.0
@@ -176,14 +171,17 @@ def fit_tied_exact(
     it = 0
     with progress(total=max_iter, desc="train (tied exact)") as bar:
         for it in range(1, max_iter + 1):
-            W_new = ridge_decoder(Ci, W.T, lam)
+            CW = Ci @ W  # C W1^T for the encoder W1 = W^T; reused by the trace's loss
+            A = W.T @ CW + lam * torch.eye(kk, dtype=W.dtype, device=W.device)
+            W_new = torch.linalg.solve(A, CW.T).T  # the ridge decoder for W1 (see ridge_decoder)
             if it % check_every == 0 or it == max_iter:
                 new = rayleigh_ritz_decoder(Cn, W_new.cpu().numpy().astype(np.float64), lam)[:, :k]
                 change = 1.0 if readout is None else _subspace_change(readout, new)
                 Wd, Wd_new = W.to(C.dtype), W_new.to(C.dtype)
                 if recorder is None:
                     trace["iteration"].append(n_warmup + it)
-                    trace["loss"].append(sum_loss(C, Wd.T, Wd_new, lam))
+                    rec = trace_C - 2 * torch.sum(W_new * CW) + torch.sum((W.T @ CW) * (W_new.T @ W_new))
+                    trace["loss"].append(float(rec + lam * (W.square().sum() + W_new.square().sum())))
                     trace["transpose_distance"].append(float(torch.linalg.norm(Wd_new - Wd) / torch.linalg.norm(Wd_new)))
                 else:
                     t1 = time.perf_counter()
