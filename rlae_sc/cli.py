@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     warnings.simplefilter("default", UserWarning)
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"rlae-sc: warning: {message}\n"
     try:
         _dispatch(args)
     except InputError as exc:

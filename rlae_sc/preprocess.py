@@ -197,9 +197,18 @@ def preprocess(
     mito_on = max_pct_mito is not None and qc["pct_mito"].notna().all()
     if recipe.max_pct_mito is not None and not mito_on:
         recipe.max_pct_mito = None  # no gene names start with MT-/mt-: nothing to filter on
+    median_genes = float(qc["n_genes"].median())
     if not keep_cells.any():
-        raise InputError(source, f"no cells pass QC (min_genes={min_genes}, max_pct_mito={max_pct_mito})",
+        raise InputError(source, f"no cells pass QC (min_genes={min_genes}, max_pct_mito={max_pct_mito}; cells "
+                         f"detect a median of {median_genes:g} genes)",
                          "Lower min_genes or raise max_pct_mito, or check that the input holds counts.")
+    if keep_cells.mean() < 0.5:
+        warnings.warn(
+            f"{source}: QC keeps only {int(keep_cells.sum())} of {adata.n_obs} cells ({keep_cells.mean():.0%}); "
+            f"cells detect a median of {median_genes:g} genes against min_genes={min_genes}. For sparse data, "
+            "lower min_genes (e.g. --min-genes 50).",
+            stacklevel=2,
+        )
     cells = adata[keep_cells]
     X = sp.csr_matrix(cells.X)
     n_cells_per_gene = np.diff(X.tocsc().indptr)

@@ -106,3 +106,10 @@ def test_clip_keeps_matrix_centred(small_counts):
 def test_no_cells_passing_qc_is_named(small_counts):
     with pytest.raises(InputError, match="no cells pass QC"):
         preprocess(small_counts, min_genes=100_000)
+
+
+def test_qc_that_drops_most_cells_warns_with_the_median(small_counts):
+    median = float(np.median(np.diff(small_counts.X.tocsr().indptr)))
+    cut = int(np.percentile(np.diff(small_counts.X.tocsr().indptr), 80))
+    with pytest.warns(UserWarning, match=f"median of {median:g} genes against min_genes={cut}"):
+        preprocess(small_counts, min_genes=cut, n_top_genes=100)
