@@ -123,3 +123,14 @@ def test_query_naming_an_unknown_reference_is_named(workdir, tmp_path):
 def test_captions_match_the_html_report():
     for name, (_, caption) in [*FIGURES.items(), *[(n, MAPPING_FIGURES[n]) for n in ("mapped_umap", "confidence")]]:
         assert (ROOT / "workflow" / "report" / f"{name}.rst").read_text().strip() == caption
+
+
+def test_slurm_profile_sets_known_options():
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    res = subprocess.run([*SNAKEMAKE, "--help"], capture_output=True, text=True)
+    for key in profile:
+        if key not in ("executor", "default-resources", "set-resources"):
+            assert f"--{key}" in res.stdout, key
+    assert set(profile["set-resources"]) <= {"preprocess", "train", "directions", "cluster", "report",
+                                             "map_query", "figures", "index", "demo_data"}
