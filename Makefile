@@ -26,6 +26,7 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
+	$(BIN)/ruff check rlae_sc tests benchmarks
 	$(BIN)/snakemake --lint
 
 clean:

@@ -84,8 +84,16 @@ def worker(method: str, matrix: Path, k: int, out: Path) -> None:
     np.save(out.with_suffix(".npy"), np.asarray(P, dtype=np.float64))
     # VmHWM: this process's peak resident memory since exec (ru_maxrss would include the parent's fork)
     hwm_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-    out.write_text(json.dumps({"seconds": seconds, "peak_rss_gb": hwm_kb / 1024**2,
-                               "eigenvalues": np.asarray(e, dtype=float).tolist(), **extra}))
+    out.write_text(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss_gb": hwm_kb / 1024**2,
+                "eigenvalues": np.asarray(e, dtype=float).tolist(),
+                **extra,
+            }
+        )
+    )
 
 
 def run_worker(method: str, matrix: Path, k: int, out: Path) -> dict:
@@ -112,11 +120,15 @@ def score(P: np.ndarray, e_hat: np.ndarray, U: np.ndarray, e: np.ndarray) -> dic
 def machine() -> str:
     import threadpoolctl
 
-    blas = [f"{p['internal_api']} {p.get('version', '')} ({p['num_threads']} threads)"
-            for p in threadpoolctl.threadpool_info()]
+    blas = [
+        f"{p['internal_api']} {p.get('version', '')} ({p['num_threads']} threads)"
+        for p in threadpoolctl.threadpool_info()
+    ]
     pkgs = ", ".join(f"{p} {version(p)}" for p in ("numpy", "scipy", "torch", "scanpy", "scikit-learn", "anndata"))
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-            f"{platform.python_version()}; {pkgs}; BLAS: {'; '.join(blas)}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; {pkgs}; BLAS: {'; '.join(blas)}"
+    )
 
 
 def main() -> None:
@@ -157,8 +169,13 @@ def main() -> None:
             if "error" in res:
                 rows.append({"n_cells": n, "method": method, "error": res["error"]})
                 continue
-            row = {"n_cells": n, "method": method, "seconds": res["seconds"], "peak_rss_gb": res["peak_rss_gb"],
-                   **score(res["directions"], np.asarray(res["eigenvalues"]), U, e)}
+            row = {
+                "n_cells": n,
+                "method": method,
+                "seconds": res["seconds"],
+                "peak_rss_gb": res["peak_rss_gb"],
+                **score(res["directions"], np.asarray(res["eigenvalues"]), U, e),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
         matrix.unlink()
@@ -181,16 +198,19 @@ def write_results(rows: list[dict], args, info: str) -> None:
         "",
         f"Machine: {info}",
         "",
-        "| cells | method | seconds | peak RSS (GB) | min abs cos top 10 | subspace distance | max eig. rel. err. top 10 |",
+        "| cells | method | seconds | peak RSS (GB) | min abs cos top 10 | subspace distance "
+        "| max eig. rel. err. top 10 |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['n_cells']:,} | {r['method']} | {r['error']} | | | | |")
         else:
-            lines.append(f"| {r['n_cells']:,} | {r['method']} | {r['seconds']:.2f} | {r['peak_rss_gb']:.2f} | "
-                         f"1 - {1 - r['min_abs_cos_top10']:.1e} | {r['subspace_distance']:.2e} | "
-                         f"{r['eigenvalue_max_rel_err_top10']:.2e} |")
+            lines.append(
+                f"| {r['n_cells']:,} | {r['method']} | {r['seconds']:.2f} | {r['peak_rss_gb']:.2f} | "
+                f"1 - {1 - r['min_abs_cos_top10']:.1e} | {r['subspace_distance']:.2e} | "
+                f"{r['eigenvalue_max_rel_err_top10']:.2e} |"
+            )
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     (args.out / "results.json").write_text(json.dumps({"machine": info, "k": args.k, "rows": rows}, indent=1) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))

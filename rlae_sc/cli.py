@@ -37,13 +37,25 @@ def _bool(text: str) -> bool:
 
 def _add_input(p: argparse.ArgumentParser, *, kind: bool = True) -> None:
     p.add_argument("--layer", default=None, help="read the matrix from this layer (.h5ad, .loom)")
-    p.add_argument("--orientation", default="cells_x_genes", choices=["cells_x_genes", "genes_x_cells"],
-                   help="rows of a .csv/.tsv input (cells_x_genes)")
-    p.add_argument("--var-names", default="gene_symbols", choices=["gene_symbols", "gene_ids"],
-                   help="gene names of a 10x input (gene_symbols)")
+    p.add_argument(
+        "--orientation",
+        default="cells_x_genes",
+        choices=["cells_x_genes", "genes_x_cells"],
+        help="rows of a .csv/.tsv input (cells_x_genes)",
+    )
+    p.add_argument(
+        "--var-names",
+        default="gene_symbols",
+        choices=["gene_symbols", "gene_ids"],
+        help="gene names of a 10x input (gene_symbols)",
+    )
     if kind:
-        p.add_argument("--input-kind", default="counts", choices=["counts", "log_normalized"],
-                       help="raw counts (default) or already log-normalised values")
+        p.add_argument(
+            "--input-kind",
+            default="counts",
+            choices=["counts", "log_normalized"],
+            help="raw counts (default) or already log-normalised values",
+        )
 
 
 READ = ["layer", "orientation", "var_names"]
@@ -54,7 +66,9 @@ def _add_preprocess(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-genes", type=int, default=S, help="min genes detected per cell (200)")
     g.add_argument("--min-cells", type=int, default=S, help="min cells detecting a gene (3)")
     g.add_argument("--max-pct-mito", type=_optional(float), default=S, help="max %% mitochondrial counts, or none (20)")
-    g.add_argument("--target-sum", type=_optional(float), default=S, help="counts per cell after normalisation (median)")
+    g.add_argument(
+        "--target-sum", type=_optional(float), default=S, help="counts per cell after normalisation (median)"
+    )
     g.add_argument("--n-top-genes", type=int, default=S, help="highly variable genes kept (2000)")
     g.add_argument("--hvg-flavor", default=S, choices=["seurat_v3", "seurat", "cell_ranger"], help="(seurat_v3)")
     g.add_argument("--clip", type=_optional(float), default=S, help="clip scaled values at +-CLIP, or none (none)")
@@ -69,11 +83,20 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trace-every", type=int, default=S, help="trace stride in iterations (10)")
     g.add_argument("--trace-metrics", type=_bool, default=S, help="trace metrics against exact PCA: true/false (true)")
     g.add_argument("--lambda-frac", type=float, default=S, help="lambda as a fraction of an e_k estimate (0.1)")
-    g.add_argument("--lambda", dest="lam", type=_optional(float), default=S,
-                   help="lambda in units of C = X^T X (sum over cells); overrides --lambda-frac")
+    g.add_argument(
+        "--lambda",
+        dest="lam",
+        type=_optional(float),
+        default=S,
+        help="lambda in units of C = X^T X (sum over cells); overrides --lambda-frac",
+    )
     g.add_argument("--oversample", type=int, default=S, help="extra latent units trained then dropped (40)")
-    g.add_argument("--scatter-precision", default=S, choices=["float32", "float64"],
-                   help="precision of the products in the pass that builds C (float32)")
+    g.add_argument(
+        "--scatter-precision",
+        default=S,
+        choices=["float32", "float64"],
+        help="precision of the products in the pass that builds C (float32)",
+    )
     g.add_argument("--max-iter", type=int, default=S, help="(1000)")
     g.add_argument("--tol", type=float, default=S, help="stop when the top-k read-out moves less than this (1e-10)")
     g.add_argument("--seed", type=int, default=S, help="(0)")
@@ -94,9 +117,22 @@ def _pick(args: argparse.Namespace, names: list[str]) -> dict:
 
 
 PRE = ["min_genes", "min_cells", "max_pct_mito", "target_sum", "n_top_genes", "hvg_flavor", "clip"]
-TRAIN = ["n_components", "solver", "lambda_frac", "lam", "oversample", "max_iter", "tol", "scatter_precision", "lr",
-         "batch_size",
-         "trace_every", "trace_metrics", "seed", "device"]
+TRAIN = [
+    "n_components",
+    "solver",
+    "lambda_frac",
+    "lam",
+    "oversample",
+    "max_iter",
+    "tol",
+    "scatter_precision",
+    "lr",
+    "batch_size",
+    "trace_every",
+    "trace_metrics",
+    "seed",
+    "device",
+]
 CLUSTER = ["n_neighbors", "n_dims", "resolution", "seed"]
 
 
@@ -169,8 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("figures", help="reproduce the papers' figures (Kunin et al. 3-8, Bao et al.)")
     p.add_argument("--out-dir", required=True, help="writes figures.html, figures.json and figures/*.png")
-    p.add_argument("--cells", default=None,
-                   help="a preprocessed.h5ad for the single-cell figures (default: scanpy's pbmc68k_reduced)")
+    p.add_argument(
+        "--cells",
+        default=None,
+        help="a preprocessed.h5ad for the single-cell figures (default: scanpy's pbmc68k_reduced)",
+    )
     p.add_argument("--quick", action="store_true", help="shorter runs (for tests), not the published figures")
 
     p = sub.add_parser("demo-data", help="write a bundled demo dataset (no download)")
@@ -195,8 +234,14 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> None:
     c = args.command
     if c == "preprocess":
-        pipeline.preprocess_file(args.counts, args.out, input_kind=args.input_kind, label_key=args.label_key,
-                                 **_pick(args, READ), **_pick(args, PRE))
+        pipeline.preprocess_file(
+            args.counts,
+            args.out,
+            input_kind=args.input_kind,
+            label_key=args.label_key,
+            **_pick(args, READ),
+            **_pick(args, PRE),
+        )
     elif c == "train":
         pipeline.train_file(args.preprocessed, args.out, **_pick(args, TRAIN))
     elif c == "directions":
@@ -208,10 +253,17 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif c == "index":
         print(f"wrote {write_index(args.results, out=args.out)}")
     elif c == "run":
-        metrics = pipeline.run(args.counts, args.out, input_kind=args.input_kind, **_pick(args, READ),
-                               label_key=args.label_key, dataset=args.dataset,
-                               preprocess_params=_pick(args, PRE), train_params=_pick(args, TRAIN),
-                               cluster_params=_pick(args, CLUSTER))
+        metrics = pipeline.run(
+            args.counts,
+            args.out,
+            input_kind=args.input_kind,
+            **_pick(args, READ),
+            label_key=args.label_key,
+            dataset=args.dataset,
+            preprocess_params=_pick(args, PRE),
+            train_params=_pick(args, TRAIN),
+            cluster_params=_pick(args, CLUSTER),
+        )
         print(f"wrote {Path(args.out) / 'report.html'}; metrics: {Path(args.out) / 'metrics.json'}")
         for key in ("n_cells", "n_genes", "k", "min_abs_cos_top10", "subspace_distance", "ari", "nmi"):
             if key in metrics:
@@ -219,11 +271,22 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif c == "embed":
         pipeline.embed_file(args.model, args.counts, args.out, min_overlap=args.min_overlap, **_pick(args, READ))
     elif c == "map":
-        summary = pipeline.map_file(args.model, args.reference, args.counts, args.out_dir, label_key=args.label_key,
-                                    truth_key=args.truth_key, n_neighbors=args.n_neighbors, **_pick(args, READ),
-                                    min_overlap=args.min_overlap, title=args.title)
-        print(f"wrote {Path(args.out_dir) / 'report.html'}; median confidence {summary['median_confidence']:.3f}"
-              + (f", accuracy {summary['accuracy']:.3f}" if "accuracy" in summary else ""))
+        summary = pipeline.map_file(
+            args.model,
+            args.reference,
+            args.counts,
+            args.out_dir,
+            label_key=args.label_key,
+            truth_key=args.truth_key,
+            n_neighbors=args.n_neighbors,
+            **_pick(args, READ),
+            min_overlap=args.min_overlap,
+            title=args.title,
+        )
+        print(
+            f"wrote {Path(args.out_dir) / 'report.html'}; median confidence {summary['median_confidence']:.3f}"
+            + (f", accuracy {summary['accuracy']:.3f}" if "accuracy" in summary else "")
+        )
     elif c == "figures":
         from rlae_sc.figures import make_figures
 

@@ -45,8 +45,11 @@ def cluster(
     dict with ``n_clusters`` and, with labels, ``ari``, ``nmi``, ``n_labelled``.
     """
     if label_key is not None and label_key not in adata.obs:
-        raise InputError(source, f"has no label column {label_key!r} (columns: {', '.join(map(str, adata.obs.columns))})",
-                         "Set label_key to an existing obs column, or leave it unset.")
+        raise InputError(
+            source,
+            f"has no label column {label_key!r} (columns: {', '.join(map(str, adata.obs.columns))})",
+            "Set label_key to an existing obs column, or leave it unset.",
+        )
     if EMBEDDING_KEY not in adata.obsm:
         raise InputError(source, f"has no obsm[{EMBEDDING_KEY!r}]", "Run `rlae-sc directions` first.")
     k = adata.obsm[EMBEDDING_KEY].shape[1]
@@ -54,8 +57,14 @@ def cluster(
     n_neighbors = min(n_neighbors, adata.n_obs - 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sc.pp.neighbors(adata, use_rep=EMBEDDING_KEY, n_pcs=n_dims, n_neighbors=n_neighbors,
-                        transformer="sklearn", random_state=seed)
+        sc.pp.neighbors(
+            adata,
+            use_rep=EMBEDDING_KEY,
+            n_pcs=n_dims,
+            n_neighbors=n_neighbors,
+            transformer="sklearn",
+            random_state=seed,
+        )
         sc.tl.leiden(adata, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
         sc.tl.umap(adata, random_state=seed)
     result = {"n_clusters": int(adata.obs["leiden"].nunique())}
@@ -68,6 +77,12 @@ def cluster(
             nmi=float(normalized_mutual_info_score(truth, pred)),
             n_labelled=int(has.sum()),
         )
-    adata.uns["rlae_cluster"] = {"n_neighbors": n_neighbors, "n_dims": n_dims, "resolution": resolution,
-                                 "label_key": label_key or "", "seed": seed, "neighbors": "exact (scikit-learn)"}
+    adata.uns["rlae_cluster"] = {
+        "n_neighbors": n_neighbors,
+        "n_dims": n_dims,
+        "resolution": resolution,
+        "label_key": label_key or "",
+        "seed": seed,
+        "neighbors": "exact (scikit-learn)",
+    }
     return result

@@ -13,8 +13,14 @@ from rlae_sc.model import EMBEDDING_KEY, RLAEModel
 from rlae_sc.passes import scatter_matrix
 
 DIRECTIONS_KEY = "rlae_directions"
-QC_COUNTS = ("n_cells_in", "n_genes_in", "n_cells_all_zero", "n_cells_removed", "n_genes_all_zero",
-             "n_genes_below_min_cells")
+QC_COUNTS = (
+    "n_cells_in",
+    "n_genes_in",
+    "n_cells_all_zero",
+    "n_cells_removed",
+    "n_genes_all_zero",
+    "n_genes_below_min_cells",
+)
 
 
 def compare_with_pca(model: RLAEModel, X: np.ndarray) -> tuple[dict, dict]:

@@ -14,29 +14,44 @@ from __future__ import annotations
 from pathlib import Path
 
 import anndata as ad
-import matplotlib.pyplot as plt
-import numpy as np
-import scipy.stats
-import torch
+import matplotlib
 
-from rlae_sc import plots  # noqa: F401  (sets the matplotlib backend and style)
-from rlae_sc.io import write_json
-from rlae_sc.lae import theory
-from rlae_sc.lae.rules import train_rule
-from rlae_sc.passes import scatter_matrix
-from rlae_sc.preprocess import preprocess
-from rlae_sc.report import write_page
-from rlae_sc.simulate import bundled
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.stats  # noqa: E402
+import torch  # noqa: E402
+
+from rlae_sc.io import write_json  # noqa: E402
+from rlae_sc.lae import theory  # noqa: E402
+from rlae_sc.lae.rules import train_rule  # noqa: E402
+from rlae_sc.passes import scatter_matrix  # noqa: E402
+from rlae_sc.preprocess import preprocess  # noqa: E402
+from rlae_sc.report import write_page  # noqa: E402
+from rlae_sc.simulate import bundled  # noqa: E402
 
 LOSS_NAMES = ("unregularized", "product", "sum")
+THEORY_CURVES = {"unregularized": "1", "product": "e/(e+lam)", "sum": "max(0, 1-lam/e)"}
 COMPARED_RULES = {  # rule -> loss used in the comparison
-    "gd": "nonuniform", "adam": "nonuniform", "rotation": "nonuniform", "gha": "nonuniform",
-    "oja": "sum", "alternating": "sum", "tied_exact": "sum",
+    "gd": "nonuniform",
+    "adam": "nonuniform",
+    "rotation": "nonuniform",
+    "gha": "nonuniform",
+    "oja": "sum",
+    "alternating": "sum",
+    "tied_exact": "sum",
 }
 AXIS_THRESHOLD = 1e-2
 FIGURE_NAMES = (  # the files figures/<name>.png; workflow/rules/figures.smk lists the same names
-    "kunin_fig3_transpose_distance", "kunin_fig4_heatmaps", "kunin_fig5_shrinkage", "kunin_fig6_unit_circle",
-    "kunin_fig7_directions", "kunin_fig8_embeddings", "bao_rules_synthetic", "bao_rules_cells", "bao_iterations_vs_k",
+    "kunin_fig3_transpose_distance",
+    "kunin_fig4_heatmaps",
+    "kunin_fig5_shrinkage",
+    "kunin_fig6_unit_circle",
+    "kunin_fig7_directions",
+    "kunin_fig8_embeddings",
+    "bao_rules_synthetic",
+    "bao_rules_cells",
+    "bao_iterations_vs_k",
 )
 
 
@@ -73,8 +88,16 @@ def _losses_on(C: np.ndarray, k: int, lam: float, n_iter: int, seed: int = 0, ti
     scale = tilt ** np.linspace(1, -1, k)
     start = (torch.from_numpy(init.encoder * scale[:, None]), torch.from_numpy(init.decoder / scale))
     return {
-        loss: train_rule("gd", k=k, lam=0.0 if loss == "unregularized" else lam, C=torch.from_numpy(C), loss=loss,
-                         n_iter=n_iter, trace_every=max(1, n_iter // 200), init=start)
+        loss: train_rule(
+            "gd",
+            k=k,
+            lam=0.0 if loss == "unregularized" else lam,
+            C=torch.from_numpy(C),
+            loss=loss,
+            n_iter=n_iter,
+            trace_every=max(1, n_iter // 200),
+            init=start,
+        )
         for loss in LOSS_NAMES
     }
 
@@ -117,7 +140,8 @@ def fig4_heatmaps(fits: dict, U: np.ndarray) -> tuple[plt.Figure, str, dict]:
         "Inner products between the data's principal directions and the left singular vectors of the learned global "
         "map W2 W1. Theory: with any regularization (product or sum) the singular vectors of the global map are the "
         "principal directions (identity pattern); without it only the subspace is identified. Measured min |diagonal|: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in diag.items()) + "."
+        + ", ".join(f"{k} {v:.3f}" for k, v in diag.items())
+        + "."
     )
     return fig, caption, {f"fig4_min_diagonal_{k}": v for k, v in diag.items()}
 
@@ -137,15 +161,21 @@ def fig5_shrinkage(C: np.ndarray, e: np.ndarray, k: int = 10, n_iter: int = 3000
                 steps = n_iter * (len(lams) if loss == "unregularized" else 1)
                 fit = train_rule("gd", k=k, lam=lam, C=Ct, loss=loss, n_iter=steps, trace_every=steps)
             s = np.linalg.svd(fit.decoder @ fit.encoder, compute_uv=False)[:k]
-            theory_s = {"unregularized": np.ones(k), "product": e / (e + lam),
-                        "sum": np.clip(1 - lam / e, 0, None)}[loss]
+            theory_s = {"unregularized": np.ones(k), "product": e / (e + lam), "sum": np.clip(1 - lam / e, 0, None)}[
+                loss
+            ]
             errors[loss] = max(errors[loss], float(np.max(np.abs(np.sort(s)[::-1] - np.sort(theory_s)[::-1]))))
             ax.plot(e, np.sort(s)[::-1][: len(e)], "o", ms=3.5, color=color, label=f"lambda={lam:g}")
-            curve = {"unregularized": np.ones_like(grid), "product": grid / (grid + lam),
-                     "sum": np.clip(1 - lam / grid, 0, None)}[loss]
+            curve = {
+                "unregularized": np.ones_like(grid),
+                "product": grid / (grid + lam),
+                "sum": np.clip(1 - lam / grid, 0, None),
+            }[loss]
             ax.plot(grid, curve, "-", lw=0.8, color=color)
-        ax.set_title(f"{loss}: theory {'1' if loss == 'unregularized' else 'e/(e+lam)' if loss == 'product' else 'max(0, 1-lam/e)'}",
-                     fontsize=9)
+        ax.set_title(
+            f"{loss}: theory {THEORY_CURVES[loss]}",
+            fontsize=9,
+        )
         ax.set_xlabel("eigenvalue e_i of C")
     axes[0].set_ylabel("singular value of W2 W1")
     axes[1].legend(frameon=False, fontsize=6, ncol=2)
@@ -156,12 +186,15 @@ def fig5_shrinkage(C: np.ndarray, e: np.ndarray, k: int = 10, n_iter: int = 3000
         "25, ..., 441, with the theory curves (lines): 1 without regularization, e/(e+lambda) for the product loss, "
         "max(0, 1 - lambda/e) for the sum loss (units with e <= lambda collapse). Sum: exact alternating updates; "
         "product and unregularized: gradient descent. Measured largest distance from the curves: "
-        + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()) + "."
+        + ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
+        + "."
     )
     return fig, caption, {f"fig5_max_error_{k}": v for k, v in errors.items()}
 
 
-def fig6_unit_circle(C: np.ndarray, U: np.ndarray, lam: float = 10.0, n_iter: int = 20000) -> tuple[plt.Figure, str, dict]:
+def fig6_unit_circle(
+    C: np.ndarray, U: np.ndarray, lam: float = 10.0, n_iter: int = 20000
+) -> tuple[plt.Figure, str, dict]:
     fits = _losses_on(C, 2, lam, n_iter, seed=3, tilt=2.0)
     U2 = U[:, :2]
     t = np.linspace(0, 2 * np.pi, 200)
@@ -169,8 +202,11 @@ def fig6_unit_circle(C: np.ndarray, U: np.ndarray, lam: float = 10.0, n_iter: in
     fig, axes = plt.subplots(3, 3, figsize=(8, 8))
     ratios = {}
     for j, (loss, fit) in enumerate(fits.items()):
-        maps = {"decoder": U2.T @ fit.decoder, "encoder": (fit.encoder @ U2).T,
-                "product": U2.T @ fit.decoder @ fit.encoder @ U2}
+        maps = {
+            "decoder": U2.T @ fit.decoder,
+            "encoder": (fit.encoder @ U2).T,
+            "product": U2.T @ fit.decoder @ fit.encoder @ U2,
+        }
         for i, (name, M) in enumerate(maps.items()):
             sv = np.linalg.svd(M, compute_uv=False)
             ratios[f"{loss}_{name}"] = float(sv[1] / sv[0])
@@ -228,7 +264,9 @@ def fig7_directions(X: np.ndarray, name: str, k: int = 10, n_iter: int = 2000) -
     return fig, caption, {"fig7_min_abs_cos_top9": float(cos[:9].min())}, (P, U)
 
 
-def fig8_embeddings(X: np.ndarray, labels: np.ndarray, name: str, P: np.ndarray, U: np.ndarray) -> tuple[plt.Figure, str, dict]:
+def fig8_embeddings(
+    X: np.ndarray, labels: np.ndarray, name: str, P: np.ndarray, U: np.ndarray
+) -> tuple[plt.Figure, str, dict]:
     lae, pca = X @ P[:, :2], X @ U[:, :2]
     lae = lae * np.sign(np.sum(lae * pca, axis=0))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
@@ -269,8 +307,16 @@ def bao_rules(C: np.ndarray, k: int, name: str, n_iter: int) -> tuple[plt.Figure
     final = {}
     for rule, loss in COMPARED_RULES.items():
         steps = min(n_iter, 100) if rule == "alternating" else n_iter
-        fit = train_rule(rule, k=k, lam=_rule_lambda(rule, e, k), C=Ct, loss=loss, n_iter=steps,
-                         trace_every=max(1, steps // 150), seed=1)
+        fit = train_rule(
+            rule,
+            k=k,
+            lam=_rule_lambda(rule, e, k),
+            C=Ct,
+            loss=loss,
+            n_iter=steps,
+            trace_every=max(1, steps // 150),
+            seed=1,
+        )
         it = np.maximum(fit.trace["iteration"], 1)
         label = f"{rule} ({loss})"
         a1.loglog(it, np.maximum(fit.trace["axis_alignment"], 1e-16), label=label)
@@ -290,20 +336,25 @@ def bao_rules(C: np.ndarray, k: int, name: str, n_iter: int) -> tuple[plt.Figure
         "Theory (Bao et al.): every rule finds the subspace quickly; only ordered (non-uniform or GHA) rules align "
         "the columns with the axes, plain GD slowly, the rotation-augmented gradient fast; uniform rules leave the "
         "columns rotated. Measured final axis alignment: "
-        + ", ".join(f"{r} {a:.1e}" for r, (a, _) in final.items()) + "."
+        + ", ".join(f"{r} {a:.1e}" for r, (a, _) in final.items())
+        + "."
     )
     return fig, caption, {f"bao_{name}_axis_{r}": a for r, (a, _) in final.items()}
 
 
 def iterations_to_threshold(C: np.ndarray, ks: list[int], n_iter: int) -> dict[str, list[float]]:
-    """Iterations until axis alignment <= ``AXIS_THRESHOLD`` for GD, rotation-augmented GD and GHA (NaN: not reached)."""
+    """Iterations until axis alignment <= ``AXIS_THRESHOLD`` for GD, rotation-augmented GD and GHA.
+
+    NaN where the threshold is not reached within ``n_iter``.
+    """
     Ct = torch.from_numpy(C)
     out: dict[str, list[float]] = {}
     for rule in ("gd", "rotation", "gha"):
         for k in ks:
             e, _ = theory.exact_pca(C, k)
-            fit = train_rule(rule, k=k, lam=_nonuniform(e, k), C=Ct, loss="nonuniform", n_iter=n_iter,
-                             trace_every=10, seed=1)
+            fit = train_rule(
+                rule, k=k, lam=_nonuniform(e, k), C=Ct, loss="nonuniform", n_iter=n_iter, trace_every=10, seed=1
+            )
             axis = np.asarray(fit.trace["axis_alignment"])
             hit = np.flatnonzero(axis <= AXIS_THRESHOLD)
             out.setdefault(rule, []).append(float(fit.trace["iteration"][hit[0]]) if hit.size else float("nan"))
@@ -360,20 +411,26 @@ def make_figures(out_dir: str | Path, *, cells: str | Path | None = None, quick:
     entries.append(("kunin_fig8_embeddings", *fig8_embeddings(Xc, labels, name, P, Uc)))
     entries.append(("bao_rules_synthetic", *bao_rules(C, 10, "synthetic 20 x 20", int(3000 * scale))))
     entries.append(("bao_rules_cells", *bao_rules(Cc, 10, name, int(3000 * scale))))
-    thr = {"synthetic 40 x 40": iterations_to_threshold(synth.T @ synth, ks, int(3000 * scale)),
-           name: iterations_to_threshold(Cc, ks, int(3000 * scale))}
+    thr = {
+        "synthetic 40 x 40": iterations_to_threshold(synth.T @ synth, ks, int(3000 * scale)),
+        name: iterations_to_threshold(Cc, ks, int(3000 * scale)),
+    }
     entries.append(("bao_iterations_vs_k", *bao_iterations_vs_k(thr, ks, int(3000 * scale))))
     numbers = {}
     for _, _, _, num in entries:
         numbers.update({key: None if np.isnan(value) else value for key, value in num.items()})
     assert tuple(name for name, *_ in entries) == FIGURE_NAMES
     out_dir = Path(out_dir)
-    write_page(out_dir, title="rlae-sc: the papers' figures reproduced", page="figures.html",
-               intro="Kunin, Bloom, Goeva, Seed (ICML 2019), 'Loss landscapes of regularized linear autoencoders', "
-               "figures 3-8; Bao, Lucas, Sachdeva, Grosse (NeurIPS 2020), 'Regularized linear autoencoders recover "
-               "the principal components, eventually', comparisons of learning rules. Every number in a caption "
-               "comes from this run.",
-               table=[(key, key, value) for key, value in numbers.items() if not key.startswith("bao_") or "axis" in key],
-               figures=[(fname, fig, cap) for fname, fig, cap, _ in entries])
+    write_page(
+        out_dir,
+        title="rlae-sc: the papers' figures reproduced",
+        page="figures.html",
+        intro="Kunin, Bloom, Goeva, Seed (ICML 2019), 'Loss landscapes of regularized linear autoencoders', "
+        "figures 3-8; Bao, Lucas, Sachdeva, Grosse (NeurIPS 2020), 'Regularized linear autoencoders recover "
+        "the principal components, eventually', comparisons of learning rules. Every number in a caption "
+        "comes from this run.",
+        table=[(key, key, value) for key, value in numbers.items() if not key.startswith("bao_") or "axis" in key],
+        figures=[(fname, fig, cap) for fname, fig, cap, _ in entries],
+    )
     write_json(numbers, out_dir / "figures.json")
     return numbers

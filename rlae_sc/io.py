@@ -29,12 +29,21 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         return "10x_mtx"
     name = path.name.lower().removesuffix(".gz")
-    for suffix, fmt in ((".h5ad", "h5ad"), (".h5", "10x_h5"), (".loom", "loom"), (".csv", "csv"), (".tsv", "csv"),
-                        (".txt", "csv")):
+    for suffix, fmt in (
+        (".h5ad", "h5ad"),
+        (".h5", "10x_h5"),
+        (".loom", "loom"),
+        (".csv", "csv"),
+        (".tsv", "csv"),
+        (".txt", "csv"),
+    ):
         if name.endswith(suffix):
             return fmt
-    raise InputError(path, "unrecognised file type",
-                     "Give an .h5ad, a 10x matrix directory, a 10x .h5, a .loom, or a .csv/.tsv (optionally .gz).")
+    raise InputError(
+        path,
+        "unrecognised file type",
+        "Give an .h5ad, a 10x matrix directory, a 10x .h5, a .loom, or a .csv/.tsv (optionally .gz).",
+    )
 
 
 def read(
@@ -68,8 +77,11 @@ def read(
     AnnData with the validated matrix in ``X`` (CSR, float32) and unique gene names.
     """
     path = Path(path)
-    for value, allowed, what in ((input_kind, INPUT_KINDS, "input_kind"), (orientation, ORIENTATIONS, "orientation"),
-                                 (var_names, VAR_NAMES, "var_names")):
+    for value, allowed, what in (
+        (input_kind, INPUT_KINDS, "input_kind"),
+        (orientation, ORIENTATIONS, "orientation"),
+        (var_names, VAR_NAMES, "var_names"),
+    ):
         if value not in allowed:
             raise InputError(path, f"unknown {what} {value!r}", f"Use one of {', '.join(allowed)}.")
     if not path.exists():
@@ -82,8 +94,11 @@ def read(
     except InputError:
         raise
     except Exception as exc:  # readers raise many types for damaged files
-        raise InputError(path, f"cannot be read as {fmt} ({type(exc).__name__}: {exc})",
-                         "The file may be truncated, damaged or of another format; re-export it.") from None
+        raise InputError(
+            path,
+            f"cannot be read as {fmt} ({type(exc).__name__}: {exc})",
+            "The file may be truncated, damaged or of another format; re-export it.",
+        ) from None
     validate_matrix(adata.X, source=path, input_kind=input_kind, names=(adata.obs_names, adata.var_names))
     if not adata.var_names.is_unique:
         n_dup = int(adata.var_names.duplicated().sum())
@@ -106,8 +121,11 @@ def _read_h5ad(path: Path, *, layer, **_) -> ad.AnnData:
         adata = ad.read_h5ad(path)
     if layer is not None:
         if layer not in adata.layers:
-            raise InputError(path, f"has no layer {layer!r} (layers: {sorted(adata.layers) or 'none'})",
-                             "Name an existing layer, or leave layer unset to use X.")
+            raise InputError(
+                path,
+                f"has no layer {layer!r} (layers: {sorted(adata.layers) or 'none'})",
+                "Name an existing layer, or leave layer unset to use X.",
+            )
         matrix = adata.layers[layer]
     else:
         matrix = adata.X
@@ -119,9 +137,12 @@ def _read_h5ad(path: Path, *, layer, **_) -> ad.AnnData:
 def _read_10x_mtx(path: Path, *, var_names, **_) -> ad.AnnData:
     files = {f.name for f in path.iterdir()}
     if not files & {"matrix.mtx", "matrix.mtx.gz"}:
-        raise InputError(path, "is a directory without matrix.mtx or matrix.mtx.gz",
-                         "Point to the Cell Ranger folder that holds matrix.mtx(.gz), features.tsv(.gz) or "
-                         "genes.tsv, and barcodes.tsv(.gz).")
+        raise InputError(
+            path,
+            "is a directory without matrix.mtx or matrix.mtx.gz",
+            "Point to the Cell Ranger folder that holds matrix.mtx(.gz), features.tsv(.gz) or "
+            "genes.tsv, and barcodes.tsv(.gz).",
+        )
     for need in (("barcodes.tsv", "barcodes.tsv.gz"), ("features.tsv", "features.tsv.gz", "genes.tsv")):
         if not files & set(need):
             raise InputError(path, f"has no {' or '.join(need)}", "Copy the complete Cell Ranger output folder.")
@@ -174,22 +195,30 @@ def _read_text(path: Path, *, orientation, **_) -> ad.AnnData:
         table = table.T
     bad = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
     if bad:
-        raise InputError(path, f"column {bad[0]!r} is not numeric",
-                         "The first column must hold names and every other column numbers; check the separator.")
-    return _matrix_adata(table.to_numpy(dtype=np.float64), pd.DataFrame(index=table.index.astype(str)),
-                         pd.DataFrame(index=table.columns.astype(str)))
+        raise InputError(
+            path,
+            f"column {bad[0]!r} is not numeric",
+            "The first column must hold names and every other column numbers; check the separator.",
+        )
+    return _matrix_adata(
+        table.to_numpy(dtype=np.float64),
+        pd.DataFrame(index=table.index.astype(str)),
+        pd.DataFrame(index=table.columns.astype(str)),
+    )
 
 
-_READERS = {"h5ad": _read_h5ad, "10x_mtx": _read_10x_mtx, "10x_h5": _read_10x_h5, "loom": _read_loom,
-            "csv": _read_text}
+_READERS = {"h5ad": _read_h5ad, "10x_mtx": _read_10x_mtx, "10x_h5": _read_10x_h5, "loom": _read_loom, "csv": _read_text}
 
 
 def validate_matrix(X: sp.csr_matrix, *, source: str | Path, input_kind: str, names: tuple) -> None:
     """Raise :class:`InputError` for an empty matrix, NaN/inf, negatives, or non-integer counts."""
     cells, genes = names
     if X.shape[0] == 0 or X.shape[1] == 0:
-        raise InputError(source, f"the matrix is empty ({X.shape[0]} cells x {X.shape[1]} genes)",
-                         "Check that the file holds cells as rows and genes as columns.")
+        raise InputError(
+            source,
+            f"the matrix is empty ({X.shape[0]} cells x {X.shape[1]} genes)",
+            "Check that the file holds cells as rows and genes as columns.",
+        )
     data = X.data
 
     def where(mask: np.ndarray) -> str:
@@ -199,18 +228,27 @@ def validate_matrix(X: sp.csr_matrix, *, source: str | Path, input_kind: str, na
 
     bad = ~np.isfinite(data)
     if bad.any():
-        raise InputError(source, f"{int(bad.sum())} NaN or infinite values ({where(bad)})",
-                         "Remove or repair those entries before running rlae-sc.")
+        raise InputError(
+            source,
+            f"{int(bad.sum())} NaN or infinite values ({where(bad)})",
+            "Remove or repair those entries before running rlae-sc.",
+        )
     bad = data < 0
     if bad.any():
-        raise InputError(source, f"{int(bad.sum())} negative values ({where(bad)})",
-                         "Give raw counts, or log-normalised values (non-negative), not scaled data.")
+        raise InputError(
+            source,
+            f"{int(bad.sum())} negative values ({where(bad)})",
+            "Give raw counts, or log-normalised values (non-negative), not scaled data.",
+        )
     if input_kind == "counts":
         bad = np.abs(data - np.round(data)) > INTEGER_TOLERANCE
         if bad.any():
-            raise InputError(source, f"{int(bad.sum())} non-integer values in a counts input ({where(bad)})",
-                             "If the data are already log-normalised, declare input_kind: log_normalized "
-                             "(CLI: --input-kind log_normalized).")
+            raise InputError(
+                source,
+                f"{int(bad.sum())} non-integer values in a counts input ({where(bad)})",
+                "If the data are already log-normalised, declare input_kind: log_normalized "
+                "(CLI: --input-kind log_normalized).",
+            )
 
 
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:

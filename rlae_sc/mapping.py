@@ -106,7 +106,9 @@ def map_query(
             raise InputError("query", f"has no label column {truth_key!r}", "Name an obs column of the query.")
         truth = query.obs[truth_key].astype(str)
         shared = labelled_mask(query.obs[truth_key]) & truth.isin(result["predicted"].cat.categories).to_numpy()
-        summary["accuracy"] = float((truth[shared] == result["predicted"].astype(str)[shared]).mean()) if shared.any() else float("nan")
+        summary["accuracy"] = (
+            float((truth[shared] == result["predicted"].astype(str)[shared]).mean()) if shared.any() else float("nan")
+        )
         summary["n_scored"] = int(shared.sum())
     query.uns["rlae_mapping"] = {k: v for k, v in summary.items() if k != "predicted_counts"}
     return summary

@@ -21,8 +21,8 @@ import torch
 from rlae_sc.errors import InputError
 from rlae_sc.lae.rules import RULES, train_rule
 from rlae_sc.lae.solvers import fit_tied_exact
-from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.lae.theory import decoder_directions
+from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.modelfile import load as load_file
 from rlae_sc.modelfile import save as save_file
 from rlae_sc.passes import scatter_matrix
@@ -99,8 +99,11 @@ class RLAEModel:
         adata.obsm[EMBEDDING_KEY] = self.scores(Z)
         adata.obs["rlae_qc_pass"] = self.recipe.qc_pass(adata)
         present = np.isin(self.recipe.genes, adata.var_names)
-        adata.uns["rlae_embed"] = {"n_components": self.n_components, "gene_overlap": float(present.mean()),
-                                   "min_overlap": min_overlap}
+        adata.uns["rlae_embed"] = {
+            "n_components": self.n_components,
+            "gene_overlap": float(present.mean()),
+            "min_overlap": min_overlap,
+        }
         return adata
 
     # -- file -------------------------------------------------------------------
@@ -206,12 +209,17 @@ def fit(
     """
     n, m = pre.shape
     if n_components + 1 > min(n, m):
-        raise InputError(source, f"{n} cells x {m} genes is too small for n_components={n_components}",
-                         f"Use n_components at most {min(n, m) - 1}, or give more cells/genes.")
+        raise InputError(
+            source,
+            f"{n} cells x {m} genes is too small for n_components={n_components}",
+            f"Use n_components at most {min(n, m) - 1}, or give more cells/genes.",
+        )
     if solver != "tied_exact" and solver not in RULES:
         raise InputError(source, f"unknown solver {solver!r}", f"Use tied_exact or one of {', '.join(RULES)}.")
     recipe = Recipe.from_dict(json.loads(pre.uns["rlae_recipe"]))
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     t0 = time.perf_counter()
     C_np = scatter_matrix(pre.X, precision=scatter_precision)
     C = torch.from_numpy(C_np).to(dev)
@@ -221,17 +229,38 @@ def fit(
     reference_seconds = time.perf_counter() - t1
     try:
         if solver == "tied_exact":
-            result = fit_tied_exact(C, n_components, lam=lam, lambda_frac=lambda_frac, oversample=oversample,
-                                    max_iter=max_iter, tol=tol, check_every=trace_every, seed=seed, recorder=recorder)
+            result = fit_tied_exact(
+                C,
+                n_components,
+                lam=lam,
+                lambda_frac=lambda_frac,
+                oversample=oversample,
+                max_iter=max_iter,
+                tol=tol,
+                check_every=trace_every,
+                seed=seed,
+                recorder=recorder,
+            )
         else:
             rule = "given"
             if lam is None:
                 lam = lambda_frac * float(recorder.e[-1])
                 rule = f"{lambda_frac:g} x exact e_{n_components}"
             X = torch.from_numpy(np.asarray(pre.X, dtype=np.float64)).to(dev) if batch_size else None
-            result = train_rule(solver, k=n_components, lam=lam, C=C, X=X, lr=lr, n_iter=max_iter,
-                                batch_size=batch_size, trace_every=trace_every, seed=seed, recorder=recorder,
-                                checkpoint=checkpoint)
+            result = train_rule(
+                solver,
+                k=n_components,
+                lam=lam,
+                C=C,
+                X=X,
+                lr=lr,
+                n_iter=max_iter,
+                batch_size=batch_size,
+                trace_every=trace_every,
+                seed=seed,
+                recorder=recorder,
+                checkpoint=checkpoint,
+            )
             result.lambda_rule = rule
     except ValueError as exc:
         raise InputError(source, str(exc), "Adjust the training parameters.") from None
@@ -253,8 +282,16 @@ def fit(
         "exact_reference_seconds": reference_seconds,
         **{key: val for key, val in result.diagnostics.items() if val is not None},
     }
-    return RLAEModel(recipe=recipe, encoder=result.encoder, decoder=result.decoder, lam=result.lam,
-                     total_scatter=float(np.trace(C_np)), n_cells=n, params=params, trace=result.trace)
+    return RLAEModel(
+        recipe=recipe,
+        encoder=result.encoder,
+        decoder=result.decoder,
+        lam=result.lam,
+        total_scatter=float(np.trace(C_np)),
+        n_cells=n,
+        params=params,
+        trace=result.trace,
+    )
 
 
 def software_versions() -> dict[str, str]:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rlae_sc.errors import InputError
 from rlae_sc.atomic import atomic_path
+from rlae_sc.errors import InputError
 
 FORMAT = "rlae-sc-model"
 FORMAT_VERSION = 1
@@ -55,17 +55,28 @@ def load(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
         with np.load(path, allow_pickle=False) as z:
             contents = {name: z[name] for name in z.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise InputError(path, f"is not a readable model file ({exc})",
-                         "The file may be truncated or not written by rlae-sc; retrain or copy it again.") from None
+        raise InputError(
+            path,
+            f"is not a readable model file ({exc})",
+            "The file may be truncated or not written by rlae-sc; retrain or copy it again.",
+        ) from None
     if "__manifest__" not in contents or "__checksum__" not in contents:
-        raise InputError(path, "is not an rlae-sc model file (no manifest)", "Give the model.npz written by `rlae-sc train`.")
+        raise InputError(
+            path, "is not an rlae-sc model file (no manifest)", "Give the model.npz written by `rlae-sc train`."
+        )
     manifest_bytes = contents.pop("__manifest__").tobytes()
     stored = contents.pop("__checksum__").tobytes().decode(errors="replace")
     if _digest(manifest_bytes, contents) != stored:
-        raise InputError(path, "checksum mismatch: the model file was modified or damaged after it was written",
-                         "Use an intact copy of the model, or retrain it.")
+        raise InputError(
+            path,
+            "checksum mismatch: the model file was modified or damaged after it was written",
+            "Use an intact copy of the model, or retrain it.",
+        )
     manifest = json.loads(manifest_bytes)
     if manifest.get("format") != FORMAT or manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise InputError(path, f"has format {manifest.get('format')!r} version {manifest.get('format_version')}",
-                         f"This rlae-sc reads {FORMAT} up to version {FORMAT_VERSION}; upgrade rlae-sc.")
+        raise InputError(
+            path,
+            f"has format {manifest.get('format')!r} version {manifest.get('format_version')}",
+            f"This rlae-sc reads {FORMAT} up to version {FORMAT_VERSION}; upgrade rlae-sc.",
+        )
     return manifest, contents

@@ -14,14 +14,14 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
+from rlae_sc.atomic import atomic_path
 from rlae_sc.cluster import cluster
 from rlae_sc.directions import directions_adata
 from rlae_sc.errors import InputError
-from rlae_sc.atomic import atomic_path
 from rlae_sc.io import read, write_h5ad, write_json
+from rlae_sc.mapping import map_query
 from rlae_sc.model import fit, load_model
 from rlae_sc.preprocess import preprocess
-from rlae_sc.mapping import map_query
 from rlae_sc.report import write_mapping_report, write_report
 from rlae_sc.simulate import bundled
 
@@ -45,9 +45,17 @@ def _read_stage(path: str | Path, stage: str) -> ad.AnnData:
     return ad.read_h5ad(path)
 
 
-def preprocess_file(counts: str | Path, out: str | Path, *, layer: str | None = None, input_kind: str = "counts",
-                    orientation: str = "cells_x_genes", var_names: str = "gene_symbols",
-                    label_key: str | None = None, **params) -> dict:
+def preprocess_file(
+    counts: str | Path,
+    out: str | Path,
+    *,
+    layer: str | None = None,
+    input_kind: str = "counts",
+    orientation: str = "cells_x_genes",
+    var_names: str = "gene_symbols",
+    label_key: str | None = None,
+    **params,
+) -> dict:
     """Read a counts file (any format of :func:`rlae_sc.io.read`), preprocess it
     (see :func:`rlae_sc.preprocess.preprocess`), write ``out``.
 
@@ -57,8 +65,11 @@ def preprocess_file(counts: str | Path, out: str | Path, *, layer: str | None = 
     """
     adata = read(counts, layer=layer, input_kind=input_kind, orientation=orientation, var_names=var_names)
     if label_key is not None and label_key not in adata.obs:
-        raise InputError(counts, f"has no label column {label_key!r} (columns: {', '.join(map(str, adata.obs.columns)) or 'none'})",
-                         "Set label_key to an existing obs column, or leave it unset.")
+        raise InputError(
+            counts,
+            f"has no label column {label_key!r} (columns: {', '.join(map(str, adata.obs.columns)) or 'none'})",
+            "Set label_key to an existing obs column, or leave it unset.",
+        )
     pre, recipe = preprocess(adata, input_kind=input_kind, source=str(counts), **params)
     pre.uns["rlae_recipe"] = json.dumps(recipe.to_dict())
     pre.uns["rlae_input"] = {"path": str(counts), "layer": layer or "", "input_kind": input_kind}
@@ -83,9 +94,18 @@ def train_file(preprocessed: str | Path, out: str | Path, **params) -> dict:
     model.save(out)
     checkpoint.unlink(missing_ok=True)
     p = model.params
-    log.info("train %s: %s, k %d, lambda %.6g (%s), %d iterations, converged %s, %.2f s -> %s", preprocessed,
-             p["solver"], model.n_components, model.lam, p["lambda_rule"], p["n_iter"], p["converged"],
-             p["fit_seconds"], out)
+    log.info(
+        "train %s: %s, k %d, lambda %.6g (%s), %d iterations, converged %s, %.2f s -> %s",
+        preprocessed,
+        p["solver"],
+        model.n_components,
+        model.lam,
+        p["lambda_rule"],
+        p["n_iter"],
+        p["converged"],
+        p["fit_seconds"],
+        out,
+    )
     return model.params
 
 
@@ -102,13 +122,19 @@ def directions_file(preprocessed: str | Path, model_path: str | Path, out: str |
     out_adata, metrics = directions_adata(model, pre)
     out_adata.uns["rlae_metrics"] = metrics
     write_h5ad(out_adata, out)
-    log.info("directions: min |cos| top 10 %.12f, subspace distance %.3g, eigenvalue error top 10 %.3g -> %s",
-             metrics["min_abs_cos_top10"], metrics["subspace_distance"], metrics["eigenvalue_max_rel_err_top10"], out)
+    log.info(
+        "directions: min |cos| top 10 %.12f, subspace distance %.3g, eigenvalue error top 10 %.3g -> %s",
+        metrics["min_abs_cos_top10"],
+        metrics["subspace_distance"],
+        metrics["eigenvalue_max_rel_err_top10"],
+        out,
+    )
     return metrics
 
 
-def cluster_file(directions: str | Path, out: str | Path, metrics_out: str | Path, *,
-                 label_key: str | None = None, **params) -> dict:
+def cluster_file(
+    directions: str | Path, out: str | Path, metrics_out: str | Path, *, label_key: str | None = None, **params
+) -> dict:
     """Cluster ``directions.h5ad`` (see :func:`rlae_sc.cluster.cluster`) -> ``embedding.h5ad`` + ``metrics.json``."""
     adata = _read_stage(directions, "directions")
     result = cluster(adata, label_key=label_key, source=str(directions), **params)
@@ -126,31 +152,56 @@ def report_file(embedding: str | Path, out_dir: str | Path, *, dataset: str, lab
     return write_report(adata, adata.uns["rlae"]["metrics"], out_dir, dataset=dataset, label_key=label_key)
 
 
-def run(counts: str | Path, out_dir: str | Path, *, layer: str | None = None, input_kind: str = "counts",
-        orientation: str = "cells_x_genes", var_names: str = "gene_symbols", label_key: str | None = None,
-        preprocess_params: dict | None = None, train_params: dict | None = None, cluster_params: dict | None = None,
-        dataset: str | None = None) -> dict:
+def run(
+    counts: str | Path,
+    out_dir: str | Path,
+    *,
+    layer: str | None = None,
+    input_kind: str = "counts",
+    orientation: str = "cells_x_genes",
+    var_names: str = "gene_symbols",
+    label_key: str | None = None,
+    preprocess_params: dict | None = None,
+    train_params: dict | None = None,
+    cluster_params: dict | None = None,
+    dataset: str | None = None,
+) -> dict:
     """Every stage in order, outputs under ``out_dir`` with the names in ``OUTPUTS``; returns the metrics."""
     out = Path(out_dir)
     files = {key: out / name for key, name in OUTPUTS.items()}
-    preprocess_file(counts, files["preprocessed"], layer=layer, input_kind=input_kind, orientation=orientation,
-                    var_names=var_names, label_key=label_key, **(preprocess_params or {}))
+    preprocess_file(
+        counts,
+        files["preprocessed"],
+        layer=layer,
+        input_kind=input_kind,
+        orientation=orientation,
+        var_names=var_names,
+        label_key=label_key,
+        **(preprocess_params or {}),
+    )
     train_file(files["preprocessed"], files["model"], **(train_params or {}))
     directions_file(files["preprocessed"], files["model"], files["directions"])
-    metrics = cluster_file(files["directions"], files["embedding"], files["metrics"], label_key=label_key,
-                           **(cluster_params or {}))
+    metrics = cluster_file(
+        files["directions"], files["embedding"], files["metrics"], label_key=label_key, **(cluster_params or {})
+    )
     report_file(files["embedding"], out, dataset=dataset or Path(counts).stem, label_key=label_key)
     return metrics
 
 
-def embed_file(model_path: str | Path, counts: str | Path, out: str | Path, *, layer: str | None = None,
-               orientation: str = "cells_x_genes", var_names: str = "gene_symbols",
-               min_overlap: float = 0.5) -> ad.AnnData:
+def embed_file(
+    model_path: str | Path,
+    counts: str | Path,
+    out: str | Path,
+    *,
+    layer: str | None = None,
+    orientation: str = "cells_x_genes",
+    var_names: str = "gene_symbols",
+    min_overlap: float = 0.5,
+) -> ad.AnnData:
     """Embed the cells of ``counts`` (any format of :func:`rlae_sc.io.read`) with a trained model and write
     them, with ``obsm['X_rlae']``, to ``out``."""
     model = load_model(model_path)
-    adata = read(counts, layer=layer, input_kind=model.recipe.input_kind, orientation=orientation,
-                 var_names=var_names)
+    adata = read(counts, layer=layer, input_kind=model.recipe.input_kind, orientation=orientation, var_names=var_names)
     model.embed(adata, min_overlap=min_overlap, source=str(counts))
     adata.uns["rlae_embed"]["model"] = str(model_path)
     write_h5ad(adata, out)
@@ -162,10 +213,21 @@ def demo_data_file(name: str, out: str | Path) -> None:
     write_h5ad(bundled(name), out)
 
 
-def map_file(model_path: str | Path, reference: str | Path, counts: str | Path, out_dir: str | Path, *,
-             label_key: str | None = None, truth_key: str | None = None, layer: str | None = None,
-             orientation: str = "cells_x_genes", var_names: str = "gene_symbols",
-             n_neighbors: int = 15, min_overlap: float = 0.5, title: str | None = None) -> dict:
+def map_file(
+    model_path: str | Path,
+    reference: str | Path,
+    counts: str | Path,
+    out_dir: str | Path,
+    *,
+    label_key: str | None = None,
+    truth_key: str | None = None,
+    layer: str | None = None,
+    orientation: str = "cells_x_genes",
+    var_names: str = "gene_symbols",
+    n_neighbors: int = 15,
+    min_overlap: float = 0.5,
+    title: str | None = None,
+) -> dict:
     """Embed ``counts`` with the reference's model, transfer labels, place cells in the reference UMAP.
 
     ``reference`` is the reference dataset's ``embedding.h5ad`` (same model).
@@ -175,14 +237,28 @@ def map_file(model_path: str | Path, reference: str | Path, counts: str | Path, 
     """
     out_dir = Path(out_dir)
     ref = _read_stage(reference, "cluster")
-    query = embed_file(model_path, counts, out_dir / "mapped.h5ad", layer=layer, orientation=orientation,
-                       var_names=var_names, min_overlap=min_overlap)
-    summary = map_query(ref, query, label_key=label_key, n_neighbors=n_neighbors, truth_key=truth_key,
-                        source=str(reference))
+    query = embed_file(
+        model_path,
+        counts,
+        out_dir / "mapped.h5ad",
+        layer=layer,
+        orientation=orientation,
+        var_names=var_names,
+        min_overlap=min_overlap,
+    )
+    summary = map_query(
+        ref, query, label_key=label_key, n_neighbors=n_neighbors, truth_key=truth_key, source=str(reference)
+    )
     summary["gene_overlap"] = query.uns["rlae_embed"]["gene_overlap"]
     summary["n_flagged_by_qc"] = int((~query.obs["rlae_qc_pass"]).sum())
     write_h5ad(query, out_dir / "mapped.h5ad")
     write_json(summary, out_dir / "mapping.json")
-    write_mapping_report(ref, query, summary, out_dir, truth_key=truth_key,
-                         title=title or f"rlae-sc mapping: {Path(counts).stem} onto {Path(reference).parent.name}")
+    write_mapping_report(
+        ref,
+        query,
+        summary,
+        out_dir,
+        truth_key=truth_key,
+        title=title or f"rlae-sc mapping: {Path(counts).stem} onto {Path(reference).parent.name}",
+    )
     return summary

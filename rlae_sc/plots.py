@@ -172,8 +172,15 @@ def confusion(query: ad.AnnData, truth_key: str) -> plt.Figure:
     ax.set_xticks(range(table.shape[1]), table.columns, rotation=30, ha="right")
     ax.set_yticks(range(table.shape[0]), table.index)
     for (i, j), v in np.ndenumerate(table.to_numpy()):
-        ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
-                color="white" if v > table.to_numpy().max() / 2 else "black")
+        ax.text(
+            j,
+            i,
+            str(v),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if v > table.to_numpy().max() / 2 else "black",
+        )
     ax.set_xlabel("transferred label")
     ax.set_ylabel(f"known label ({truth_key})")
     ax.set_title("Known vs transferred labels (cells)")

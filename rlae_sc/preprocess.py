@@ -189,9 +189,17 @@ def preprocess(
         raise InputError(source, f"unknown hvg_flavor {hvg_flavor!r}", f"Use one of {', '.join(HVG_FLAVORS)}.")
     if input_kind == "log_normalized" and hvg_flavor == "seurat_v3":
         hvg_flavor = "seurat"  # seurat_v3 models raw counts; on log data scanpy's 'seurat' flavor applies
-    recipe = Recipe(input_kind=input_kind, min_genes=min_genes, min_cells=min_cells, max_pct_mito=max_pct_mito,
-                    target_sum=target_sum, n_top_genes=n_top_genes, hvg_flavor=hvg_flavor, clip=clip,
-                    input_genes=list(map(str, adata.var_names)))
+    recipe = Recipe(
+        input_kind=input_kind,
+        min_genes=min_genes,
+        min_cells=min_cells,
+        max_pct_mito=max_pct_mito,
+        target_sum=target_sum,
+        n_top_genes=n_top_genes,
+        hvg_flavor=hvg_flavor,
+        clip=clip,
+        input_genes=list(map(str, adata.var_names)),
+    )
     qc = recipe.qc_metrics(adata)
     keep_cells = recipe.qc_pass(adata)
     mito_on = max_pct_mito is not None and qc["pct_mito"].notna().all()
@@ -199,9 +207,12 @@ def preprocess(
         recipe.max_pct_mito = None  # no gene names start with MT-/mt-: nothing to filter on
     median_genes = float(qc["n_genes"].median())
     if not keep_cells.any():
-        raise InputError(source, f"no cells pass QC (min_genes={min_genes}, max_pct_mito={max_pct_mito}; cells "
-                         f"detect a median of {median_genes:g} genes)",
-                         "Lower min_genes or raise max_pct_mito, or check that the input holds counts.")
+        raise InputError(
+            source,
+            f"no cells pass QC (min_genes={min_genes}, max_pct_mito={max_pct_mito}; cells "
+            f"detect a median of {median_genes:g} genes)",
+            "Lower min_genes or raise max_pct_mito, or check that the input holds counts.",
+        )
     if keep_cells.mean() < 0.5:
         warnings.warn(
             f"{source}: QC keeps only {int(keep_cells.sum())} of {adata.n_obs} cells ({keep_cells.mean():.0%}); "
@@ -214,8 +225,7 @@ def preprocess(
     n_cells_per_gene = np.diff(X.tocsc().indptr)
     keep_genes = n_cells_per_gene >= max(min_cells, 1)
     if not keep_genes.any():
-        raise InputError(source, f"no genes are detected in at least {min_cells} cells after QC",
-                         "Lower min_cells.")
+        raise InputError(source, f"no genes are detected in at least {min_cells} cells after QC", "Lower min_cells.")
     if recipe.target_sum is None and input_kind == "counts":
         recipe.target_sum = float(np.median(np.asarray(X.sum(axis=1)).ravel()))
     L = recipe.normalize(cells)
@@ -263,7 +273,9 @@ def _select_genes(cells: ad.AnnData, L: sp.csr_matrix, candidates: np.ndarray, r
         sub = ad.AnnData(X=L[:, cand])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = sc.pp.highly_variable_genes(sub, flavor=recipe.hvg_flavor, n_top_genes=recipe.n_top_genes, inplace=False)
+        table = sc.pp.highly_variable_genes(
+            sub, flavor=recipe.hvg_flavor, n_top_genes=recipe.n_top_genes, inplace=False
+        )
     mask = np.zeros(len(candidates), dtype=bool)
     mask[cand[np.asarray(table["highly_variable"], dtype=bool)]] = True
     return mask

@@ -110,18 +110,27 @@ def _fmt(value, key: str = "") -> str:
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 980px; margin: 1.5em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; } .scroll { overflow-x: auto; } th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 1em 0; } .scroll { overflow-x: auto; }
+th, td { padding: 3px 10px; border-bottom: 1px solid #ddd; }
 th { text-align: left; font-weight: normal; color: #444; } td { font-variant-numeric: tabular-nums; }
 figure { margin: 2em 0; } img { max-width: 100%; height: auto; }
 figcaption { color: #444; font-size: 0.92em; max-width: 760px; }
 """
 
 
-def write_page(out_dir: str | Path, *, title: str, intro: str, table: list[tuple[str, str, object]],
-               figures: list[tuple[str, plt.Figure, str]], page: str = "report.html") -> Path:
+def write_page(
+    out_dir: str | Path,
+    *,
+    title: str,
+    intro: str,
+    table: list[tuple[str, str, object]],
+    figures: list[tuple[str, plt.Figure, str]],
+    page: str = "report.html",
+) -> Path:
     """Save each ``(name, figure, caption)`` as ``figures/<name>.png`` and write a self-contained HTML page.
 
-    ``table`` rows are ``(key, label, value)`` (the key picks the number format); images are embedded as base64 so the page stands alone.
+    ``table`` rows are ``(key, label, value)`` (the key picks the number format); images are embedded
+    as base64 so the page stands alone.
     """
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
@@ -144,7 +153,7 @@ def write_page(out_dir: str | Path, *, title: str, intro: str, table: list[tuple
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(intro)}</p>
 <div class="scroll"><table>{rows}</table></div>
-{''.join(sections)}
+{"".join(sections)}
 </body></html>
 """
     path = out_dir / page
@@ -153,8 +162,9 @@ def write_page(out_dir: str | Path, *, title: str, intro: str, table: list[tuple
     return path
 
 
-def write_report(adata: ad.AnnData, metrics: dict, out_dir: str | Path, *, dataset: str,
-                 label_key: str | None = None) -> Path:
+def write_report(
+    adata: ad.AnnData, metrics: dict, out_dir: str | Path, *, dataset: str, label_key: str | None = None
+) -> Path:
     """Write ``figures/*.png`` and ``report.html`` (images embedded) under ``out_dir``; return the page's path."""
     return write_page(
         out_dir,
@@ -167,23 +177,43 @@ def write_report(adata: ad.AnnData, metrics: dict, out_dir: str | Path, *, datas
     )
 
 
-def write_mapping_report(reference: ad.AnnData, query: ad.AnnData, summary: dict, out_dir: str | Path, *,
-                         title: str, truth_key: str | None = None) -> Path:
+def write_mapping_report(
+    reference: ad.AnnData,
+    query: ad.AnnData,
+    summary: dict,
+    out_dir: str | Path,
+    *,
+    title: str,
+    truth_key: str | None = None,
+) -> Path:
     """The mapping page: query cells in the reference UMAP, confidence, and agreement with known labels."""
-    figures = [(name, fn(reference, query, truth_key), caption.format(truth_key=truth_key))
-               for name, (fn, caption) in MAPPING_FIGURES.items() if truth_key or name != "confusion"]
+    figures = [
+        (name, fn(reference, query, truth_key), caption.format(truth_key=truth_key))
+        for name, (fn, caption) in MAPPING_FIGURES.items()
+        if truth_key or name != "confusion"
+    ]
     table = [(key, key.replace("_", " "), value) for key, value in summary.items() if not isinstance(value, dict)]
     return write_page(
-        out_dir, title=title, figures=figures, table=table,
+        out_dir,
+        title=title,
+        figures=figures,
+        table=table,
         intro="Query cells were embedded with the reference's model (its recipe and principal directions, no "
         "refitting) and matched to their nearest reference cells in that embedding.",
     )
 
 
 INDEX_COLUMNS = [
-    ("n_cells", "cells"), ("n_genes", "genes"), ("k", "k"), ("lambda", "lambda"), ("fit_seconds", "fit s"),
-    ("min_abs_cos_top10", "min |cos| top 10"), ("subspace_distance", "subspace dist."),
-    ("eigenvalue_max_rel_err_top10", "eig. rel. err. top 10"), ("ari", "ARI"), ("nmi", "NMI"),
+    ("n_cells", "cells"),
+    ("n_genes", "genes"),
+    ("k", "k"),
+    ("lambda", "lambda"),
+    ("fit_seconds", "fit s"),
+    ("min_abs_cos_top10", "min |cos| top 10"),
+    ("subspace_distance", "subspace dist."),
+    ("eigenvalue_max_rel_err_top10", "eig. rel. err. top 10"),
+    ("ari", "ARI"),
+    ("nmi", "NMI"),
 ]
 
 
@@ -197,20 +227,29 @@ def write_index(results: str | Path, *, out: str | Path | None = None) -> Path:
         m = json.loads(metrics_file.read_text())
         cells = "".join(f"<td>{_fmt(m[key], key) if key in m else '-'}</td>" for key, _ in INDEX_COLUMNS)
         thumb = f"{name}/figures/umap.png"
-        img = (f'<img src="{html.escape(thumb)}" alt="UMAP of {html.escape(name)}" width="120">'
-               if (results / thumb).exists() else "")
-        rows.append(f'<tr><th><a href="{html.escape(name)}/report.html">{html.escape(name)}</a></th>{cells}'
-                    f"<td>{img}</td></tr>")
+        img = (
+            f'<img src="{html.escape(thumb)}" alt="UMAP of {html.escape(name)}" width="120">'
+            if (results / thumb).exists()
+            else ""
+        )
+        rows.append(
+            f'<tr><th><a href="{html.escape(name)}/report.html">{html.escape(name)}</a></th>{cells}<td>{img}</td></tr>'
+        )
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in INDEX_COLUMNS)
     maps = []
     for summary_file in sorted(results.glob("mapping/*/mapping.json")):
         s = json.loads(summary_file.read_text())
         name = summary_file.parent.name
         acc = f", accuracy {s['accuracy']:.3f}" if s.get("accuracy") is not None else ""
-        maps.append(f'<li><a href="mapping/{html.escape(name)}/report.html">{html.escape(name)}</a>: '
-                    f"{s['n_query_cells']} cells, median confidence {s['median_confidence']:.3f}{acc}</li>")
-    figures = ('<p><a href="figures/figures.html">The papers\' figures reproduced</a></p>'
-               if (results / "figures" / "figures.html").exists() else "")
+        maps.append(
+            f'<li><a href="mapping/{html.escape(name)}/report.html">{html.escape(name)}</a>: '
+            f"{s['n_query_cells']} cells, median confidence {s['median_confidence']:.3f}{acc}</li>"
+        )
+    figures = (
+        '<p><a href="figures/figures.html">The papers\' figures reproduced</a></p>'
+        if (results / "figures" / "figures.html").exists()
+        else ""
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>rlae-sc results</title><style>{STYLE}
@@ -219,8 +258,8 @@ table {{ font-size: 0.9em; }}</style></head><body>
 <p>One row per dataset: the principal directions recovered from the sum-regularized linear autoencoder's decoder,
 compared with exact PCA of the same matrix (|cos| per component, subspace distance, eigenvalue error), and the
 agreement of Leiden clusters with known labels. Lambda is in the units of C = X^T X (a sum over cells).</p>
-<div class="scroll"><table><tr><th>dataset</th>{head}<th>UMAP</th></tr>{''.join(rows)}</table></div>
-{'<h2>Mapped queries</h2><ul>' + ''.join(maps) + '</ul>' if maps else ''}
+<div class="scroll"><table><tr><th>dataset</th>{head}<th>UMAP</th></tr>{"".join(rows)}</table></div>
+{"<h2>Mapped queries</h2><ul>" + "".join(maps) + "</ul>" if maps else ""}
 {figures}
 </body></html>
 """

@@ -49,13 +49,20 @@ def synthetic_counts(
     names = [f"Gene{g:05d}" for g in range(n_genes - n_mito)] + [f"MT-G{g:02d}" for g in range(n_mito)]
     adata = ad.AnnData(
         X=sp.csr_matrix(counts),
-        obs=pd.DataFrame({"cell_type": pd.Categorical([f"type_{t + 1}" for t in types])},
-                         index=[f"cell{c:05d}" for c in range(n_cells)]),
+        obs=pd.DataFrame(
+            {"cell_type": pd.Categorical([f"type_{t + 1}" for t in types])},
+            index=[f"cell{c:05d}" for c in range(n_cells)],
+        ),
         var=pd.DataFrame(index=names),
     )
     adata.varm["true_loadings"] = loadings
-    adata.uns["simulation"] = {"n_types": n_types, "rank": rank, "seed": seed,
-                               "cell_seed": seed if cell_seed is None else cell_seed, "model": "poisson log-linear"}
+    adata.uns["simulation"] = {
+        "n_types": n_types,
+        "rank": rank,
+        "seed": seed,
+        "cell_seed": seed if cell_seed is None else cell_seed,
+        "model": "poisson log-linear",
+    }
     return adata
 
 
@@ -82,6 +89,9 @@ def bundled(name: str, *, seed: int = 0) -> ad.AnnData:
         import scanpy as sc
 
         src = sc.datasets.pbmc68k_reduced()
-        return ad.AnnData(X=sp.csr_matrix(src.raw.X, dtype=np.float32), obs=src.obs[["bulk_labels"]].copy(),
-                          var=pd.DataFrame(index=src.raw.var_names))
+        return ad.AnnData(
+            X=sp.csr_matrix(src.raw.X, dtype=np.float32),
+            obs=src.obs[["bulk_labels"]].copy(),
+            var=pd.DataFrame(index=src.raw.var_names),
+        )
     raise ValueError(f"unknown bundled dataset {name!r}; choose one of {', '.join(BUNDLED)}")

@@ -16,20 +16,56 @@ from rlae_sc.report import write_index
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"
+)
 
 
 @pytest.fixture(scope="module")
 def results(small_counts_file, tmp_path_factory):
     res = tmp_path_factory.mktemp("results")
-    subprocess.run([sys.executable, "-m", "rlae_sc", "run", str(small_counts_file), "--out", str(res / "small"),
-                    "--label-key", "cell_type", "--n-components", "8", "--min-genes", "50", "--n-top-genes", "200"],
-                   check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "rlae_sc", "map", str(small_counts_file), "--model",
-                    str(res / "small" / "model.npz"), "--reference", str(res / "small" / "embedding.h5ad"),
-                    "--out-dir", str(res / "mapping" / "again"), "--label-key", "cell_type",
-                    "--truth-key", "cell_type"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlae_sc",
+            "run",
+            str(small_counts_file),
+            "--out",
+            str(res / "small"),
+            "--label-key",
+            "cell_type",
+            "--n-components",
+            "8",
+            "--min-genes",
+            "50",
+            "--n-top-genes",
+            "200",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlae_sc",
+            "map",
+            str(small_counts_file),
+            "--model",
+            str(res / "small" / "model.npz"),
+            "--reference",
+            str(res / "small" / "embedding.h5ad"),
+            "--out-dir",
+            str(res / "mapping" / "again"),
+            "--label-key",
+            "cell_type",
+            "--truth-key",
+            "cell_type",
+        ],
+        check=True,
+        capture_output=True,
+    )
     write_index(res)
     return res
 
@@ -41,9 +77,17 @@ def browser():
 
     opts = Options()
     opts.binary_location = CHROMIUM
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]:
+    for flag in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ]:
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
@@ -66,7 +110,8 @@ def test_page_renders(results, browser, shots, page, width):
     browser.get_log("browser")  # clear
     browser.refresh()
     images = browser.execute_script(
-        "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+        "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])"
+    )
     assert images, "no images on the page"
     assert all(ok for _, ok in images), [alt for alt, ok in images if not ok]
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

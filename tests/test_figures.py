@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def figures_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
-    subprocess.run([sys.executable, "-m", "rlae_sc", "figures", "--out-dir", str(out), "--quick"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "rlae_sc", "figures", "--out-dir", str(out), "--quick"], check=True, capture_output=True
+    )
     return out
 
 

@@ -71,19 +71,25 @@ def write_text(X, cells, genes, path: Path, *, transpose: bool = False) -> Path:
 
 
 WRITERS = {
-    "h5ad": lambda X, c, g, d: (ad.AnnData(X=sp.csr_matrix(X), obs=pd.DataFrame(index=c), var=pd.DataFrame(index=g))
-                                .write_h5ad(d / "x.h5ad") or d / "x.h5ad", {}),
+    "h5ad": lambda X, c, g, d: (
+        ad.AnnData(X=sp.csr_matrix(X), obs=pd.DataFrame(index=c), var=pd.DataFrame(index=g)).write_h5ad(d / "x.h5ad")
+        or d / "x.h5ad",
+        {},
+    ),
     "10x_v3": lambda X, c, g, d: (write_10x_dir(X, c, g, d / "v3", v3=True), {}),
     "10x_v2": lambda X, c, g, d: (write_10x_dir(X, c, g, d / "v2", v3=False), {}),
     "10x_h5": lambda X, c, g, d: (write_10x_h5(X, c, g, d / "x.h5"), {}),
     "loom": lambda X, c, g, d: (write_loom(X, c, g, d / "x.loom"), {}),
     "csv": lambda X, c, g, d: (write_text(X, c, g, d / "x.csv"), {}),
     "tsv_gz_genes_x_cells": lambda X, c, g, d: (
-        write_text(X, c, g, d / "x.tsv.gz", transpose=True), {"orientation": "genes_x_cells"}),
+        write_text(X, c, g, d / "x.tsv.gz", transpose=True),
+        {"orientation": "genes_x_cells"},
+    ),
 }
 
 counts = st.integers(1, 6).flatmap(
-    lambda n: st.integers(1, 6).flatmap(lambda m: arrays(np.int64, (n, m), elements=st.integers(0, 500))))
+    lambda n: st.integers(1, 6).flatmap(lambda m: arrays(np.int64, (n, m), elements=st.integers(0, 500)))
+)
 
 
 @pytest.mark.parametrize("fmt", list(WRITERS))
@@ -102,15 +108,20 @@ def test_every_format_reads_back_the_same_counts(fmt, X):
 
 def test_10x_gene_ids_are_selectable(tmp_path):
     X = np.arange(6).reshape(2, 3)
-    for path in (write_10x_dir(X, ["a", "b"], ["x", "y", "z"], tmp_path / "d", v3=True),
-                 write_10x_h5(X, ["a", "b"], ["x", "y", "z"], tmp_path / "x.h5")):
+    for path in (
+        write_10x_dir(X, ["a", "b"], ["x", "y", "z"], tmp_path / "d", v3=True),
+        write_10x_h5(X, ["a", "b"], ["x", "y", "z"], tmp_path / "x.h5"),
+    ):
         assert list(read(path, var_names="gene_ids").var_names) == ["ID0", "ID1", "ID2"]
 
 
 @settings(max_examples=30, deadline=None)
-@given(X=counts, where=st.tuples(st.integers(0, 5), st.integers(0, 5)),
-       bad=st.sampled_from([(np.nan, "NaN or infinite"), (-3.0, "negative values"), (2.5, "non-integer values")]),
-       fmt=st.sampled_from(["csv", "loom", "h5ad"]))
+@given(
+    X=counts,
+    where=st.tuples(st.integers(0, 5), st.integers(0, 5)),
+    bad=st.sampled_from([(np.nan, "NaN or infinite"), (-3.0, "negative values"), (2.5, "non-integer values")]),
+    fmt=st.sampled_from(["csv", "loom", "h5ad"]),
+)
 def test_corrupted_values_give_the_named_error(X, where, bad, fmt):
     X = X.astype(np.float64)
     i, j = where[0] % X.shape[0], where[1] % X.shape[1]

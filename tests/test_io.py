@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from rlae_sc.errors import InputError
 from rlae_sc.atomic import atomic_path
+from rlae_sc.errors import InputError
 from rlae_sc.io import read, write_json
 
 

@@ -23,8 +23,13 @@ STRUCTURE = dict(n_genes=400, n_types=4, rank=5, seed=7)
 def reference(tmp_path_factory):
     wd = tmp_path_factory.mktemp("ref")
     synthetic_counts(n_cells=600, cell_seed=1, **STRUCTURE).write_h5ad(wd / "ref.h5ad")
-    run(wd / "ref.h5ad", wd / "out", label_key="cell_type", preprocess_params={"min_genes": 50, "n_top_genes": 200},
-        train_params={"n_components": 10})
+    run(
+        wd / "ref.h5ad",
+        wd / "out",
+        label_key="cell_type",
+        preprocess_params={"min_genes": 50, "n_top_genes": 200},
+        train_params={"n_components": 10},
+    )
     return wd / "out"
 
 
@@ -38,8 +43,14 @@ def query_file(tmp_path_factory):
 
 
 def test_second_batch_gets_its_types_back(reference, query_file, tmp_path):
-    summary = map_file(reference / "model.npz", reference / "embedding.h5ad", query_file, tmp_path,
-                       label_key="cell_type", truth_key="cell_type")
+    summary = map_file(
+        reference / "model.npz",
+        reference / "embedding.h5ad",
+        query_file,
+        tmp_path,
+        label_key="cell_type",
+        truth_key="cell_type",
+    )
     assert summary["accuracy"] >= 0.9
     mapped = ad.read_h5ad(tmp_path / "mapped.h5ad")
     assert mapped.obsm[EMBEDDING_KEY].shape == (300, 10)
@@ -76,9 +87,21 @@ def test_query_missing_genes_warns_then_fails_with_numbers(reference, query_file
         drop = set(rng.choice(model_genes, size=int(frac * len(model_genes)), replace=False))
         path = tmp_path / f"q{frac}.h5ad"
         q[:, [g for g in q.var_names if g not in drop]].copy().write_h5ad(path)
-        res = subprocess.run([sys.executable, "-m", "rlae_sc", "embed", str(path), "--model",
-                              str(reference / "model.npz"), "--out", str(tmp_path / f"e{frac}.h5ad")],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rlae_sc",
+                "embed",
+                str(path),
+                "--model",
+                str(reference / "model.npz"),
+                "--out",
+                str(tmp_path / f"e{frac}.h5ad"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if ok:
             assert res.returncode == 0, res.stderr
             assert "overlap 70.0%" in res.stderr
@@ -94,8 +117,9 @@ def test_cells_failing_qc_are_embedded_and_flagged(reference, query_file, tmp_pa
     q.X = X.tocsr()
     path = tmp_path / "q.h5ad"
     q.write_h5ad(path)
-    summary = map_file(reference / "model.npz", reference / "embedding.h5ad", path, tmp_path / "m",
-                       label_key="cell_type")
+    summary = map_file(
+        reference / "model.npz", reference / "embedding.h5ad", path, tmp_path / "m", label_key="cell_type"
+    )
     mapped = ad.read_h5ad(tmp_path / "m" / "mapped.h5ad")
     assert mapped.n_obs == q.n_obs
     assert not mapped.obs["rlae_qc_pass"].iloc[0] and summary["n_flagged_by_qc"] >= 1

@@ -25,7 +25,10 @@ def test_conda_environments_match_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = {name(d): d for d in project["dependencies"]}
     with_tests = {**runtime, **{name(d): d for d in project["optional-dependencies"]["test"]}}
-    for env_file, deps in [(ROOT / "environment.yml", with_tests), (ROOT / "workflow" / "envs" / "rlae-sc.yaml", runtime)]:
+    for env_file, deps in [
+        (ROOT / "environment.yml", with_tests),
+        (ROOT / "workflow" / "envs" / "rlae-sc.yaml", runtime),
+    ]:
         reqs = {name(r): r for r in pip_requirements(env_file)}
         assert set(reqs) == set(deps), env_file
         for pkg, req in reqs.items():
@@ -41,3 +44,16 @@ def test_readme_commands_are_make_targets():
         assert f"make {target}" in readme
         assert re.search(rf"^{target}:", makefile, flags=re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_code_passes_ruff():
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "rlae_sc", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -20,16 +20,41 @@ K = 10
 def run_dir(small_counts_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     subprocess.run(
-        [sys.executable, "-m", "rlae_sc", "run", str(small_counts_file), "--out", str(out), "--label-key", "cell_type",
-         "--n-components", str(K), "--n-top-genes", "200", "--min-genes", "50"],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "rlae_sc",
+            "run",
+            str(small_counts_file),
+            "--out",
+            str(out),
+            "--label-key",
+            "cell_type",
+            "--n-components",
+            str(K),
+            "--n-top-genes",
+            "200",
+            "--min-genes",
+            "50",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return out
 
 
 def test_every_output_is_written(run_dir):
-    for name in ["preprocessed.h5ad", "model.npz", "directions.h5ad", "embedding.h5ad", "metrics.json",
-                 "report.html", "figures/umap.png", "figures/alignment.png"]:
+    for name in [
+        "preprocessed.h5ad",
+        "model.npz",
+        "directions.h5ad",
+        "embedding.h5ad",
+        "metrics.json",
+        "report.html",
+        "figures/umap.png",
+        "figures/alignment.png",
+    ]:
         assert (run_dir / name).stat().st_size > 0, name
     assert not list(run_dir.glob("*.tmp*")), "temporary files left behind"
 
@@ -59,8 +84,18 @@ def test_metrics_hold_when_recomputed_from_the_outputs(run_dir):
     assert got["eigenvalue_max_rel_err"] <= 1e-3
     assert got["subspace_distance"] <= 1e-3
     assert got["scores_check"] <= 1e-4  # obsm['X_rlae'] is X @ directions
-    for key in ["n_cells", "n_genes", "k", "lambda", "fit_seconds", "subspace_distance",
-                "eigenvalue_max_rel_err_top10", "transpose_distance", "ari", "nmi"]:
+    for key in [
+        "n_cells",
+        "n_genes",
+        "k",
+        "lambda",
+        "fit_seconds",
+        "subspace_distance",
+        "eigenvalue_max_rel_err_top10",
+        "transpose_distance",
+        "ari",
+        "nmi",
+    ]:
         assert key in metrics, key
     assert metrics["ari"] == pytest.approx(got["ari"]) and metrics["ari"] > 0.5
 
@@ -76,8 +111,21 @@ def test_embedding_agrees_with_scanpy_pca(run_dir):
 
 def test_embed_reproduces_the_training_embedding(run_dir, small_counts_file, tmp_path):
     out = tmp_path / "query.h5ad"
-    subprocess.run([sys.executable, "-m", "rlae_sc", "embed", str(small_counts_file), "--model",
-                    str(run_dir / "model.npz"), "--out", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlae_sc",
+            "embed",
+            str(small_counts_file),
+            "--model",
+            str(run_dir / "model.npz"),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     query = ad.read_h5ad(out)
     emb = ad.read_h5ad(run_dir / "embedding.h5ad")
     q = query[emb.obs_names].obsm["X_rlae"]
@@ -87,8 +135,19 @@ def test_embed_reproduces_the_training_embedding(run_dir, small_counts_file, tmp
 
 
 def test_cli_errors_name_the_file_without_traceback(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "rlae_sc", "preprocess", str(tmp_path / "missing.h5ad"),
-                          "--out", str(tmp_path / "p.h5ad")], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlae_sc",
+            "preprocess",
+            str(tmp_path / "missing.h5ad"),
+            "--out",
+            str(tmp_path / "p.h5ad"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2
     assert "missing.h5ad: file not found" in res.stderr
     assert "Traceback" not in res.stderr
@@ -96,7 +155,20 @@ def test_cli_errors_name_the_file_without_traceback(tmp_path):
 
 
 def test_unknown_label_key_is_named_before_any_work(small_counts_file, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "rlae_sc", "run", str(small_counts_file), "--out", str(tmp_path / "o"),
-                          "--label-key", "celltype"], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlae_sc",
+            "run",
+            str(small_counts_file),
+            "--out",
+            str(tmp_path / "o"),
+            "--label-key",
+            "celltype",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "no label column 'celltype'" in res.stderr
     assert not (tmp_path / "o" / "preprocessed.h5ad").exists()

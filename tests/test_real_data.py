@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_garnett_pbmc800_meets_the_accuracy_bar(tmp_path):
-    metrics = run(shared_file("garnett_pbmc800.h5ad"), tmp_path, label_key="cell_type",
-                  train_params={"n_components": 50})
+    metrics = run(
+        shared_file("garnett_pbmc800.h5ad"), tmp_path, label_key="cell_type", train_params={"n_components": 50}
+    )
     got = recompute(tmp_path, 50)
     assert got["min_abs_cos_top10"] >= 0.999
     assert got["eigenvalue_max_rel_err_top10"] <= 1e-3
@@ -53,14 +54,25 @@ def soupx_half(tmp_path_factory):
 
 
 def test_label_transfer_within_soupx_split(soupx_half):
-    summary = map_file(soupx_half / "ref" / "model.npz", soupx_half / "ref" / "embedding.h5ad",
-                       soupx_half / "test.h5ad", soupx_half / "map", label_key="cell_type", truth_key="cell_type")
+    summary = map_file(
+        soupx_half / "ref" / "model.npz",
+        soupx_half / "ref" / "embedding.h5ad",
+        soupx_half / "test.h5ad",
+        soupx_half / "map",
+        label_key="cell_type",
+        truth_key="cell_type",
+    )
     assert summary["accuracy"] >= 0.90  # '?' cells are left out of the score
 
 
 def test_garnett_mapped_onto_soupx_keeps_b_and_t_apart(soupx_half, tmp_path):
-    map_file(soupx_half / "ref" / "model.npz", soupx_half / "ref" / "embedding.h5ad",
-             shared_file("garnett_pbmc800.h5ad"), tmp_path, label_key="cell_type")
+    map_file(
+        soupx_half / "ref" / "model.npz",
+        soupx_half / "ref" / "embedding.h5ad",
+        shared_file("garnett_pbmc800.h5ad"),
+        tmp_path,
+        label_key="cell_type",
+    )
     mapped = ad.read_h5ad(tmp_path / "mapped.h5ad")
 
     def lineage(label):

@@ -9,8 +9,8 @@ import scipy.stats
 import torch
 
 from rlae_sc.figures import paper_matrix
-from rlae_sc.lae.rules import RULES, exact_encoder, train_rule
 from rlae_sc.lae.model import regularized_loss
+from rlae_sc.lae.rules import RULES, exact_encoder, train_rule
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +29,12 @@ def test_only_the_sum_loss_makes_the_encoder_the_decoder_transpose(paper):
     _, C, _, _ = paper
     init = run("gd", C, lam=10.0, n_iter=0)
     start = (torch.from_numpy(init.encoder), torch.from_numpy(init.decoder))
-    td = {loss: run("gd", C, lam=0.0 if loss == "unregularized" else 10.0, loss=loss, n_iter=3000,
-                    init=start).trace["transpose_distance"][-1]
-          for loss in ("unregularized", "product", "sum")}
+    td = {
+        loss: run("gd", C, lam=0.0 if loss == "unregularized" else 10.0, loss=loss, n_iter=3000, init=start).trace[
+            "transpose_distance"
+        ][-1]
+        for loss in ("unregularized", "product", "sum")
+    }
     assert td["sum"] <= 1e-6
     assert td["product"] > 1e-2 and td["unregularized"] > 1e-2
 
@@ -98,8 +101,7 @@ def test_mini_batches_keep_lambda_in_full_data_units(rule):
     C = Xt.T @ Xt
     e = np.sort(np.linalg.eigvalsh(C.numpy()))[::-1]
     lam = 0.2 * e[3]
-    fit = train_rule(rule, k=4, lam=lam, X=Xt, batch_size=200, n_iter=3000, trace_every=100,
-                     lr=0.05 / e[0])
+    fit = train_rule(rule, k=4, lam=lam, X=Xt, batch_size=200, n_iter=3000, trace_every=100, lr=0.05 / e[0])
     assert fit.trace["subspace_distance"][-1] < 1e-2
     s = np.linalg.svd(fit.decoder, compute_uv=False)
     np.testing.assert_allclose(s, np.sqrt(1 - lam / e[:4]), atol=0.02)  # stochastic: SGD noise floor

@@ -66,7 +66,12 @@ def test_losses_from_scatter_equal_losses_from_rows():
     X = torch.randn(50, 8, dtype=torch.float64, generator=gen)
     model = LinearAutoencoder(8, 3, generator=gen)
     C = X.T @ X
-    for kind, lam in [("unregularized", 0.0), ("product", 2.0), ("sum", 2.0), ("nonuniform", torch.tensor([1.0, 2.0, 3.0]))]:
+    for kind, lam in [
+        ("unregularized", 0.0),
+        ("product", 2.0),
+        ("sum", 2.0),
+        ("nonuniform", torch.tensor([1.0, 2.0, 3.0])),
+    ]:
         a = model.loss_from_scatter(C, lam, kind)
         b = model.loss_from_batch(X, lam, kind)
         assert torch.allclose(a, b, rtol=1e-12), kind
@@ -88,10 +93,10 @@ def test_too_large_lambda_names_the_collapsing_units():
 
 
 def test_metrics_on_known_cases():
-    I = np.eye(6)
-    assert theory.subspace_distance(I[:, :3], I[:, :3]) == pytest.approx(0, abs=1e-15)
-    assert theory.subspace_distance(I[:, 3:], I[:, :3]) == pytest.approx(1)
-    np.testing.assert_allclose(theory.alignment(-I[:, :3], I[:, :3]), 1)
-    assert theory.axis_alignment(I[:, :3], I[:, [2, 0, 1]] * 5) == pytest.approx(0)
-    assert theory.transpose_distance(I[:3], I[:, :3]) == 0
+    eye = np.eye(6)
+    assert theory.subspace_distance(eye[:, :3], eye[:, :3]) == pytest.approx(0, abs=1e-15)
+    assert theory.subspace_distance(eye[:, 3:], eye[:, :3]) == pytest.approx(1)
+    np.testing.assert_allclose(theory.alignment(-eye[:, :3], eye[:, :3]), 1)
+    assert theory.axis_alignment(eye[:, :3], eye[:, [2, 0, 1]] * 5) == pytest.approx(0)
+    assert theory.transpose_distance(eye[:3], eye[:, :3]) == 0
     np.testing.assert_allclose(theory.eigengaps(np.array([4.0, 2.0, 1.0])), [2, 2])

@@ -20,8 +20,9 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 def snakemake(*args, cwd=ROOT):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    return subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +75,13 @@ def test_a_killed_run_completes_on_rerun_with_the_same_results(completed, tmp_pa
     shutil.copytree(workdir / "data", tmp_path / "data")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     # same thread count as the uninterrupted run: results are bit-identical only for a fixed thread count
-    proc = subprocess.Popen([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--cores", "2", "--directory", str(tmp_path)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--cores", "2", "--directory", str(tmp_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while not (tmp_path / "results" / "tiny" / "model.npz").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -132,5 +138,14 @@ def test_slurm_profile_sets_known_options():
     for key in profile:
         if key not in ("executor", "default-resources", "set-resources"):
             assert f"--{key}" in res.stdout, key
-    assert set(profile["set-resources"]) <= {"preprocess", "train", "directions", "cluster", "report",
-                                             "map_query", "figures", "index", "demo_data"}
+    assert set(profile["set-resources"]) <= {
+        "preprocess",
+        "train",
+        "directions",
+        "cluster",
+        "report",
+        "map_query",
+        "figures",
+        "index",
+        "demo_data",
+    }

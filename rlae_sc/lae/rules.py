@@ -176,8 +176,19 @@ def train_rule(
     if lr is None:
         lr = 1e-2 if rule == "adam" else 0.5 / (top_eigenvalue(C) + float(np.max(lam)))
     recorder = recorder or TraceRecorder(C, k, loss)
-    signature = json.dumps({"rule": rule, "k": k, "m": m, "lam": np.asarray(lam, dtype=float).tolist(), "loss": loss,
-                            "lr": lr, "batch_size": batch_size, "seed": seed, "trace_every": trace_every})
+    signature = json.dumps(
+        {
+            "rule": rule,
+            "k": k,
+            "m": m,
+            "lam": np.asarray(lam, dtype=float).tolist(),
+            "loss": loss,
+            "lr": lr,
+            "batch_size": batch_size,
+            "seed": seed,
+            "trace_every": trace_every,
+        }
+    )
     state = _load_checkpoint(checkpoint, signature) if checkpoint is not None else None
     start = 1
     if state is not None:
@@ -190,8 +201,10 @@ def train_rule(
     opt = torch.optim.Adam([W1, W2], lr=lr) if rule == "adam" else None
     if opt is not None and state is not None:
         saved = opt.state_dict()
-        saved["state"] = {i: {key: torch.from_numpy(state[f"adam/{i}/{key}"]) for key in ("step", "exp_avg", "exp_avg_sq")}
-                          for i in range(2)}
+        saved["state"] = {
+            i: {key: torch.from_numpy(state[f"adam/{i}/{key}"]) for key in ("step", "exp_avg", "exp_avg_sq")}
+            for i in range(2)
+        }
         opt.load_state_dict(saved)
     n = None if X is None else X.shape[0]
     if state is None:

@@ -182,7 +182,9 @@ def fit_tied_exact(
                     trace["iteration"].append(n_warmup + it)
                     rec = trace_C - 2 * torch.sum(W_new * CW) + torch.sum((W.T @ CW) * (W_new.T @ W_new))
                     trace["loss"].append(float(rec + lam * (W.square().sum() + W_new.square().sum())))
-                    trace["transpose_distance"].append(float(torch.linalg.norm(Wd_new - Wd) / torch.linalg.norm(Wd_new)))
+                    trace["transpose_distance"].append(
+                        float(torch.linalg.norm(Wd_new - Wd) / torch.linalg.norm(Wd_new))
+                    )
                 else:
                     t1 = time.perf_counter()
                     recorder.record(n_warmup + it, Wd.T, Wd_new, lam)
