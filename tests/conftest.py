@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import anndata as ad
@@ -60,3 +62,10 @@ def recompute(out: Path, k: int) -> dict:
         "ari": adjusted_rand_score(emb.obs["cell_type"].astype(str), emb.obs["leiden"].astype(str)),
         "scores_check": np.abs(emb.obsm["X_rlae"] - pre.X.astype(np.float64) @ P).max(),
     }
+
+
+def rlae_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``rlae-sc ARGS...`` in a fresh interpreter; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "rlae_sc", *map(str, args)], capture_output=True, text=True, check=check
+    )

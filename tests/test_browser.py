@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from rlae_sc.report import write_index
+from tests.conftest import rlae_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -24,47 +23,33 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def results(small_counts_file, tmp_path_factory):
     res = tmp_path_factory.mktemp("results")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlae_sc",
-            "run",
-            str(small_counts_file),
-            "--out",
-            str(res / "small"),
-            "--label-key",
-            "cell_type",
-            "--n-components",
-            "8",
-            "--min-genes",
-            "50",
-            "--n-top-genes",
-            "200",
-        ],
-        check=True,
-        capture_output=True,
+    rlae_cli(
+        "run",
+        str(small_counts_file),
+        "--out",
+        str(res / "small"),
+        "--label-key",
+        "cell_type",
+        "--n-components",
+        "8",
+        "--min-genes",
+        "50",
+        "--n-top-genes",
+        "200",
     )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlae_sc",
-            "map",
-            str(small_counts_file),
-            "--model",
-            str(res / "small" / "model.npz"),
-            "--reference",
-            str(res / "small" / "embedding.h5ad"),
-            "--out-dir",
-            str(res / "mapping" / "again"),
-            "--label-key",
-            "cell_type",
-            "--truth-key",
-            "cell_type",
-        ],
-        check=True,
-        capture_output=True,
+    rlae_cli(
+        "map",
+        str(small_counts_file),
+        "--model",
+        str(res / "small" / "model.npz"),
+        "--reference",
+        str(res / "small" / "embedding.h5ad"),
+        "--out-dir",
+        str(res / "mapping" / "again"),
+        "--label-key",
+        "cell_type",
+        "--truth-key",
+        "cell_type",
     )
     write_index(res)
     return res

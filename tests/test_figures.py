@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from rlae_sc.figures import FIGURE_NAMES
+from tests.conftest import rlae_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,9 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def figures_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
-    subprocess.run(
-        [sys.executable, "-m", "rlae_sc", "figures", "--out-dir", str(out), "--quick"], check=True, capture_output=True
-    )
+    rlae_cli("figures", "--out-dir", str(out), "--quick")
     return out
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import anndata as ad
 import numpy as np
@@ -15,6 +13,7 @@ from rlae_sc.mapping import transfer_labels
 from rlae_sc.model import EMBEDDING_KEY
 from rlae_sc.pipeline import map_file, run
 from rlae_sc.simulate import synthetic_counts
+from tests.conftest import rlae_cli
 
 STRUCTURE = dict(n_genes=400, n_types=4, rank=5, seed=7)
 
@@ -87,20 +86,14 @@ def test_query_missing_genes_warns_then_fails_with_numbers(reference, query_file
         drop = set(rng.choice(model_genes, size=int(frac * len(model_genes)), replace=False))
         path = tmp_path / f"q{frac}.h5ad"
         q[:, [g for g in q.var_names if g not in drop]].copy().write_h5ad(path)
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "rlae_sc",
-                "embed",
-                str(path),
-                "--model",
-                str(reference / "model.npz"),
-                "--out",
-                str(tmp_path / f"e{frac}.h5ad"),
-            ],
-            capture_output=True,
-            text=True,
+        res = rlae_cli(
+            "embed",
+            str(path),
+            "--model",
+            str(reference / "model.npz"),
+            "--out",
+            str(tmp_path / f"e{frac}.h5ad"),
+            check=False,
         )
         if ok:
             assert res.returncode == 0, res.stderr

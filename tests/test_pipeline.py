@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import anndata as ad
 import numpy as np
 import pytest
 import scanpy as sc
 
-from tests.conftest import recompute
+from tests.conftest import recompute, rlae_cli
 
 K = 10
 
@@ -19,27 +17,19 @@ K = 10
 @pytest.fixture(scope="module")
 def run_dir(small_counts_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlae_sc",
-            "run",
-            str(small_counts_file),
-            "--out",
-            str(out),
-            "--label-key",
-            "cell_type",
-            "--n-components",
-            str(K),
-            "--n-top-genes",
-            "200",
-            "--min-genes",
-            "50",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+    rlae_cli(
+        "run",
+        str(small_counts_file),
+        "--out",
+        str(out),
+        "--label-key",
+        "cell_type",
+        "--n-components",
+        str(K),
+        "--n-top-genes",
+        "200",
+        "--min-genes",
+        "50",
     )
     return out
 
@@ -111,21 +101,7 @@ def test_embedding_agrees_with_scanpy_pca(run_dir):
 
 def test_embed_reproduces_the_training_embedding(run_dir, small_counts_file, tmp_path):
     out = tmp_path / "query.h5ad"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlae_sc",
-            "embed",
-            str(small_counts_file),
-            "--model",
-            str(run_dir / "model.npz"),
-            "--out",
-            str(out),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    rlae_cli("embed", str(small_counts_file), "--model", str(run_dir / "model.npz"), "--out", str(out))
     query = ad.read_h5ad(out)
     emb = ad.read_h5ad(run_dir / "embedding.h5ad")
     q = query[emb.obs_names].obsm["X_rlae"]
@@ -135,19 +111,7 @@ def test_embed_reproduces_the_training_embedding(run_dir, small_counts_file, tmp
 
 
 def test_cli_errors_name_the_file_without_traceback(tmp_path):
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlae_sc",
-            "preprocess",
-            str(tmp_path / "missing.h5ad"),
-            "--out",
-            str(tmp_path / "p.h5ad"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    res = rlae_cli("preprocess", str(tmp_path / "missing.h5ad"), "--out", str(tmp_path / "p.h5ad"), check=False)
     assert res.returncode == 2
     assert "missing.h5ad: file not found" in res.stderr
     assert "Traceback" not in res.stderr
@@ -155,20 +119,6 @@ def test_cli_errors_name_the_file_without_traceback(tmp_path):
 
 
 def test_unknown_label_key_is_named_before_any_work(small_counts_file, tmp_path):
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlae_sc",
-            "run",
-            str(small_counts_file),
-            "--out",
-            str(tmp_path / "o"),
-            "--label-key",
-            "celltype",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    res = rlae_cli("run", str(small_counts_file), "--out", str(tmp_path / "o"), "--label-key", "celltype", check=False)
     assert res.returncode == 2 and "no label column 'celltype'" in res.stderr
     assert not (tmp_path / "o" / "preprocessed.h5ad").exists()
