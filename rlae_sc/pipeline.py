@@ -191,20 +191,21 @@ def run(
 def embed_file(
     model_path: str | Path,
     counts: str | Path,
-    out: str | Path,
+    out: str | Path | None,
     *,
     layer: str | None = None,
     orientation: str = "cells_x_genes",
     var_names: str = "gene_symbols",
     min_overlap: float = 0.5,
 ) -> ad.AnnData:
-    """Embed the cells of ``counts`` (any format of :func:`rlae_sc.io.read`) with a trained model and write
-    them, with ``obsm['X_rlae']``, to ``out``."""
+    """Embed the cells of ``counts`` (any format of :func:`rlae_sc.io.read`) with a trained model and, unless
+    ``out`` is None, write them, with ``obsm['X_rlae']``, to ``out``."""
     model = load_model(model_path)
     adata = read(counts, layer=layer, input_kind=model.recipe.input_kind, orientation=orientation, var_names=var_names)
     model.embed(adata, min_overlap=min_overlap, source=str(counts))
     adata.uns["rlae_embed"]["model"] = str(model_path)
-    write_h5ad(adata, out)
+    if out is not None:
+        write_h5ad(adata, out)
     return adata
 
 
@@ -240,7 +241,7 @@ def map_file(
     query = embed_file(
         model_path,
         counts,
-        out_dir / "mapped.h5ad",
+        None,  # written once below, with the mapping
         layer=layer,
         orientation=orientation,
         var_names=var_names,

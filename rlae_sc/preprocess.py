@@ -129,8 +129,13 @@ class Recipe:
                 f"(overlap {overlap:.1%}); they are treated as zero expression",
                 stacklevel=2,
             )
-        L = self.normalize(adata)
-        Z = np.zeros((adata.n_obs, len(self.genes)), dtype=np.float64)
+        return self._scale(self.normalize(adata), idx)
+
+    def _scale(self, L: sp.csr_matrix, idx: np.ndarray) -> np.ndarray:
+        """Centre, scale and clip log-normalised values ``L``; ``idx[j]`` is the column of recipe gene j
+        in ``L`` (-1: missing, taken as zero). Returns float32 (n_cells x m)."""
+        present = idx >= 0
+        Z = np.zeros((L.shape[0], len(self.genes)), dtype=np.float64)
         Z[:, present] = L[:, idx[present]].toarray()
         Z = (Z - self.mean) / self.std
         if self.clip is not None:
@@ -251,7 +256,7 @@ def preprocess(
         "n_genes_used": len(recipe.genes),
         "mito_filter_applied": bool(mito_on),
     }
-    Z = recipe.transform(cells, source=source)
+    Z = recipe._scale(L, np.flatnonzero(hvg))  # the same steps as Recipe.transform, on L already normalised
     pre = ad.AnnData(
         X=Z,
         obs=pd.concat([cells.obs, qc[keep_cells]], axis=1),

@@ -63,9 +63,14 @@ def ridge_decoder(C: torch.Tensor, W1: torch.Tensor, lam: float) -> torch.Tensor
 
     ``W2 = C W1^T (W1 C W1^T + lam I)^{-1}`` (m x k).
     """
+    return _ridge_step(C, W1, lam)[0]
+
+
+def _ridge_step(C: torch.Tensor, W1: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`ridge_decoder` and the product ``C W1^T`` it was built from (m x k), for reuse."""
     CW = C @ W1.T
     A = W1 @ CW + lam * torch.eye(W1.shape[0], dtype=C.dtype, device=C.device)
-    return torch.linalg.solve(A, CW.T).T
+    return torch.linalg.solve(A, CW.T).T, CW
 
 
 def fit_tied_exact(
@@ -171,9 +176,7 @@ def fit_tied_exact(
     it = 0
     with progress(total=max_iter, desc="train (tied exact)") as bar:
         for it in range(1, max_iter + 1):
-            CW = Ci @ W  # C W1^T for the encoder W1 = W^T; reused by the trace's loss
-            A = W.T @ CW + lam * torch.eye(kk, dtype=W.dtype, device=W.device)
-            W_new = torch.linalg.solve(A, CW.T).T  # the ridge decoder for W1 (see ridge_decoder)
+            W_new, CW = _ridge_step(Ci, W.T, lam)  # CW = C W1^T is reused by the trace's loss
             if it % check_every == 0 or it == max_iter:
                 new = rayleigh_ritz_decoder(Cn, W_new.cpu().numpy().astype(np.float64), lam)[:, :k]
                 change = 1.0 if readout is None else _subspace_change(readout, new)
