@@ -18,6 +18,7 @@ from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.progress import progress
 
 FLOAT32_FLOOR = 1e-8  # read-out change below which float32 iterations stop improving
+STALL_ITERATIONS = 10  # float32 iterations without a smaller read-out change before switching to float64
 
 
 @dataclass
@@ -66,11 +67,12 @@ def ridge_decoder(C: torch.Tensor, W1: torch.Tensor, lam: float) -> torch.Tensor
     return _ridge_step(C, W1, lam)[0]
 
 
-def _ridge_step(C: torch.Tensor, W1: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`ridge_decoder` and the product ``C W1^T`` it was built from (m x k), for reuse."""
+def _ridge_step(C: torch.Tensor, W1: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`ridge_decoder`, and the products ``C W1^T`` (m x k) and ``W1 C W1^T`` (k x k) it was built from."""
     CW = C @ W1.T
-    A = W1 @ CW + lam * torch.eye(W1.shape[0], dtype=C.dtype, device=C.device)
-    return torch.linalg.solve(A, CW.T).T, CW
+    G = W1 @ CW
+    A = G + lam * torch.eye(W1.shape[0], dtype=C.dtype, device=C.device)
+    return torch.linalg.solve(A, CW.T).T, CW, G
 
 
 def fit_tied_exact(
@@ -81,7 +83,7 @@ def fit_tied_exact(
     lambda_frac: float = 0.1,
     oversample: int = 40,
     max_iter: int = 1000,
-    tol: float = 1e-10,
+    tol: float = 1e-8,
     check_every: int = 10,
     seed: int = 0,
     iteration_dtype: torch.dtype = torch.float32,
@@ -112,16 +114,21 @@ def fit_tied_exact(
     oversample
         Extra latent units p trained and dropped (clipped to ``m - k``).
     max_iter, tol, check_every
-        Every ``check_every`` iterations the top-k read-out is compared with
-        the previous one; training stops when their subspace distance
-        (mean squared sine of the principal angles) is below ``tol``.
+        After every iteration the top-k read-out (Rayleigh-Ritz in the
+        trained units' span, from ``W^T C W``, which the step computes anyway)
+        is compared with the previous one; training stops when their subspace
+        distance (mean squared sine of the principal angles) is below ``tol``.
+        The distance to exact PCA is then typically ten times ``tol``. The
+        trace records every ``check_every`` iterations and the last one.
     seed
         Seed of the random start.
     iteration_dtype
         Precision of the first training iterations (float32 by default: about
-        1.6x faster). Once the read-out moves less than ``FLOAT32_FLOOR`` (or
-        ``tol``) between checks, training continues in the precision of ``C``
-        (float64) until it moves less than ``tol``. The read-outs, lambda and the final decoder always use ``C``.
+        1.6x faster). When ``tol`` is below ``FLOAT32_FLOOR`` and the read-out
+        moves less than that floor, or float32 stops improving for
+        ``STALL_ITERATIONS`` iterations, training continues in the precision
+        of ``C`` (float64) until it moves less than ``tol``. The final
+        read-out, lambda and the final decoder always use ``C``.
     recorder
         When given, each check records the THEORY.md metrics of the trained
         units (encoder ``W_t^T``, decoder ``W_{t+1}``; the top-k singular
@@ -148,10 +155,9 @@ def fit_tied_exact(
     Ci = C.to(iteration_dtype)
     W = torch.linalg.qr(torch.randn(m, kk, dtype=iteration_dtype, device=C.device, generator=gen))[0]
     n_warmup = 20
-    for _ in range(n_warmup):
-        W = torch.linalg.qr(Ci @ W)[0]
-    Wd = W.to(C.dtype)
-    ritz = torch.linalg.eigvalsh(Wd.T @ C @ Wd).flip(0).cpu().numpy()
+    for _ in range(n_warmup):  # lambda = 0: the same subspace sequence, no lambda needed yet
+        W_prev, W, G = W, *_ridge_step(Ci, W.T, 0.0)[::2]
+    ritz = _ritz(W_prev, G)[0].cpu().numpy()
     if lam is None:
         lam = lambda_frac * float(ritz[-1])
         rule = f"{lambda_frac:g} x e_{kk} estimate (smallest Ritz value after {n_warmup} warm-up iterations)"
@@ -171,15 +177,20 @@ def fit_tied_exact(
     trace: dict[str, list[float]] = {"iteration": [], "loss": [], "transpose_distance": []}
     readout_change: list[float] = []
     trace_seconds = 0.0
-    readout = None
-    converged = False
+    basis = None
+    best, best_it = np.inf, 0  # smallest change so far, to notice when float32 stops improving
     it = 0
     with progress(total=max_iter, desc="train (tied exact)") as bar:
         for it in range(1, max_iter + 1):
-            W_new, CW = _ridge_step(Ci, W.T, lam)  # CW = C W1^T is reused by the trace's loss
-            if it % check_every == 0 or it == max_iter:
-                new = rayleigh_ritz_decoder(Cn, W_new.cpu().numpy().astype(np.float64), lam)[:, :k]
-                change = 1.0 if readout is None else _subspace_change(readout, new)
+            W_new, CW, G = _ridge_step(Ci, W.T, lam)  # CW = C W, G = W^T C W: reused by the check and the trace
+            new = _ritz(W, G)[1][:, :k]
+            change = 1.0 if basis is None else _subspace_change(basis, new)
+            basis = new
+            if change < best:
+                best, best_it = change, it
+            converged = change < tol and (Ci.dtype == C.dtype or tol >= FLOAT32_FLOOR)
+            if it % check_every == 0 or converged or it == max_iter:
+                readout_change.append(change)
                 Wd, Wd_new = W.to(C.dtype), W_new.to(C.dtype)
                 if recorder is None:
                     trace["iteration"].append(n_warmup + it)
@@ -192,16 +203,14 @@ def fit_tied_exact(
                     t1 = time.perf_counter()
                     recorder.record(n_warmup + it, Wd.T, Wd_new, lam)
                     trace_seconds += time.perf_counter() - t1
-                readout_change.append(change)
-                bar.update(check_every)
-                readout = new
-                if Ci.dtype != C.dtype and change < max(tol, FLOAT32_FLOOR):
-                    Ci, W_new = C, W_new.to(C.dtype)  # float32 has done its part: finish in C's precision
-                elif change < tol:
-                    converged = True
-                    W = W_new
-                    break
+            bar.update(1)
             W = W_new
+            if converged:
+                break
+            if Ci.dtype != C.dtype and (change < FLOAT32_FLOOR or it - best_it >= STALL_ITERATIONS):
+                Ci, W = C, W.to(C.dtype)  # float32 has done its part: finish in C's precision
+                best, best_it = np.inf, it
+    readout = rayleigh_ritz_decoder(Cn, W.cpu().numpy().astype(np.float64), lam)[:, :k]
     trace = {**(recorder.rows if recorder is not None else trace), "readout_change": readout_change}
     W1 = readout.T.copy()
     W2 = ridge_decoder(C, torch.from_numpy(W1).to(C.device), lam).cpu().numpy()
@@ -225,8 +234,19 @@ def fit_tied_exact(
     )
 
 
-def _subspace_change(A: np.ndarray, B: np.ndarray) -> float:
-    """Subspace distance between the column spaces of two m x k matrices."""
-    Qa = np.linalg.qr(A)[0]
-    Qb = np.linalg.qr(B)[0]
-    return float(max(0.0, 1.0 - np.linalg.norm(Qa.T @ Qb) ** 2 / A.shape[1]))
+def _ritz(W: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ritz values (decreasing) and orthonormal Ritz vectors (m x kk, float64) of ``C`` in ``range(W)``.
+
+    From ``G = W^T C W`` alone: with ``W = Q R`` (Cholesky QR, ``R^T R = W^T W``),
+    ``Q^T C Q = R^-T G R^-1``, so no product with ``C`` is needed.
+    """
+    Wd, Gd = W.double(), G.double()
+    R = torch.linalg.cholesky(Wd.T @ Wd, upper=True)
+    Rinv = torch.linalg.solve_triangular(R, torch.eye(R.shape[0], dtype=R.dtype, device=R.device), upper=True)
+    r, V = torch.linalg.eigh(Rinv.T @ ((Gd + Gd.T) / 2) @ Rinv)
+    return r.flip(0), Wd @ (Rinv @ V.flip(1))
+
+
+def _subspace_change(Qa: torch.Tensor, Qb: torch.Tensor) -> float:
+    """Subspace distance ``1 - ||Qa^T Qb||_F^2 / k`` between two orthonormal m x k bases."""
+    return float(max(0.0, 1.0 - torch.linalg.norm(Qa.T @ Qb) ** 2 / Qa.shape[1]))
