@@ -61,6 +61,22 @@ def _add_input(p: argparse.ArgumentParser, *, kind: bool = True) -> None:
 READ = ["layer", "orientation", "var_names"]
 
 
+def _add_passes(p: argparse.ArgumentParser, *, streaming: bool) -> None:
+    g = p.add_argument_group("passes over cells")
+    if streaming:
+        g.add_argument(
+            "--streaming",
+            action="store_true",
+            help="read the .h5ad input block by block, never whole (for data larger than memory)",
+        )
+    g.add_argument(
+        "--dask",
+        default=None,
+        metavar="N|ADDRESS",
+        help="run the passes on Dask: N local worker processes, or a scheduler address tcp://host:port",
+    )
+
+
 def _add_preprocess(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("preprocess")
     g.add_argument("--min-genes", type=int, default=S, help="min genes detected per cell (200)")
@@ -98,7 +114,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         help="precision of the products in the pass that builds C (float32)",
     )
     g.add_argument("--max-iter", type=int, default=S, help="(1000)")
-    g.add_argument("--tol", type=float, default=S, help="stop when the top-k read-out moves less than this (1e-10)")
+    g.add_argument("--tol", type=float, default=S, help="stop when the top-k read-out moves less than this (1e-8)")
     g.add_argument("--seed", type=int, default=S, help="(0)")
     g.add_argument("--device", default=S, help="torch device, or auto (auto)")
 
@@ -134,6 +150,7 @@ TRAIN = [
     "device",
 ]
 CLUSTER = ["n_neighbors", "n_dims", "resolution", "seed"]
+PASSES = ["streaming", "dask"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,16 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-key", default=None, help="obs column of known labels (checked to exist)")
     _add_input(p)
     _add_preprocess(p)
+    _add_passes(p, streaming=True)
 
     p = sub.add_parser("train", help="train the sum-regularized linear autoencoder")
     p.add_argument("preprocessed")
     p.add_argument("--out", required=True, help="model file (.npz) to write")
     _add_train(p)
+    _add_passes(p, streaming=False)
 
     p = sub.add_parser("directions", help="directions from the decoder, embedding, comparison with exact PCA")
     p.add_argument("preprocessed")
     p.add_argument("model")
     p.add_argument("--out", required=True, help="directions.h5ad to write")
+    _add_passes(p, streaming=False)
 
     p = sub.add_parser("cluster", help="kNN graph, Leiden, UMAP, ARI/NMI")
     p.add_argument("directions")
@@ -183,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preprocess(p)
     _add_train(p)
     _add_cluster(p, seed=False)
+    _add_passes(p, streaming=True)
 
     p = sub.add_parser("embed", help="embed new cells with a trained model")
     p.add_argument("counts")
@@ -190,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".h5ad to write, with obsm['X_rlae']")
     _add_input(p, kind=False)
     p.add_argument("--min-overlap", type=float, default=0.5, help="minimum fraction of model genes present (0.5)")
+    _add_passes(p, streaming=True)
 
     p = sub.add_parser("map", help="map query cells onto a reference: label transfer, reference UMAP")
     p.add_argument("counts", help="query .h5ad")
@@ -241,11 +263,12 @@ def _dispatch(args: argparse.Namespace) -> None:
             label_key=args.label_key,
             **_pick(args, READ),
             **_pick(args, PRE),
+            **_pick(args, PASSES),
         )
     elif c == "train":
-        pipeline.train_file(args.preprocessed, args.out, **_pick(args, TRAIN))
+        pipeline.train_file(args.preprocessed, args.out, **_pick(args, TRAIN), **_pick(args, PASSES))
     elif c == "directions":
-        pipeline.directions_file(args.preprocessed, args.model, args.out)
+        pipeline.directions_file(args.preprocessed, args.model, args.out, **_pick(args, PASSES))
     elif c == "cluster":
         pipeline.cluster_file(args.directions, args.out, args.metrics, label_key=args.label_key, **_pick(args, CLUSTER))
     elif c == "report":
@@ -263,13 +286,16 @@ def _dispatch(args: argparse.Namespace) -> None:
             preprocess_params=_pick(args, PRE),
             train_params=_pick(args, TRAIN),
             cluster_params=_pick(args, CLUSTER),
+            **_pick(args, PASSES),
         )
         print(f"wrote {Path(args.out) / 'report.html'}; metrics: {Path(args.out) / 'metrics.json'}")
         for key in ("n_cells", "n_genes", "k", "min_abs_cos_top10", "subspace_distance", "ari", "nmi"):
             if key in metrics:
                 print(f"  {key}: {metrics[key]}")
     elif c == "embed":
-        pipeline.embed_file(args.model, args.counts, args.out, min_overlap=args.min_overlap, **_pick(args, READ))
+        pipeline.embed_file(
+            args.model, args.counts, args.out, min_overlap=args.min_overlap, **_pick(args, READ), **_pick(args, PASSES)
+        )
     elif c == "map":
         summary = pipeline.map_file(
             args.model,

@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from rlae_sc.chunks import matrix_of
 from rlae_sc.lae import theory
 from rlae_sc.model import EMBEDDING_KEY, RLAEModel
 from rlae_sc.passes import scatter_matrix
@@ -23,8 +24,9 @@ QC_COUNTS = (
 )
 
 
-def compare_with_pca(model: RLAEModel, X: np.ndarray) -> tuple[dict, dict]:
-    """Compare the model's directions with exact PCA (``scipy.linalg.eigh``) of ``X`` (n x m).
+def compare_with_pca(model: RLAEModel, X, *, client=None) -> tuple[dict, dict]:
+    """Compare the model's directions with exact PCA (``scipy.linalg.eigh``) of ``X`` (n x m; an array or
+    the rows of :mod:`rlae_sc.chunks`, the scatter pass on Dask when ``client`` is given).
 
     Returns ``(metrics, reference)``. ``metrics`` holds the THEORY.md numbers:
     ``min_abs_cos_top10``, ``subspace_distance``, ``eigenvalue_max_rel_err_top10``,
@@ -35,7 +37,7 @@ def compare_with_pca(model: RLAEModel, X: np.ndarray) -> tuple[dict, dict]:
     """
     k = model.n_components
     t0 = time.perf_counter()
-    C = scatter_matrix(X)
+    C = scatter_matrix(X, client=client)
     e, U = theory.exact_pca(C, min(k + 1, C.shape[0]))
     pca_seconds = time.perf_counter() - t0
     gaps = theory.eigengaps(e) if len(e) > k else np.append(theory.eigengaps(e), np.nan)
@@ -57,26 +59,33 @@ def compare_with_pca(model: RLAEModel, X: np.ndarray) -> tuple[dict, dict]:
     return metrics, reference
 
 
-def directions_adata(model: RLAEModel, pre: ad.AnnData) -> tuple[ad.AnnData, dict]:
+def directions_adata(model: RLAEModel, pre: ad.AnnData, *, client=None) -> tuple[ad.AnnData, dict]:
     """Embedding and directions in scanpy's slots, plus the metrics of :func:`compare_with_pca`.
 
-    The result has every cell of ``pre`` and every input gene: ``X`` holds the
-    log-normalised values (``pre.raw``), ``obsm['X_rlae']`` the scores (n x k),
+    ``pre`` may be backed (its matrix is then read block by block, on Dask
+    when ``client`` is given). The result has every cell of ``pre`` and every
+    input gene: ``X`` holds the log-normalised values (``pre.raw``; no ``X``
+    when ``pre`` has no raw, as after streaming preprocessing), ``obsm['X_rlae']`` the scores (n x k),
     ``varm['rlae_directions']`` the directions (all input genes x k, zero rows
     for genes not used), ``var['rlae_used']`` marks used genes, and
     ``uns['rlae']`` the eigenvalues, variance ratios, lambda, parameters and
     the comparison with exact PCA.
     """
-    metrics, reference = compare_with_pca(model, pre.X)
-    raw = pre.raw.to_adata()
-    out = ad.AnnData(X=raw.X, obs=pre.obs.copy(), var=pd.DataFrame(index=raw.var_names))
-    rows = pd.Index(raw.var_names).get_indexer(model.recipe.genes)
+    matrix = matrix_of(pre)
+    metrics, reference = compare_with_pca(model, matrix, client=client)
+    if pre.raw is not None:
+        X, genes = pre.raw.X, pre.raw.var_names
+        X = X.to_memory() if hasattr(X, "to_memory") else X  # backed raw
+    else:
+        X, genes = None, pd.Index(model.recipe.input_genes)
+    out = ad.AnnData(X=X, obs=pre.obs.copy(), var=pd.DataFrame(index=genes))
+    rows = genes.get_indexer(model.recipe.genes)
     loadings = np.zeros((out.n_vars, model.n_components), dtype=np.float32)
     loadings[rows] = model.directions
     out.var["rlae_used"] = np.zeros(out.n_vars, dtype=bool)
     out.var.iloc[rows, out.var.columns.get_loc("rlae_used")] = True
     out.varm[DIRECTIONS_KEY] = loadings
-    out.obsm[EMBEDDING_KEY] = model.scores(pre.X)
+    out.obsm[EMBEDDING_KEY] = model.scores(matrix, client=client)
     out.uns["rlae"] = {
         "eigenvalues": model.eigenvalues,
         "variance": model.explained_variance,

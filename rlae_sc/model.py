@@ -11,13 +11,16 @@ import json
 import platform
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import scipy.sparse as sp
 import torch
 
+from rlae_sc.chunks import H5adMatrix, InMemory, matrix_of, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.lae.rules import RULES, train_rule
 from rlae_sc.lae.solvers import fit_tied_exact
@@ -25,8 +28,8 @@ from rlae_sc.lae.theory import decoder_directions
 from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.modelfile import load as load_file
 from rlae_sc.modelfile import save as save_file
-from rlae_sc.passes import scatter_matrix
-from rlae_sc.preprocess import Recipe
+from rlae_sc.passes import scatter_matrix, scores
+from rlae_sc.preprocess import Recipe, cell_qc, mito_mask
 
 EMBEDDING_KEY = "X_rlae"
 
@@ -83,25 +86,39 @@ class RLAEModel:
     def explained_variance(self) -> np.ndarray:
         return self.eigenvalues / (self.n_cells - 1)
 
-    def scores(self, X: np.ndarray) -> np.ndarray:
-        """PCA scores ``X P`` (n x k, float32) of a preprocessed matrix X (n x m)."""
-        return (np.asarray(X, dtype=np.float64) @ self.directions).astype(np.float32)
+    def scores(self, X, *, client=None) -> np.ndarray:
+        """PCA scores ``X P`` (n x k, float32) of a preprocessed matrix X (n x m; see :func:`rlae_sc.passes.scores`)."""
+        return scores(X, self.directions, client=client)
 
-    def embed(self, adata: ad.AnnData, *, min_overlap: float = 0.5, source: str = "query") -> ad.AnnData:
+    def embed(
+        self,
+        adata: ad.AnnData,
+        *,
+        min_overlap: float = 0.5,
+        source: str = "query",
+        matrix: InMemory | H5adMatrix | None = None,
+        client=None,
+    ) -> ad.AnnData:
         """Embed cells from raw counts (or the recipe's input kind) into the model's coordinates.
 
         Fills ``obsm['X_rlae']`` (n x k) and ``obs['rlae_qc_pass']`` (False for
         cells the reference QC would have removed; they are embedded all the
         same) in place, records the call in ``uns['rlae_embed']``, and returns
-        ``adata``. See :meth:`Recipe.transform` for gene matching.
+        ``adata``. See :meth:`Recipe.transform` for gene matching. The counts
+        are read in blocks of cells from ``matrix`` when given (e.g. an
+        :class:`~rlae_sc.chunks.H5adMatrix` of a file too large for memory;
+        ``adata`` then only carries ``obs`` and ``var``), else from ``adata.X``;
+        on Dask when ``client`` is given.
         """
-        Z = self.recipe.transform(adata, min_overlap=min_overlap, source=source)
-        adata.obsm[EMBEDDING_KEY] = self.scores(Z)
-        adata.obs["rlae_qc_pass"] = self.recipe.qc_pass(adata)
-        present = np.isin(self.recipe.genes, adata.var_names)
+        idx = self.recipe.gene_index(adata.var_names, min_overlap=min_overlap, source=source)
+        matrix = matrix if matrix is not None else InMemory(sp.csr_matrix(adata.X))
+        fn = partial(_embed_block, recipe=self.recipe, idx=idx, mito=mito_mask(adata.var_names), P=self.directions)
+        rows = run_pass(matrix, fn, client=client, desc="embedding")[1]
+        adata.obsm[EMBEDDING_KEY] = rows["scores"]
+        adata.obs["rlae_qc_pass"] = rows["qc_pass"]
         adata.uns["rlae_embed"] = {
             "n_components": self.n_components,
-            "gene_overlap": float(present.mean()),
+            "gene_overlap": float((idx >= 0).mean()),
             "min_overlap": min_overlap,
         }
         return adata
@@ -156,7 +173,7 @@ def fit(
     lam: float | None = None,
     oversample: int = 40,
     max_iter: int = 1000,
-    tol: float = 1e-10,
+    tol: float = 1e-8,
     scatter_precision: str = "float32",
     lr: float | None = None,
     batch_size: int | None = None,
@@ -165,6 +182,7 @@ def fit(
     seed: int = 0,
     device: str = "auto",
     checkpoint: str | Path | None = None,
+    client=None,
     source: str = "preprocessed input",
 ) -> RLAEModel:
     """Train the sum-regularized linear autoencoder on a preprocessed AnnData.
@@ -173,7 +191,10 @@ def fit(
     ----------
     pre
         Output of :func:`rlae_sc.preprocess.preprocess`: ``X`` (n x m) is the
-        centred matrix, ``uns['rlae_recipe']`` the recipe as JSON.
+        centred matrix, ``uns['rlae_recipe']`` the recipe as JSON. When ``pre``
+        is backed (``anndata.read_h5ad(path, backed="r")``), the pass that
+        builds ``C`` reads ``X`` from the file block by block; the mini-batch
+        rules load it.
     n_components
         Latent units k.
     solver
@@ -202,6 +223,9 @@ def fit(
         For the learning rules: a file to checkpoint to and resume from
         (see :func:`rlae_sc.lae.rules.train_rule`); the default solver takes
         seconds and does not checkpoint.
+    client
+        A ``dask.distributed.Client`` to run the pass that builds ``C`` on
+        (``pre`` must then be backed); ``None``: in this process.
 
     Returns
     -------
@@ -221,7 +245,7 @@ def fit(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
     t0 = time.perf_counter()
-    C_np = scatter_matrix(pre.X, precision=scatter_precision)
+    C_np = scatter_matrix(matrix_of(pre), precision=scatter_precision, client=client)
     C = torch.from_numpy(C_np).to(dev)
     scatter_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -246,7 +270,7 @@ def fit(
             if lam is None:
                 lam = lambda_frac * float(recorder.e[-1])
                 rule = f"{lambda_frac:g} x exact e_{n_components}"
-            X = torch.from_numpy(np.asarray(pre.X, dtype=np.float64)).to(dev) if batch_size else None
+            X = torch.from_numpy(np.asarray(pre.X[:], dtype=np.float64)).to(dev) if batch_size else None
             result = train_rule(
                 solver,
                 k=n_components,
@@ -292,6 +316,16 @@ def fit(
         params=params,
         trace=result.trace,
     )
+
+
+def _embed_block(block, start: int, *, recipe: Recipe, idx: np.ndarray, mito: np.ndarray, P: np.ndarray):
+    """Scores (float32) and QC flags of a block of cells x input genes."""
+    X = sp.csr_matrix(block)
+    Z = recipe._scale(recipe._normalize(X), idx)
+    return {}, {
+        "scores": (Z.astype(np.float64) @ P).astype(np.float32),
+        "qc_pass": recipe._keep(*cell_qc(X, mito)),
+    }
 
 
 def software_versions() -> dict[str, str]:

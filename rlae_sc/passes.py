@@ -1,32 +1,52 @@
-"""Passes over the preprocessed matrix: the centred scatter matrix and the embedding."""
+"""Passes over the preprocessed matrix: the centred scatter matrix and the scores.
+
+Both run through :func:`rlae_sc.chunks.run_pass`, so the matrix may be in
+memory or in an ``.h5ad`` file read block by block, serially or on Dask.
+"""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
-from rlae_sc.progress import progress
+from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, run_pass
 
 
-def scatter_matrix(X: np.ndarray, *, precision: str = "float64", chunk_size: int = 4096) -> np.ndarray:
+def scatter_matrix(X, *, precision: str = "float64", chunk_size: int = CHUNK_SIZE, client=None) -> np.ndarray:
     """Centred scatter ``C = (X - 1 mu^T)^T (X - 1 mu^T)`` (m x m, float64, sum over cells).
 
-    One pass over the rows of ``X`` (n x m) in chunks; memory beyond ``C`` is
-    one chunk. Each chunk's product ``chunk^T chunk`` is computed in
+    One pass over the rows of ``X`` (n x m: an array, or an :class:`InMemory`
+    or :class:`H5adMatrix`) in blocks; memory beyond ``C`` is one block. Each
+    block's product ``block^T block`` and column sums are computed in
     ``precision`` and accumulated in float64: ``"float64"`` is exact to
     rounding; ``"float32"`` is about twice as fast, with relative errors of
     about 1e-6 in the entries of ``C``.
     """
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be float32 or float64, got {precision!r}")
-    n, m = X.shape
-    C = np.zeros((m, m))
-    total = np.zeros(m)
-    with progress(total=n, desc="scatter pass") as bar:
-        for start in range(0, n, chunk_size):
-            chunk = np.asarray(X[start : start + chunk_size], dtype=precision)
-            C += chunk.T @ chunk
-            total += chunk.sum(axis=0, dtype=np.float64)
-            bar.update(len(chunk))
-    mu = total / n
+    matrix = X if isinstance(X, InMemory | H5adMatrix) else InMemory(X)
+    fn = partial(_scatter_block, precision=precision)
+    sums, _ = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="scatter pass")
+    n = sums["n"]
+    mu = sums["sum"] / n
+    C = sums["C"]
     C -= n * np.outer(mu, mu)
     return C
+
+
+def _scatter_block(block, start: int, *, precision: str) -> tuple[dict, dict]:
+    B = np.asarray(block.toarray() if hasattr(block, "toarray") else block, dtype=precision)
+    ones = np.ones(len(B), dtype=precision)
+    return {"C": (B.T @ B).astype(np.float64), "sum": (ones @ B).astype(np.float64), "n": len(B)}, {}
+
+
+def scores(X, P: np.ndarray, *, chunk_size: int = CHUNK_SIZE, client=None) -> np.ndarray:
+    """``X P`` (n x k, float32) for ``X`` (n x m; as in :func:`scatter_matrix`) and directions ``P`` (m x k)."""
+    matrix = X if isinstance(X, InMemory | H5adMatrix) else InMemory(X)
+    fn = partial(_scores_block, P=np.asarray(P, dtype=np.float64))
+    return run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="embedding")[1]["scores"]
+
+
+def _scores_block(block, start: int, *, P: np.ndarray) -> tuple[dict, dict]:
+    return {}, {"scores": (np.asarray(block, dtype=np.float64) @ P).astype(np.float32)}

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import anndata as ad
+import h5py
 import pandas as pd
 
 from rlae_sc.atomic import atomic_path
+from rlae_sc.chunks import H5adMatrix, dask_client, h5ad_matrix, run_pass
 from rlae_sc.cluster import cluster
 from rlae_sc.directions import directions_adata
 from rlae_sc.errors import InputError
-from rlae_sc.io import read, write_h5ad, write_json
+from rlae_sc.io import detect_format, read, write_h5ad, write_json
 from rlae_sc.mapping import map_query
 from rlae_sc.model import fit, load_model
-from rlae_sc.preprocess import preprocess
+from rlae_sc.preprocess import Recipe, fit_recipe, preprocess, scaled_block
 from rlae_sc.report import write_mapping_report, write_report
 from rlae_sc.simulate import bundled
 
@@ -45,6 +50,19 @@ def _read_stage(path: str | Path, stage: str) -> ad.AnnData:
     return ad.read_h5ad(path)
 
 
+@contextmanager
+def _backed_stage(path: str | Path, stage: str):
+    """A stage's ``.h5ad`` opened backed: ``obs``, ``var`` and ``uns`` in memory, ``X`` read block by block."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "not found", f"Run `rlae-sc {stage}` first to create it.")
+    adata = ad.read_h5ad(path, backed="r")
+    try:
+        yield adata
+    finally:
+        adata.file.close()
+
+
 def preprocess_file(
     counts: str | Path,
     out: str | Path,
@@ -54,6 +72,8 @@ def preprocess_file(
     orientation: str = "cells_x_genes",
     var_names: str = "gene_symbols",
     label_key: str | None = None,
+    streaming: bool = False,
+    dask: str | int | None = None,
     **params,
 ) -> dict:
     """Read a counts file (any format of :func:`rlae_sc.io.read`), preprocess it
@@ -62,33 +82,119 @@ def preprocess_file(
     ``label_key``, when given, must name a column of the input's ``obs``
     (checked here, before any work). The recipe is stored as JSON in
     ``uns['rlae_recipe']``; returns the QC counts.
+
+    With ``streaming``, ``counts`` must be an ``.h5ad`` (counts in ``X`` or
+    ``layer``, CSR or dense) and is never loaded whole: the recipe is fitted by
+    passes over blocks of cells (:func:`rlae_sc.preprocess.fit_recipe`, values
+    validated block by block) and the preprocessed matrix is written block by
+    block; ``out`` then has no ``raw``. ``dask`` (a number of local worker
+    processes or a scheduler address) runs the passes on Dask.
     """
-    adata = read(counts, layer=layer, input_kind=input_kind, orientation=orientation, var_names=var_names)
-    if label_key is not None and label_key not in adata.obs:
-        raise InputError(
-            counts,
-            f"has no label column {label_key!r} (columns: {', '.join(map(str, adata.obs.columns)) or 'none'})",
-            "Set label_key to an existing obs column, or leave it unset.",
-        )
-    pre, recipe = preprocess(adata, input_kind=input_kind, source=str(counts), **params)
-    pre.uns["rlae_recipe"] = json.dumps(recipe.to_dict())
-    pre.uns["rlae_input"] = {"path": str(counts), "layer": layer or "", "input_kind": input_kind}
-    write_h5ad(pre, out)
+    if streaming:
+        recipe = _preprocess_streaming(counts, out, layer, input_kind, label_key, dask, params)
+    else:
+        adata = read(counts, layer=layer, input_kind=input_kind, orientation=orientation, var_names=var_names)
+        _check_label_key(adata.obs, label_key, counts)
+        pre, recipe = preprocess(adata, input_kind=input_kind, source=str(counts), **params)
+        pre.uns["rlae_recipe"] = json.dumps(recipe.to_dict())
+        pre.uns["rlae_input"] = {"path": str(counts), "layer": layer or "", "input_kind": input_kind}
+        write_h5ad(pre, out)
     log.info("preprocess %s: %s -> %s", counts, ", ".join(f"{k} {v}" for k, v in recipe.stats.items()), out)
     return recipe.stats
 
 
-def train_file(preprocessed: str | Path, out: str | Path, **params) -> dict:
+def _check_label_key(obs: pd.DataFrame, label_key: str | None, source) -> None:
+    if label_key is not None and label_key not in obs:
+        raise InputError(
+            source,
+            f"has no label column {label_key!r} (columns: {', '.join(map(str, obs.columns)) or 'none'})",
+            "Set label_key to an existing obs column, or leave it unset.",
+        )
+
+
+def _open_streaming(counts: str | Path, layer: str | None) -> tuple[H5adMatrix, pd.DataFrame, pd.Index]:
+    """The matrix of an ``.h5ad`` to stream, with its ``obs`` and (unique) gene names; nothing else is loaded."""
+    counts = Path(counts)
+    if not counts.exists():
+        raise InputError(counts, "file not found", "Check the path in the config or on the command line.")
+    if detect_format(counts) != "h5ad":
+        raise InputError(
+            counts,
+            "streaming reads .h5ad files only",
+            "Convert the input once (rlae_sc.io.read(path).write_h5ad(...)), or turn streaming off.",
+        )
+    matrix = h5ad_matrix(str(counts), layer)
+    with _reading(counts):
+        cells = ad.read_h5ad(counts, backed="r")
+        obs, genes = cells.obs.copy(), pd.Index(cells.var_names)
+        cells.file.close()
+    if not genes.is_unique:
+        warnings.warn(f"{counts}: {int(genes.duplicated().sum())} duplicate gene names made unique", stacklevel=3)
+        genes = ad.utils.make_index_unique(genes)
+    return matrix, obs, genes
+
+
+@contextmanager
+def _reading(path: str | Path):
+    """Turn errors of h5py/anndata on a damaged file into an :class:`InputError` naming it."""
+    try:
+        yield
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(
+            path, f"cannot be read as h5ad ({type(exc).__name__}: {exc})", "The file may be truncated; re-export it."
+        ) from None
+
+
+def _preprocess_streaming(counts, out, layer, input_kind, label_key, dask, params) -> Recipe:
+    matrix, obs, genes = _open_streaming(counts, layer)
+    _check_label_key(obs, label_key, counts)
+    with dask_client(dask) as client, _reading(counts):
+        recipe, qc = fit_recipe(
+            matrix, genes, input_kind=input_kind, source=str(counts), validate=True, client=client, **params
+        )
+        keep = qc.pop("qc_pass").to_numpy()
+        qc.index = obs.index
+        pre = ad.AnnData(
+            obs=pd.concat([obs[keep], qc[keep]], axis=1),
+            var=pd.DataFrame({"mean": recipe.mean, "std": recipe.std}, index=pd.Index(recipe.genes)),
+            uns={
+                "rlae_preprocess": recipe.stats,
+                "rlae_recipe": json.dumps(recipe.to_dict()),
+                "rlae_input": {"path": str(counts), "layer": layer or "", "input_kind": input_kind},
+            },
+        )
+        idx = pd.Index(recipe.input_genes).get_indexer(recipe.genes)
+        with atomic_path(out) as tmp:
+            pre.write_h5ad(tmp)
+            with h5py.File(tmp, "a") as f:
+                X = f.create_dataset("X", shape=pre.shape, dtype="float32", chunks=(min(1024, pre.n_obs), pre.n_vars))
+                X.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+                row = 0
+
+                def write(start: int, rows: dict) -> None:
+                    nonlocal row
+                    X[row : row + len(rows["X"])] = rows["X"]
+                    row += len(rows["X"])
+
+                fn = partial(scaled_block, recipe=recipe, keep=keep, idx=idx)
+                run_pass(matrix, fn, client=client, desc="write", consume=write)
+    return recipe
+
+
+def train_file(preprocessed: str | Path, out: str | Path, *, dask: str | int | None = None, **params) -> dict:
     """Train on ``preprocessed.h5ad`` (see :func:`rlae_sc.model.fit`) and write the model file ``out``.
 
+    The matrix is read from the file block by block (on Dask when ``dask`` is
+    a number of local workers or a scheduler address), never loaded whole,
+    except by the mini-batch rules.
     The training trace is also written beside it as a tab-separated table,
     ``<out without .npz>.trace.tsv`` (one row per stride). A learning rule
     checkpoints to ``<out>.checkpoint`` and, when interrupted, resumes from it
     on the next call; the checkpoint is removed once the model is written.
     """
-    pre = _read_stage(preprocessed, "preprocess")
     checkpoint = Path(f"{out}.checkpoint")  # a learning rule interrupted here resumes from it on the next run
-    model = fit(pre, source=str(preprocessed), checkpoint=checkpoint, **params)
+    with _backed_stage(preprocessed, "preprocess") as pre, dask_client(dask) as client:
+        model = fit(pre, source=str(preprocessed), checkpoint=checkpoint, client=client, **params)
     with atomic_path(trace_path(out)) as tmp:
         pd.DataFrame(model.trace).to_csv(tmp, sep="\t", index=False)
     model.save(out)
@@ -115,11 +221,16 @@ def trace_path(model_path: str | Path) -> Path:
     return model_path.with_name(model_path.name.removesuffix(".npz") + ".trace.tsv")
 
 
-def directions_file(preprocessed: str | Path, model_path: str | Path, out: str | Path) -> dict:
-    """Directions, embedding and exact-PCA comparison -> ``directions.h5ad`` (metrics in ``uns['rlae_metrics']``)."""
-    pre = _read_stage(preprocessed, "preprocess")
+def directions_file(
+    preprocessed: str | Path, model_path: str | Path, out: str | Path, *, dask: str | int | None = None
+) -> dict:
+    """Directions, embedding and exact-PCA comparison -> ``directions.h5ad`` (metrics in ``uns['rlae_metrics']``).
+
+    The preprocessed matrix is read block by block (on Dask when ``dask`` is given), as in :func:`train_file`.
+    """
     model = load_model(model_path)
-    out_adata, metrics = directions_adata(model, pre)
+    with _backed_stage(preprocessed, "preprocess") as pre, dask_client(dask) as client:
+        out_adata, metrics = directions_adata(model, pre, client=client)
     out_adata.uns["rlae_metrics"] = metrics
     write_h5ad(out_adata, out)
     log.info(
@@ -165,8 +276,14 @@ def run(
     train_params: dict | None = None,
     cluster_params: dict | None = None,
     dataset: str | None = None,
+    streaming: bool = False,
+    dask: str | int | None = None,
 ) -> dict:
-    """Every stage in order, outputs under ``out_dir`` with the names in ``OUTPUTS``; returns the metrics."""
+    """Every stage in order, outputs under ``out_dir`` with the names in ``OUTPUTS``; returns the metrics.
+
+    ``streaming`` and ``dask`` are those of :func:`preprocess_file`; ``dask`` also runs the passes of
+    :func:`train_file` and :func:`directions_file` on Dask.
+    """
     out = Path(out_dir)
     files = {key: out / name for key, name in OUTPUTS.items()}
     preprocess_file(
@@ -177,10 +294,12 @@ def run(
         orientation=orientation,
         var_names=var_names,
         label_key=label_key,
+        streaming=streaming,
+        dask=dask,
         **(preprocess_params or {}),
     )
-    train_file(files["preprocessed"], files["model"], **(train_params or {}))
-    directions_file(files["preprocessed"], files["model"], files["directions"])
+    train_file(files["preprocessed"], files["model"], dask=dask, **(train_params or {}))
+    directions_file(files["preprocessed"], files["model"], files["directions"], dask=dask)
     metrics = cluster_file(
         files["directions"], files["embedding"], files["metrics"], label_key=label_key, **(cluster_params or {})
     )
@@ -197,12 +316,27 @@ def embed_file(
     orientation: str = "cells_x_genes",
     var_names: str = "gene_symbols",
     min_overlap: float = 0.5,
+    streaming: bool = False,
+    dask: str | int | None = None,
 ) -> ad.AnnData:
     """Embed the cells of ``counts`` (any format of :func:`rlae_sc.io.read`) with a trained model and, unless
-    ``out`` is None, write them, with ``obsm['X_rlae']``, to ``out``."""
+    ``out`` is None, write them, with ``obsm['X_rlae']``, to ``out``.
+
+    With ``streaming``, ``counts`` must be an ``.h5ad``; its matrix is read block
+    by block (on Dask when ``dask`` is given) and ``out`` holds ``obs``, ``var``,
+    ``obsm['X_rlae']`` and ``uns`` but no matrix.
+    """
     model = load_model(model_path)
-    adata = read(counts, layer=layer, input_kind=model.recipe.input_kind, orientation=orientation, var_names=var_names)
-    model.embed(adata, min_overlap=min_overlap, source=str(counts))
+    if streaming:
+        matrix, obs, genes = _open_streaming(counts, layer)
+        adata = ad.AnnData(obs=obs, var=pd.DataFrame(index=genes))
+        with dask_client(dask) as client, _reading(counts):
+            model.embed(adata, min_overlap=min_overlap, source=str(counts), matrix=matrix, client=client)
+    else:
+        adata = read(
+            counts, layer=layer, input_kind=model.recipe.input_kind, orientation=orientation, var_names=var_names
+        )
+        model.embed(adata, min_overlap=min_overlap, source=str(counts))
     adata.uns["rlae_embed"]["model"] = str(model_path)
     if out is not None:
         write_h5ad(adata, out)

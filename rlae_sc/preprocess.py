@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import anndata as ad
 import numpy as np
@@ -16,7 +17,9 @@ import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 
+from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, run_pass
 from rlae_sc.errors import InputError
+from rlae_sc.io import validate_matrix
 
 HVG_FLAVORS = ("seurat_v3", "seurat", "cell_ranger")
 MITO_PREFIXES = ("MT-", "mt-")
@@ -74,30 +77,29 @@ class Recipe:
 
     def qc_metrics(self, adata: ad.AnnData) -> pd.DataFrame:
         """Per-cell ``n_genes``, ``total_counts`` and ``pct_mito`` (NaN when no mito genes are named)."""
-        X = sp.csr_matrix(adata.X)
-        mito = _mito_mask(adata.var_names)
-        total = np.asarray(X.sum(axis=1)).ravel()
-        if mito.any():
-            pct = 100 * np.asarray(X[:, mito].sum(axis=1)).ravel() / np.where(total > 0, total, 1.0)
-        else:
-            pct = np.full(len(total), np.nan)
-        return pd.DataFrame(
-            {"n_genes": np.diff(X.indptr), "total_counts": total, "pct_mito": pct}, index=adata.obs_names
-        )
+        n_genes, total, pct = cell_qc(sp.csr_matrix(adata.X), mito_mask(adata.var_names))
+        return pd.DataFrame({"n_genes": n_genes, "total_counts": total, "pct_mito": pct}, index=adata.obs_names)
 
     def qc_pass(self, adata: ad.AnnData) -> np.ndarray:
         """Boolean mask (n_cells,) of cells that pass the recipe's cell filters."""
         qc = self.qc_metrics(adata)
-        keep = (qc["n_genes"].to_numpy() >= max(self.min_genes, 1)) & (qc["total_counts"].to_numpy() > 0)
-        if self.max_pct_mito is not None and qc["pct_mito"].notna().all():
-            keep &= qc["pct_mito"].to_numpy() <= self.max_pct_mito
+        return self._keep(qc["n_genes"].to_numpy(), qc["total_counts"].to_numpy(), qc["pct_mito"].to_numpy())
+
+    def _keep(self, n_genes: np.ndarray, total: np.ndarray, pct_mito: np.ndarray) -> np.ndarray:
+        keep = (n_genes >= max(self.min_genes, 1)) & (total > 0)
+        if self.max_pct_mito is not None and not np.isnan(pct_mito).all():
+            keep &= pct_mito <= self.max_pct_mito
         return keep
 
     def normalize(self, adata: ad.AnnData) -> sp.csr_matrix:
         """Log-normalised values of all of ``adata``'s genes (CSR, float32, cells x genes)."""
-        X = sp.csr_matrix(adata.X, dtype=np.float64)
+        return self._normalize(sp.csr_matrix(adata.X))
+
+    def _normalize(self, X: sp.csr_matrix) -> sp.csr_matrix:
+        """``log1p(target_sum * x / cell total)`` (totals over all genes), or ``X`` for log-normalised input."""
         if self.input_kind == "log_normalized":
-            return X.astype(np.float32)
+            return sp.csr_matrix(X, dtype=np.float32)
+        X = sp.csr_matrix(X, dtype=np.float64)
         total = np.asarray(X.sum(axis=1)).ravel()
         total[total == 0] = 1.0
         X = sp.diags(self.target_sum / total) @ X
@@ -112,7 +114,13 @@ class Recipe:
         ``min_overlap`` of the recipe's genes present is an :class:`InputError`.
         No cell is dropped: use :meth:`qc_pass` to flag cells QC would remove.
         """
-        idx = pd.Index(adata.var_names).get_indexer(self.genes)
+        return self._scale(
+            self.normalize(adata), self.gene_index(adata.var_names, min_overlap=min_overlap, source=source)
+        )
+
+    def gene_index(self, var_names, *, min_overlap: float = 0.5, source: str = "query") -> np.ndarray:
+        """Column of each recipe gene in ``var_names`` (-1: missing), checked against ``min_overlap``."""
+        idx = pd.Index(var_names).get_indexer(self.genes)
         present = idx >= 0
         overlap = float(present.mean())
         if overlap < min_overlap:
@@ -127,9 +135,9 @@ class Recipe:
             warnings.warn(
                 f"{source}: {len(self.genes) - int(present.sum())} of the model's {len(self.genes)} genes are missing "
                 f"(overlap {overlap:.1%}); they are treated as zero expression",
-                stacklevel=2,
+                stacklevel=3,
             )
-        return self._scale(self.normalize(adata), idx)
+        return idx
 
     def _scale(self, L: sp.csr_matrix, idx: np.ndarray) -> np.ndarray:
         """Centre, scale and clip log-normalised values ``L``; ``idx[j]`` is the column of recipe gene j
@@ -161,8 +169,130 @@ class Recipe:
         return cls(**d)
 
 
-def _mito_mask(var_names: pd.Index) -> np.ndarray:
-    return np.asarray(pd.Index(var_names).str.startswith(MITO_PREFIXES), dtype=bool)
+def mito_mask(var_names: pd.Index) -> np.ndarray:
+    """True for mitochondrial genes: names starting with ``MT-`` or ``mt-``."""
+    return np.asarray(pd.Index(var_names).astype(str).str.startswith(MITO_PREFIXES), dtype=bool)
+
+
+def cell_qc(X: sp.csr_matrix, mito: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(n_genes, total_counts, pct_mito)`` per cell of ``X`` (cells x genes); pct_mito is NaN without mito genes."""
+    total = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
+    if mito.any():
+        pct = 100 * np.asarray(X[:, mito].sum(axis=1, dtype=np.float64)).ravel() / np.where(total > 0, total, 1.0)
+    else:
+        pct = np.full(len(total), np.nan)
+    return np.diff(X.indptr), total, pct
+
+
+def fit_recipe(
+    matrix: InMemory | H5adMatrix,
+    var_names: pd.Index,
+    *,
+    input_kind: str = "counts",
+    min_genes: int = 200,
+    min_cells: int = 3,
+    max_pct_mito: float | None = 20.0,
+    target_sum: float | None = None,
+    n_top_genes: int = 2000,
+    hvg_flavor: str = "seurat_v3",
+    clip: float | None = None,
+    source: str = "input",
+    validate: bool = False,
+    chunk_size: int = CHUNK_SIZE,
+    client=None,
+) -> tuple[Recipe, pd.DataFrame]:
+    """Fit a :class:`Recipe` with passes over the rows of ``matrix`` (cells x genes), never holding it whole.
+
+    Pass 1: per-cell QC and, over cells passing QC, per-gene detection, sums
+    and sums of squares. Pass 2 (``seurat_v3`` selection): per-gene sums of
+    counts clipped as in Seurat v3 (the same statistics as scanpy's
+    ``highly_variable_genes(flavor="seurat_v3")``). Pass 3: mean and standard
+    deviation of the selected genes' log-normalised values. Pass 4 (``clip``):
+    the mean of the clipped scaled values. ``validate`` checks each block's
+    values (NaN, negatives, non-integer counts) in pass 1. The ``seurat`` and
+    ``cell_ranger`` flavors call scanpy and need ``matrix`` in memory.
+    Returns the recipe and the QC table of all cells (``n_genes``,
+    ``total_counts``, ``pct_mito``, ``qc_pass``).
+    """
+    if hvg_flavor not in HVG_FLAVORS:
+        raise InputError(source, f"unknown hvg_flavor {hvg_flavor!r}", f"Use one of {', '.join(HVG_FLAVORS)}.")
+    if input_kind == "log_normalized" and hvg_flavor == "seurat_v3":
+        hvg_flavor = "seurat"  # seurat_v3 models raw counts; on log data scanpy's 'seurat' flavor applies
+    var_names = pd.Index(var_names).astype(str)
+    mito = mito_mask(var_names)
+    recipe = Recipe(
+        input_kind=input_kind,
+        min_genes=min_genes,
+        min_cells=min_cells,
+        max_pct_mito=max_pct_mito if mito.any() else None,  # no gene names start with MT-/mt-: nothing to filter on
+        target_sum=target_sum,
+        n_top_genes=n_top_genes,
+        hvg_flavor=hvg_flavor,
+        clip=clip,
+        input_genes=list(var_names),
+    )
+    passes = {"chunk_size": chunk_size, "client": client}
+    check = {"source": str(source), "input_kind": input_kind, "genes": var_names} if validate else None
+    gene, cells = run_pass(matrix, partial(_qc_block, recipe=recipe, mito=mito, check=check), desc="QC", **passes)
+    keep = cells["qc_pass"]
+    qc = pd.DataFrame(cells)
+    median_genes = float(np.median(qc["n_genes"]))
+    if not keep.any():
+        raise InputError(
+            source,
+            f"no cells pass QC (min_genes={min_genes}, max_pct_mito={max_pct_mito}; cells "
+            f"detect a median of {median_genes:g} genes)",
+            "Lower min_genes or raise max_pct_mito, or check that the input holds counts.",
+        )
+    if keep.mean() < 0.5:
+        warnings.warn(
+            f"{source}: QC keeps only {int(keep.sum())} of {len(keep)} cells ({keep.mean():.0%}); "
+            f"cells detect a median of {median_genes:g} genes against min_genes={min_genes}. For sparse data, "
+            "lower min_genes (e.g. --min-genes 50).",
+            stacklevel=2,
+        )
+    n = int(keep.sum())
+    candidates = gene["n_cells"] >= max(min_cells, 1)
+    if not candidates.any():
+        raise InputError(source, f"no genes are detected in at least {min_cells} cells after QC", "Lower min_cells.")
+    if recipe.target_sum is None and input_kind == "counts":
+        recipe.target_sum = float(np.median(qc["total_counts"].to_numpy()[keep]))
+    if candidates.sum() <= n_top_genes:
+        hvg = candidates
+    elif hvg_flavor == "seurat_v3":
+        hvg = _seurat_v3(matrix, keep, candidates, gene, n, n_top_genes, passes)
+    elif isinstance(matrix, InMemory):
+        hvg = _scanpy_hvg(recipe, sp.csr_matrix(matrix.array)[keep], candidates)
+    else:
+        raise InputError(
+            source,
+            f"hvg_flavor {hvg_flavor!r} needs the matrix in memory",
+            "Use hvg_flavor: seurat_v3 with counts input for streaming, or turn streaming off.",
+        )
+    idx = np.flatnonzero(hvg)
+    recipe.genes = [recipe.input_genes[i] for i in idx]
+    sums, _ = run_pass(matrix, partial(_lognorm_block, recipe=recipe, keep=keep, idx=idx), desc="gene means", **passes)
+    recipe.mean = sums["sum"] / n
+    var = (sums["sumsq"] - n * recipe.mean**2) / (n - 1) if n > 1 else np.ones(len(idx))
+    std = np.sqrt(np.maximum(var, 0.0))
+    std[std == 0] = 1.0
+    recipe.std = std
+    recipe.offset = np.zeros(len(idx))
+    if clip is not None:
+        sums, _ = run_pass(matrix, partial(_offset_block, recipe=recipe, keep=keep, idx=idx), desc="clip", **passes)
+        recipe.offset = sums["sum"] / n
+    recipe.stats = {
+        "n_cells_in": len(keep),
+        "n_genes_in": len(var_names),
+        "n_cells_all_zero": int((qc["total_counts"] == 0).sum()),
+        "n_cells_removed": int((~keep).sum()),
+        "n_cells_kept": n,
+        "n_genes_all_zero": int((gene["n_cells_all"] == 0).sum()),
+        "n_genes_below_min_cells": int((~candidates).sum()),
+        "n_genes_used": len(recipe.genes),
+        "mito_filter_applied": recipe.max_pct_mito is not None,
+    }
+    return recipe, qc
 
 
 def preprocess(
@@ -178,7 +308,7 @@ def preprocess(
     clip: float | None = None,
     source: str = "input",
 ) -> tuple[ad.AnnData, Recipe]:
-    """Fit a :class:`Recipe` on ``adata`` (cells x genes) and apply it.
+    """Fit a :class:`Recipe` on ``adata`` (cells x genes, in memory; see :func:`fit_recipe`) and apply it.
 
     Returns
     -------
@@ -190,11 +320,10 @@ def preprocess(
     recipe
         The fitted recipe (see :meth:`Recipe.to_dict`).
     """
-    if hvg_flavor not in HVG_FLAVORS:
-        raise InputError(source, f"unknown hvg_flavor {hvg_flavor!r}", f"Use one of {', '.join(HVG_FLAVORS)}.")
-    if input_kind == "log_normalized" and hvg_flavor == "seurat_v3":
-        hvg_flavor = "seurat"  # seurat_v3 models raw counts; on log data scanpy's 'seurat' flavor applies
-    recipe = Recipe(
+    X = sp.csr_matrix(adata.X)
+    recipe, qc = fit_recipe(
+        InMemory(X),
+        adata.var_names,
         input_kind=input_kind,
         min_genes=min_genes,
         min_cells=min_cells,
@@ -203,63 +332,16 @@ def preprocess(
         n_top_genes=n_top_genes,
         hvg_flavor=hvg_flavor,
         clip=clip,
-        input_genes=list(map(str, adata.var_names)),
+        source=source,
     )
-    qc = recipe.qc_metrics(adata)
-    keep_cells = recipe.qc_pass(adata)
-    mito_on = max_pct_mito is not None and qc["pct_mito"].notna().all()
-    if recipe.max_pct_mito is not None and not mito_on:
-        recipe.max_pct_mito = None  # no gene names start with MT-/mt-: nothing to filter on
-    median_genes = float(qc["n_genes"].median())
-    if not keep_cells.any():
-        raise InputError(
-            source,
-            f"no cells pass QC (min_genes={min_genes}, max_pct_mito={max_pct_mito}; cells "
-            f"detect a median of {median_genes:g} genes)",
-            "Lower min_genes or raise max_pct_mito, or check that the input holds counts.",
-        )
-    if keep_cells.mean() < 0.5:
-        warnings.warn(
-            f"{source}: QC keeps only {int(keep_cells.sum())} of {adata.n_obs} cells ({keep_cells.mean():.0%}); "
-            f"cells detect a median of {median_genes:g} genes against min_genes={min_genes}. For sparse data, "
-            "lower min_genes (e.g. --min-genes 50).",
-            stacklevel=2,
-        )
-    cells = adata[keep_cells]
-    X = sp.csr_matrix(cells.X)
-    n_cells_per_gene = np.diff(X.tocsc().indptr)
-    keep_genes = n_cells_per_gene >= max(min_cells, 1)
-    if not keep_genes.any():
-        raise InputError(source, f"no genes are detected in at least {min_cells} cells after QC", "Lower min_cells.")
-    if recipe.target_sum is None and input_kind == "counts":
-        recipe.target_sum = float(np.median(np.asarray(X.sum(axis=1)).ravel()))
-    L = recipe.normalize(cells)
-    hvg = _select_genes(cells, L, keep_genes, recipe)
-    recipe.genes = [recipe.input_genes[i] for i in np.flatnonzero(hvg)]
-    Lg = L[:, hvg].toarray().astype(np.float64)
-    recipe.mean = Lg.mean(axis=0)
-    std = Lg.std(axis=0, ddof=1) if Lg.shape[0] > 1 else np.ones(Lg.shape[1])
-    std[std == 0] = 1.0
-    recipe.std = std
-    recipe.offset = np.zeros(len(recipe.genes))
-    if clip is not None:
-        Z = np.clip((Lg - recipe.mean) / recipe.std, -clip, clip)
-        recipe.offset = Z.mean(axis=0)
-    recipe.stats = {
-        "n_cells_in": int(adata.n_obs),
-        "n_genes_in": int(adata.n_vars),
-        "n_cells_all_zero": int((qc["total_counts"] == 0).sum()),
-        "n_cells_removed": int((~keep_cells).sum()),
-        "n_cells_kept": int(keep_cells.sum()),
-        "n_genes_all_zero": int((np.diff(sp.csc_matrix(adata.X).indptr) == 0).sum()),
-        "n_genes_below_min_cells": int((~keep_genes).sum()),
-        "n_genes_used": len(recipe.genes),
-        "mito_filter_applied": bool(mito_on),
-    }
-    Z = recipe._scale(L, np.flatnonzero(hvg))  # the same steps as Recipe.transform, on L already normalised
+    keep = qc.pop("qc_pass").to_numpy()
+    qc.index = adata.obs_names
+    cells = adata[keep]
+    L = recipe._normalize(X[keep])
+    Z = recipe._scale(L, pd.Index(recipe.input_genes).get_indexer(recipe.genes))
     pre = ad.AnnData(
         X=Z,
-        obs=pd.concat([cells.obs, qc[keep_cells]], axis=1),
+        obs=pd.concat([cells.obs, qc[keep]], axis=1),
         var=pd.DataFrame({"mean": recipe.mean, "std": recipe.std}, index=pd.Index(recipe.genes)),
     )
     pre.raw = ad.AnnData(X=L, obs=pre.obs[[]], var=pd.DataFrame(index=cells.var_names))
@@ -267,15 +349,72 @@ def preprocess(
     return pre, recipe
 
 
-def _select_genes(cells: ad.AnnData, L: sp.csr_matrix, candidates: np.ndarray, recipe: Recipe) -> np.ndarray:
-    """Boolean mask over input genes: the ``n_top_genes`` most variable among ``candidates``."""
-    if candidates.sum() <= recipe.n_top_genes:
-        return candidates
+def _qc_block(block: sp.csr_matrix, start: int, *, recipe: Recipe, mito: np.ndarray, check: dict | None):
+    """Pass 1: per-cell QC; per-gene detection (all cells) and count sums (cells passing QC)."""
+    X = sp.csr_matrix(block)
+    if check is not None:
+        validate_matrix(
+            X,
+            source=check["source"],
+            input_kind=check["input_kind"],
+            names=(pd.RangeIndex(start, start + X.shape[0]), check["genes"]),
+        )
+    n_genes, total, pct = cell_qc(X, mito)
+    keep = recipe._keep(n_genes, total, pct)
+    K = X[keep]
+    m = X.shape[1]
+    sums = {
+        "n_cells_all": np.bincount(X.indices, minlength=m),
+        "n_cells": np.bincount(K.indices, minlength=m),
+        "sum": np.bincount(K.indices, weights=K.data.astype(np.float64), minlength=m),
+        "sumsq": np.bincount(K.indices, weights=np.square(K.data, dtype=np.float64), minlength=m),
+    }
+    return sums, {"n_genes": n_genes, "total_counts": total, "pct_mito": pct, "qc_pass": keep}
+
+
+def _seurat_v3(matrix, keep, candidates, gene, n, n_top_genes, passes) -> np.ndarray:
+    """Seurat v3 selection (as scanpy's ``flavor="seurat_v3"``, one batch) among ``candidates``.
+
+    A loess fit (span 0.3, degree 2) of log10 variance on log10 mean gives
+    each gene's expected standard deviation; counts are clipped at
+    ``mean + sqrt(n) * sd`` and the genes with the largest variance of
+    standardised clipped counts are kept.
+    """
+    from skmisc.loess import loess
+
     cand = np.flatnonzero(candidates)
-    if recipe.hvg_flavor == "seurat_v3":
-        sub = ad.AnnData(X=sp.csr_matrix(cells.X)[:, cand])
-    else:
-        sub = ad.AnnData(X=L[:, cand])
+    mean = gene["sum"][cand] / n
+    var = (gene["sumsq"][cand] / n - mean**2) * (n / (n - 1))
+    not_const = var > 0
+    fitted = np.zeros(len(cand))
+    model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=0.3, degree=2)
+    model.fit()
+    fitted[not_const] = model.outputs.fitted_values
+    reg_std = np.sqrt(10**fitted)
+    clip_val = reg_std * np.sqrt(n) + mean
+    sums, _ = run_pass(matrix, partial(_clipped_block, keep=keep, cand=cand, clip_val=clip_val), desc="HVG", **passes)
+    norm_var = (n * mean**2 + sums["sumsq"] - 2 * sums["sum"] * mean) / ((n - 1) * reg_std**2)
+    rank = np.argsort(np.argsort(-norm_var))  # the ranking scanpy uses
+    hvg = np.zeros(len(candidates), dtype=bool)
+    hvg[cand[rank < n_top_genes]] = True
+    return hvg
+
+
+def _clipped_block(block, start: int, *, keep: np.ndarray, cand: np.ndarray, clip_val: np.ndarray):
+    """Pass 2: sums and sums of squares of clipped counts of the candidate genes over cells passing QC."""
+    X = sp.csr_matrix(block)[keep[start : start + block.shape[0]]][:, cand]
+    data = np.minimum(X.data.astype(np.float64), clip_val[X.indices])
+    m = len(cand)
+    return {
+        "sum": np.bincount(X.indices, weights=data, minlength=m),
+        "sumsq": np.bincount(X.indices, weights=data**2, minlength=m),
+    }, {}
+
+
+def _scanpy_hvg(recipe: Recipe, counts: sp.csr_matrix, candidates: np.ndarray) -> np.ndarray:
+    """scanpy's ``seurat`` or ``cell_ranger`` selection on the log-normalised candidate genes."""
+    cand = np.flatnonzero(candidates)
+    sub = ad.AnnData(X=recipe._normalize(counts)[:, cand])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = sc.pp.highly_variable_genes(
@@ -284,3 +423,25 @@ def _select_genes(cells: ad.AnnData, L: sp.csr_matrix, candidates: np.ndarray, r
     mask = np.zeros(len(candidates), dtype=bool)
     mask[cand[np.asarray(table["highly_variable"], dtype=bool)]] = True
     return mask
+
+
+def _lognorm_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
+    """Pass 3: sums and sums of squares of the selected genes' log-normalised values over cells passing QC."""
+    L = recipe._normalize(sp.csr_matrix(block)[keep[start : start + block.shape[0]]])[:, idx]
+    data = L.data.astype(np.float64)
+    return {
+        "sum": np.bincount(L.indices, weights=data, minlength=len(idx)),
+        "sumsq": np.bincount(L.indices, weights=data**2, minlength=len(idx)),
+    }, {}
+
+
+def _offset_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
+    """Pass 4: sums of the clipped scaled values over cells passing QC (``recipe.offset`` still zero)."""
+    L = recipe._normalize(sp.csr_matrix(block)[keep[start : start + block.shape[0]]])
+    return {"sum": recipe._scale(L, idx).sum(axis=0, dtype=np.float64)}, {}
+
+
+def scaled_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
+    """The preprocessed rows (float32, cells passing QC x genes used) of a block of counts."""
+    L = recipe._normalize(sp.csr_matrix(block)[keep[start : start + block.shape[0]]])
+    return {}, {"X": recipe._scale(L, idx)}

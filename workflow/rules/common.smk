@@ -43,6 +43,15 @@ def cli_flags(params):
     return " ".join(shlex.quote(w) for w in words)
 
 
+def pass_flags(dataset, *, streaming=False):
+    """--dask (preprocess, train, directions) and --streaming (preprocess) from the passes section."""
+    params = stage_params(dataset, "passes")
+    words = ["--streaming"] if streaming and params.get("streaming") else []
+    if params.get("dask") is not None:
+        words += ["--dask", str(params["dask"])]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def read_flags(entry):
     """Reader options of a dataset or query entry: layer, orientation (text files), var_names (10x)."""
     return cli_flags({key: entry[key] for key in ("layer", "orientation", "var_names") if key in entry})

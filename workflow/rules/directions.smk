@@ -8,7 +8,8 @@ rule directions:
         "logs/{dataset}/directions.log",
     params:
         rlae=RLAE,
+        passes=lambda wc: pass_flags(wc.dataset),
     conda:
         "../envs/rlae-sc.yaml"
     shell:
-        "{params.rlae} directions {input.preprocessed} {input.model} --out {output} > {log} 2>&1"
+        "{params.rlae} directions {input.preprocessed} {input.model} --out {output} {params.passes} > {log} 2>&1"

@@ -11,8 +11,9 @@ rule preprocess:
         read=lambda wc: read_flags(dataset_entry(wc)),
         input_kind=lambda wc: dataset_entry(wc).get("input_kind", "counts"),
         label=label_flag,
+        passes=lambda wc: pass_flags(wc.dataset, streaming=True),
     conda:
         "../envs/rlae-sc.yaml"
     shell:
         "{params.rlae} preprocess {input} --out {output} --input-kind {params.input_kind} {params.read} "
-        "{params.label} {params.flags} > {log} 2>&1"
+        "{params.label} {params.flags} {params.passes} > {log} 2>&1"

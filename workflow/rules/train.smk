@@ -9,8 +9,9 @@ rule train:
     params:
         rlae=RLAE,
         flags=lambda wc: cli_flags(stage_params(wc.dataset, "train")),
+        passes=lambda wc: pass_flags(wc.dataset),
     threads: 2
     conda:
         "../envs/rlae-sc.yaml"
     shell:
-        "{params.rlae} train {input} --out {output.model} {params.flags} > {log} 2>&1"
+        "{params.rlae} train {input} --out {output.model} {params.flags} {params.passes} > {log} 2>&1"

@@ -1,0 +1,212 @@
+"""Passes over the rows of a matrix in blocks: in memory or from an ``.h5ad`` file, serially or on Dask.
+
+Every pass of the pipeline over cells (preprocessing statistics, the scatter
+matrix ``C = X^T X``, the embedding, writing the preprocessed matrix) is a
+function ``fn(block, start) -> (sums, rows)`` run by :func:`run_pass`:
+``sums`` (a dict of arrays) are added over blocks, ``rows`` (a dict of
+per-row arrays) are concatenated in row order. Blocks are the same and are
+added in row order on every back end, so a Dask run differs from a serial
+one only by the rounding of each block's products (workers run one BLAS
+thread each). Memory beyond the results is one block (or, on Dask, two
+blocks per worker in flight).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+import scipy.sparse as sp
+
+from rlae_sc.errors import InputError
+from rlae_sc.progress import progress
+
+CHUNK_SIZE = 16384  # rows per block: 128 MiB of a dense float32 block at 2,000 genes
+
+Block = np.ndarray | sp.csr_matrix
+PassFn = Callable[[Block, int], tuple[dict, dict]]
+
+
+@dataclass(frozen=True)
+class InMemory:
+    """Rows of an array or CSR matrix held in memory (serial passes only)."""
+
+    array: object
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.array.shape
+
+    def read(self, start: int, stop: int) -> Block:
+        return self.array[start:stop]
+
+
+@dataclass(frozen=True)
+class H5adMatrix:
+    """Rows of the matrix stored at ``key`` (``"X"`` or ``"layers/<name>"``) in an ``.h5ad`` file.
+
+    Only the requested rows are read (dense datasets and CSR groups); the
+    object is small and picklable, so Dask workers open the file themselves.
+    """
+
+    path: str
+    key: str = "X"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        with h5py.File(self.path, "r") as f:
+            elem = f[self.key]
+            return tuple(int(v) for v in (elem.shape if isinstance(elem, h5py.Dataset) else elem.attrs["shape"]))
+
+    def read(self, start: int, stop: int) -> Block:
+        with h5py.File(self.path, "r") as f:
+            elem = f[self.key]
+            if isinstance(elem, h5py.Dataset):
+                return elem[start:stop]
+            if elem.attrs.get("encoding-type") != "csr_matrix":
+                raise InputError(
+                    self.path,
+                    f"{self.key} is stored as {elem.attrs.get('encoding-type')}, and only CSR or dense rows can be "
+                    "streamed",
+                    "Rewrite the file with cells as CSR rows (adata.X = scipy.sparse.csr_matrix(adata.X)).",
+                )
+            lo, hi = (int(v) for v in elem["indptr"][[start, stop]])
+            indptr = elem["indptr"][start : stop + 1] - lo
+            n_genes = int(elem.attrs["shape"][1])
+            return sp.csr_matrix((elem["data"][lo:hi], elem["indices"][lo:hi], indptr), shape=(stop - start, n_genes))
+
+
+def h5ad_matrix(path: str, layer: str | None = None) -> H5adMatrix:
+    """The matrix of an ``.h5ad`` file (``X``, or ``layer``), checked to exist, for streaming passes."""
+    key = "X" if layer is None else f"layers/{layer}"
+    try:
+        with h5py.File(path, "r") as f:
+            if key not in f:
+                raise InputError(path, f"has no matrix at {key!r}", "Store the counts in X or name an existing layer.")
+    except OSError as exc:
+        raise InputError(path, f"cannot be opened as HDF5 ({exc})", "Re-export the .h5ad file.") from None
+    return H5adMatrix(str(path), key)
+
+
+def matrix_of(adata) -> InMemory | H5adMatrix:
+    """The rows of ``adata.X``: read from its file when ``adata`` is backed, else from memory."""
+    if adata.isbacked:
+        return H5adMatrix(str(adata.filename), "X")
+    return InMemory(adata.X)
+
+
+def run_pass(
+    matrix: InMemory | H5adMatrix,
+    fn: PassFn,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    client=None,
+    desc: str = "pass",
+    consume: Callable[[int, dict], None] | None = None,
+) -> tuple[dict, dict]:
+    """Run ``fn`` over row blocks of ``matrix``; returns ``(sums, rows)``.
+
+    Parameters
+    ----------
+    matrix
+        Rows to visit (:class:`InMemory` or :class:`H5adMatrix`).
+    fn
+        ``fn(block, start) -> (sums, rows)`` for the block of rows
+        ``start:start + len(block)``; a module-level function or a
+        :func:`functools.partial` of one when ``client`` is given.
+    chunk_size
+        Rows per block.
+    client
+        A ``dask.distributed.Client``: blocks are computed on its workers
+        (at most two per worker in flight) and combined here in row order.
+        ``None``: serially in this process.
+    consume
+        When given, each block's ``rows`` are handed to ``consume(start, rows)``
+        in row order instead of being kept (for outputs larger than memory).
+    """
+    n = matrix.shape[0]
+    starts = list(range(0, n, chunk_size))
+    totals: dict = {}
+    kept: list[dict] = []
+
+    def take(start: int, result: tuple[dict, dict]) -> None:
+        sums, rows = result
+        for key, val in sums.items():
+            totals[key] = val if key not in totals else totals[key] + val
+        if consume is not None:
+            consume(start, rows)
+        elif rows:
+            kept.append(rows)
+
+    with progress(total=n, desc=desc) as bar:
+        if client is None:
+            for start in starts:
+                stop = min(start + chunk_size, n)
+                take(start, fn(matrix.read(start, stop), start))
+                bar.update(stop - start)
+        else:
+            if isinstance(matrix, InMemory):
+                raise ValueError("Dask passes read their blocks from a file: give an H5adMatrix")
+            window = 2 * max(1, len(client.scheduler_info()["workers"]))
+
+            def submit(start: int):
+                return start, client.submit(_block, matrix, fn, start, min(start + chunk_size, n), pure=False)
+
+            pending = deque(submit(start) for start in starts[:window])
+            queue = iter(starts[window:])
+            while pending:
+                start, future = pending.popleft()
+                take(start, future.result())
+                bar.update(min(start + chunk_size, n) - start)
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending.append(submit(nxt))
+    rows = {key: np.concatenate([r[key] for r in kept]) for key in (kept[0] if kept else {})}
+    return totals, rows
+
+
+def _block(matrix: H5adMatrix, fn: PassFn, start: int, stop: int) -> tuple[dict, dict]:
+    return fn(matrix.read(start, stop), start)
+
+
+@contextmanager
+def dask_client(spec: str | int | None):
+    """A Dask client for ``spec``: None (no Dask: yields None), a number of local worker
+    processes (a ``LocalCluster`` started and stopped here, one thread each), or the address
+    of a running scheduler (``tcp://host:port``)."""
+    if spec in (None, "", 0, "0"):
+        yield None
+        return
+    from dask.distributed import Client, LocalCluster  # imported here: starting Python stays fast
+
+    if str(spec).isdigit():
+        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        with (
+            _environ(env),
+            LocalCluster(n_workers=int(spec), threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+    else:
+        with Client(str(spec)) as client:
+            yield client
+
+
+@contextmanager
+def _environ(values: dict[str, str]):
+    """Set environment variables for worker processes started inside the block."""
+    old = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, val in old.items():
+            if val is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = val

@@ -1,0 +1,142 @@
+"""Streaming passes over .h5ad files and the Dask back end give the in-memory results."""
+
+from __future__ import annotations
+
+import anndata as ad
+import h5py
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.sparse as sp
+
+from rlae_sc import pipeline
+from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix
+from rlae_sc.errors import InputError
+from rlae_sc.lae import theory
+from rlae_sc.model import load_model
+from rlae_sc.passes import scatter_matrix
+from rlae_sc.preprocess import fit_recipe
+
+PRE = {"min_genes": 50, "n_top_genes": 150, "clip": 3.0}  # HVG selection, QC and clipping all take part
+
+
+@pytest.fixture(scope="module")
+def counts_file(small_counts, tmp_path_factory):
+    """small_counts with three cells that fail QC (few genes, mostly mito, empty)."""
+    a = small_counts.copy()
+    X = a.X.tolil()
+    X[0, :] = 0
+    X[0, :5] = 1
+    mito = np.flatnonzero(a.var_names.str.startswith("MT-"))
+    X[1, :] = 0
+    X[1, mito] = 50
+    X[1, :60] = 1
+    X[2, :] = 0
+    a.X = sp.csr_matrix(X)
+    path = tmp_path_factory.mktemp("stream") / "counts.h5ad"
+    a.write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def both(counts_file, tmp_path_factory):
+    """Preprocess, train and directions, in memory and streaming; returns the output folders."""
+    out = {}
+    for mode in ("memory", "streaming"):
+        d = tmp_path_factory.mktemp(mode)
+        pipeline.preprocess_file(counts_file, d / "pre.h5ad", streaming=mode == "streaming", **PRE)
+        pipeline.train_file(d / "pre.h5ad", d / "model.npz", n_components=10)
+        pipeline.directions_file(d / "pre.h5ad", d / "model.npz", d / "dir.h5ad")
+        out[mode] = d
+    return out
+
+
+def test_streaming_preprocessing_equals_in_memory(both):
+    mem, st = (ad.read_h5ad(both[m] / "pre.h5ad") for m in ("memory", "streaming"))
+    assert list(mem.var_names) == list(st.var_names) and list(mem.obs_names) == list(st.obs_names)
+    assert mem.uns["rlae_preprocess"]["n_cells_removed"] == 3
+    np.testing.assert_array_equal(st.X, mem.X)  # the same block functions on the same blocks
+    assert st.raw is None and mem.raw is not None
+
+
+def test_streaming_directions_and_embedding_equal_in_memory(both):
+    a, b = (load_model(both[m] / "model.npz") for m in ("memory", "streaming"))
+    np.testing.assert_array_equal(a.directions, b.directions)
+    da, db = (ad.read_h5ad(both[m] / "dir.h5ad") for m in ("memory", "streaming"))
+    np.testing.assert_array_equal(da.obsm["X_rlae"], db.obsm["X_rlae"])
+    assert db.X is None and da.X is not None
+    # and both agree with exact PCA of the matrix they trained on (scipy eigh, float64)
+    X = ad.read_h5ad(both["streaming"] / "pre.h5ad").X.astype(np.float64)
+    X -= X.mean(axis=0)
+    e, U = scipy.linalg.eigh(X.T @ X)
+    assert theory.alignment(b.directions, U[:, ::-1][:, :10]).min() > 0.9999
+
+
+def test_passes_read_only_blocks(counts_file, small_counts, monkeypatch):
+    seen = []
+    read = H5adMatrix.read
+
+    def spy(self, start, stop):
+        seen.append(stop - start)
+        return read(self, start, stop)
+
+    monkeypatch.setattr(H5adMatrix, "read", spy)
+    streamed, _ = fit_recipe(h5ad_matrix(str(counts_file)), small_counts.var_names, chunk_size=64, **PRE)
+    assert seen and max(seen) <= 64 and sum(seen) % small_counts.n_obs == 0  # whole passes in blocks of 64
+    X = sp.csr_matrix(ad.read_h5ad(counts_file).X)
+    in_memory = fit_recipe(InMemory(X), small_counts.var_names, chunk_size=10_000, **PRE)[0]
+    assert streamed.genes == in_memory.genes
+    np.testing.assert_allclose(streamed.mean, in_memory.mean, rtol=1e-12)
+    np.testing.assert_allclose(streamed.std, in_memory.std, rtol=1e-12)
+    np.testing.assert_allclose(streamed.offset, in_memory.offset, rtol=1e-9, atol=1e-12)
+
+
+def test_streaming_embed_equals_in_memory(both, counts_file):
+    model = both["memory"] / "model.npz"
+    a = pipeline.embed_file(model, counts_file, None)
+    b = pipeline.embed_file(model, counts_file, None, streaming=True)
+    np.testing.assert_array_equal(a.obsm["X_rlae"], b.obsm["X_rlae"])
+    np.testing.assert_array_equal(a.obs["rlae_qc_pass"], b.obs["rlae_qc_pass"])
+    assert not b.obs["rlae_qc_pass"].iloc[:3].any()
+
+
+def test_dask_with_two_workers_gives_the_same_directions(both, counts_file, tmp_path):
+    pre = both["streaming"] / "pre.h5ad"
+    with dask_client(2) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        C_dask = scatter_matrix(H5adMatrix(str(pre)), chunk_size=100, client=client)
+    C = scatter_matrix(ad.read_h5ad(pre).X)
+    np.testing.assert_allclose(C_dask, C, rtol=1e-9, atol=1e-9 * np.abs(C).max())
+    pipeline.preprocess_file(counts_file, tmp_path / "pre.h5ad", streaming=True, dask=2, **PRE)
+    np.testing.assert_allclose(ad.read_h5ad(tmp_path / "pre.h5ad").X, ad.read_h5ad(pre).X, atol=1e-5)
+    pipeline.train_file(tmp_path / "pre.h5ad", tmp_path / "model.npz", n_components=10, dask=2)
+    a, b = load_model(both["streaming"] / "model.npz"), load_model(tmp_path / "model.npz")
+    assert theory.alignment(a.directions, b.directions).min() >= 0.9999
+
+
+def test_streaming_input_errors(tmp_path, small_counts, counts_file):
+    csv = tmp_path / "counts.csv"
+    csv.write_text("cell,g1\nc1,1\n")
+    with pytest.raises(InputError, match="streaming reads .h5ad files only"):
+        pipeline.preprocess_file(csv, tmp_path / "out.h5ad", streaming=True)
+    X = small_counts.X.tolil()
+    X[345, 7] = np.nan
+    ad.AnnData(X=sp.csr_matrix(X), var=small_counts.var).write_h5ad(tmp_path / "nan.h5ad")
+    with pytest.raises(InputError, match=r"NaN or infinite values \(first at cell 345, gene 'Gene00007'\)"):
+        pipeline.preprocess_file(tmp_path / "nan.h5ad", tmp_path / "out.h5ad", streaming=True, **PRE)
+    data = counts_file.read_bytes()
+    (tmp_path / "cut.h5ad").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.h5ad"):
+        pipeline.preprocess_file(tmp_path / "cut.h5ad", tmp_path / "out.h5ad", streaming=True, **PRE)
+    with pytest.raises(InputError, match="has no matrix at 'layers/spliced'"):
+        pipeline.preprocess_file(counts_file, tmp_path / "out.h5ad", streaming=True, layer="spliced", **PRE)
+    with pytest.raises(InputError, match="needs the matrix in memory"):
+        pipeline.preprocess_file(counts_file, tmp_path / "out.h5ad", streaming=True, **{**PRE, "hvg_flavor": "seurat"})
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_streaming_file_is_an_ordinary_h5ad(both):
+    with h5py.File(both["streaming"] / "pre.h5ad", "r") as f:
+        assert f["X"].attrs["encoding-type"] == "array" and f["X"].dtype == np.float32
+    pre = ad.read_h5ad(both["streaming"] / "pre.h5ad")
+    assert pre.X.shape == (pre.n_obs, pre.n_vars) and "rlae_recipe" in pre.uns
