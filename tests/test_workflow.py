@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import anndata as ad
+import numpy as np
 import pytest
 import yaml
 
@@ -56,6 +60,8 @@ def test_whole_chain_runs_and_logs_every_rule(completed):
         assert (out / "figures" / f"{name}.png").stat().st_size > 0
     for rule in ["preprocess", "train", "directions", "cluster", "report"]:
         assert (workdir / "logs" / "tiny" / f"{rule}.log").exists(), rule
+    streamed = ad.read_h5ad(workdir / "results" / "tiny_streamed" / "embedding.h5ad")
+    np.testing.assert_array_equal(streamed.obsm["X_rlae"], ad.read_h5ad(out / "embedding.h5ad").obsm["X_rlae"])
     mapping = json.loads((workdir / "results" / "mapping" / "tiny_again" / "mapping.json").read_text())
     assert mapping["accuracy"] >= 0.9  # the reference's own cells, mapped back
     # nothing left to do on a rerun
@@ -63,13 +69,9 @@ def test_whole_chain_runs_and_logs_every_rule(completed):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
-def test_a_killed_run_completes_on_rerun_with_the_same_results(completed, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_run_completes_on_rerun_with_the_same_results(completed, tmp_path, sig):
     workdir = completed
-    import signal
-    import time
-
-    import anndata as ad
-    import numpy as np
 
     shutil.copytree(workdir / "config", tmp_path / "config")
     shutil.copytree(workdir / "data", tmp_path / "data")
@@ -85,7 +87,7 @@ def test_a_killed_run_completes_on_rerun_with_the_same_results(completed, tmp_pa
     deadline = time.time() + 120
     while not (tmp_path / "results" / "tiny" / "model.npz").exists() and time.time() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)  # as `kill` or a cluster's time limit would
+    proc.send_signal(sig)  # as `kill`, a cluster's time limit or `kill -9` would
     proc.wait()
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # and whatever of its job is still running
