@@ -14,15 +14,18 @@ blocks per worker in flight).
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import h5py
 import numpy as np
 import scipy.sparse as sp
 
+from rlae_sc import checkpoint as checkpoint_file
 from rlae_sc.errors import InputError
 from rlae_sc.progress import progress
 
@@ -45,6 +48,9 @@ class InMemory:
     def read(self, start: int, stop: int) -> Block:
         return self.array[start:stop]
 
+    def fingerprint(self) -> str:
+        raise ValueError("passes over a matrix in memory cannot be checkpointed: give an H5adMatrix")
+
 
 @dataclass(frozen=True)
 class H5adMatrix:
@@ -62,6 +68,11 @@ class H5adMatrix:
         with h5py.File(self.path, "r") as f:
             elem = f[self.key]
             return tuple(int(v) for v in (elem.shape if isinstance(elem, h5py.Dataset) else elem.attrs["shape"]))
+
+    def fingerprint(self) -> str:
+        """Path, key, size and modification time: a checkpoint of a pass over another file is not resumed."""
+        st = os.stat(self.path)
+        return f"{os.path.abspath(self.path)}:{self.key}:{st.st_size}:{st.st_mtime_ns}"
 
     def read(self, start: int, stop: int) -> Block:
         with h5py.File(self.path, "r") as f:
@@ -108,6 +119,8 @@ def run_pass(
     client=None,
     desc: str = "pass",
     consume: Callable[[int, dict], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_seconds: float = 30.0,
 ) -> tuple[dict, dict]:
     """Run ``fn`` over row blocks of ``matrix``; returns ``(sums, rows)``.
 
@@ -128,13 +141,32 @@ def run_pass(
     consume
         When given, each block's ``rows`` are handed to ``consume(start, rows)``
         in row order instead of being kept (for outputs larger than memory).
+    checkpoint, checkpoint_seconds
+        A file (``.npz``) where the sums and rows so far are saved, atomically,
+        every ``checkpoint_seconds``; a pass started again with the same
+        file, matrix (path, size, modification time), block size and
+        function resumes after the last saved block and gives the same
+        result as an uninterrupted one. Not with ``consume``; the caller
+        removes the file once the result is safe.
     """
     n = matrix.shape[0]
     starts = list(range(0, n, chunk_size))
     totals: dict = {}
     kept: list[dict] = []
+    saved_at = time.monotonic()
+    if checkpoint is not None:
+        if consume is not None:
+            raise ValueError("a pass that hands its rows to consume cannot be checkpointed")
+        signature = f"{matrix.fingerprint()}|{chunk_size}|{_describe(fn)}"
+        state = checkpoint_file.load(checkpoint, signature)
+        if state is not None:
+            done = int(state.pop("next_block"))
+            starts = starts[done:]
+            totals = {key[5:]: val for key, val in state.items() if key.startswith("sums/")}
+            kept = [{key[5:]: val for key, val in state.items() if key.startswith("rows/")}]
 
     def take(start: int, result: tuple[dict, dict]) -> None:
+        nonlocal saved_at
         sums, rows = result
         for key, val in sums.items():
             totals[key] = val if key not in totals else totals[key] + val
@@ -142,8 +174,18 @@ def run_pass(
             consume(start, rows)
         elif rows:
             kept.append(rows)
+        if checkpoint is not None and time.monotonic() - saved_at >= checkpoint_seconds:
+            so_far = _concat(kept)
+            kept[:] = [so_far]
+            arrays = {
+                "next_block": np.array(start // chunk_size + 1),
+                **{f"sums/{key}": np.asarray(val) for key, val in totals.items()},
+                **{f"rows/{key}": val for key, val in so_far.items()},
+            }
+            checkpoint_file.save(checkpoint, signature, arrays)
+            saved_at = time.monotonic()
 
-    with progress(total=n, desc=desc) as bar:
+    with progress(total=n, initial=n - sum(min(chunk_size, n - s) for s in starts), desc=desc) as bar:
         if client is None:
             for start in starts:
                 stop = min(start + chunk_size, n)
@@ -166,8 +208,20 @@ def run_pass(
                 nxt = next(queue, None)
                 if nxt is not None:
                     pending.append(submit(nxt))
-    rows = {key: np.concatenate([r[key] for r in kept]) for key in (kept[0] if kept else {})}
-    return totals, rows
+    return totals, _concat(kept)
+
+
+def _concat(kept: list[dict]) -> dict:
+    """Per-row results of successive blocks, concatenated key by key."""
+    kept = [r for r in kept if r]
+    return {key: np.concatenate([r[key] for r in kept]) for key in (kept[0] if kept else {})}
+
+
+def _describe(fn: PassFn) -> str:
+    """A pass function's name and scalar parameters (array parameters are covered by the caller's file name)."""
+    func, kw = getattr(fn, "func", fn), getattr(fn, "keywords", {})
+    scalars = {key: val for key, val in sorted(kw.items()) if isinstance(val, str | int | float | bool)}
+    return f"{func.__module__}.{func.__qualname__}{scalars}"
 
 
 def _block(matrix: H5adMatrix, fn: PassFn, start: int, stop: int) -> tuple[dict, dict]:

@@ -220,9 +220,11 @@ def fit(
     device
         Torch device for training; ``"auto"`` picks CUDA when available.
     checkpoint
-        For the learning rules: a file to checkpoint to and resume from
-        (see :func:`rlae_sc.lae.rules.train_rule`); the default solver takes
-        seconds and does not checkpoint.
+        A file to checkpoint to and resume from: the learning rules' state
+        (see :func:`rlae_sc.lae.rules.train_rule`), and, when ``pre`` is
+        backed, the pass that builds ``C`` (every 30 s, to
+        :func:`scatter_checkpoint_path`). The default solver's iterations on
+        ``C`` take seconds and are not checkpointed.
     client
         A ``dask.distributed.Client`` to run the pass that builds ``C`` on
         (``pre`` must then be backed); ``None``: in this process.
@@ -245,7 +247,9 @@ def fit(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
     t0 = time.perf_counter()
-    C_np = scatter_matrix(matrix_of(pre), precision=scatter_precision, client=client)
+    matrix = matrix_of(pre)
+    scatter_checkpoint = scatter_checkpoint_path(checkpoint) if isinstance(matrix, H5adMatrix) and checkpoint else None
+    C_np = scatter_matrix(matrix, precision=scatter_precision, client=client, checkpoint=scatter_checkpoint)
     C = torch.from_numpy(C_np).to(dev)
     scatter_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -321,11 +325,16 @@ def fit(
 def _embed_block(block, start: int, *, recipe: Recipe, idx: np.ndarray, mito: np.ndarray, P: np.ndarray):
     """Scores (float32) and QC flags of a block of cells x input genes."""
     X = sp.csr_matrix(block)
-    Z = recipe._scale(recipe._normalize(X), idx)
+    Z = recipe._scale(recipe._normalize(X), idx, dtype=np.float64)
     return {}, {
-        "scores": (Z.astype(np.float64) @ P).astype(np.float32),
+        "scores": (Z @ P).astype(np.float32),
         "qc_pass": recipe._keep(*cell_qc(X, mito)),
     }
+
+
+def scatter_checkpoint_path(checkpoint: str | Path) -> Path:
+    """Where :func:`fit` checkpoints the pass that builds ``C``, beside the training checkpoint."""
+    return Path(f"{checkpoint}.scatter")
 
 
 def software_versions() -> dict[str, str]:

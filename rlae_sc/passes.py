@@ -13,7 +13,9 @@ import numpy as np
 from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, run_pass
 
 
-def scatter_matrix(X, *, precision: str = "float64", chunk_size: int = CHUNK_SIZE, client=None) -> np.ndarray:
+def scatter_matrix(
+    X, *, precision: str = "float64", chunk_size: int = CHUNK_SIZE, client=None, checkpoint=None
+) -> np.ndarray:
     """Centred scatter ``C = (X - 1 mu^T)^T (X - 1 mu^T)`` (m x m, float64, sum over cells).
 
     One pass over the rows of ``X`` (n x m: an array, or an :class:`InMemory`
@@ -21,13 +23,14 @@ def scatter_matrix(X, *, precision: str = "float64", chunk_size: int = CHUNK_SIZ
     block's product ``block^T block`` and column sums are computed in
     ``precision`` and accumulated in float64: ``"float64"`` is exact to
     rounding; ``"float32"`` is about twice as fast, with relative errors of
-    about 1e-6 in the entries of ``C``.
+    about 1e-6 in the entries of ``C``. ``client``: run on Dask; ``checkpoint``:
+    save progress there and resume from it (see :func:`rlae_sc.chunks.run_pass`).
     """
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be float32 or float64, got {precision!r}")
     matrix = X if isinstance(X, InMemory | H5adMatrix) else InMemory(X)
     fn = partial(_scatter_block, precision=precision)
-    sums, _ = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="scatter pass")
+    sums, _ = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="scatter pass", checkpoint=checkpoint)
     n = sums["n"]
     mu = sums["sum"] / n
     C = sums["C"]

@@ -25,7 +25,7 @@ from rlae_sc.directions import directions_adata
 from rlae_sc.errors import InputError
 from rlae_sc.io import detect_format, read, write_h5ad, write_json
 from rlae_sc.mapping import map_query
-from rlae_sc.model import fit, load_model
+from rlae_sc.model import fit, load_model, scatter_checkpoint_path
 from rlae_sc.preprocess import Recipe, fit_recipe, preprocess, scaled_block
 from rlae_sc.report import write_mapping_report, write_report
 from rlae_sc.simulate import bundled
@@ -188,9 +188,10 @@ def train_file(preprocessed: str | Path, out: str | Path, *, dask: str | int | N
     a number of local workers or a scheduler address), never loaded whole,
     except by the mini-batch rules.
     The training trace is also written beside it as a tab-separated table,
-    ``<out without .npz>.trace.tsv`` (one row per stride). A learning rule
-    checkpoints to ``<out>.checkpoint`` and, when interrupted, resumes from it
-    on the next call; the checkpoint is removed once the model is written.
+    ``<out without .npz>.trace.tsv`` (one row per stride). The pass that
+    builds ``C`` checkpoints to ``<out>.checkpoint.scatter`` and a learning
+    rule to ``<out>.checkpoint``; when interrupted, training resumes from them
+    on the next call; they are removed once the model is written.
     """
     checkpoint = Path(f"{out}.checkpoint")  # a learning rule interrupted here resumes from it on the next run
     with _backed_stage(preprocessed, "preprocess") as pre, dask_client(dask) as client:
@@ -199,6 +200,7 @@ def train_file(preprocessed: str | Path, out: str | Path, *, dask: str | int | N
         pd.DataFrame(model.trace).to_csv(tmp, sep="\t", index=False)
     model.save(out)
     checkpoint.unlink(missing_ok=True)
+    scatter_checkpoint_path(checkpoint).unlink(missing_ok=True)
     p = model.params
     log.info(
         "train %s: %s, k %d, lambda %.6g (%s), %d iterations, converged %s, %.2f s -> %s",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import anndata as ad
 import h5py
 import numpy as np
@@ -10,11 +12,11 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from rlae_sc import pipeline
-from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix
+from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.lae import theory
 from rlae_sc.model import load_model
-from rlae_sc.passes import scatter_matrix
+from rlae_sc.passes import _scatter_block, scatter_matrix
 from rlae_sc.preprocess import fit_recipe
 
 PRE = {"min_genes": 50, "n_top_genes": 150, "clip": 3.0}  # HVG selection, QC and clipping all take part
@@ -140,3 +142,36 @@ def test_streaming_file_is_an_ordinary_h5ad(both):
         assert f["X"].attrs["encoding-type"] == "array" and f["X"].dtype == np.float32
     pre = ad.read_h5ad(both["streaming"] / "pre.h5ad")
     assert pre.X.shape == (pre.n_obs, pre.n_vars) and "rlae_recipe" in pre.uns
+
+
+def test_an_interrupted_pass_resumes_from_its_checkpoint(both, tmp_path, monkeypatch):
+    pre = str(both["streaming"] / "pre.h5ad")
+    fn = partial(_scatter_block, precision="float64")
+    whole, _ = run_pass(H5adMatrix(pre), fn, chunk_size=50)
+    read, calls = H5adMatrix.read, []
+
+    def interrupted(self, start, stop):
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # as a signal would, after four blocks
+        calls.append(start)
+        return read(self, start, stop)
+
+    monkeypatch.setattr(H5adMatrix, "read", interrupted)
+    ckpt = tmp_path / "pass.checkpoint"
+    with pytest.raises(KeyboardInterrupt):
+        run_pass(H5adMatrix(pre), fn, chunk_size=50, checkpoint=ckpt, checkpoint_seconds=0)
+    monkeypatch.setattr(H5adMatrix, "read", read)
+    resumed_from = []
+    monkeypatch.setattr(H5adMatrix, "read", lambda self, a, b: resumed_from.append(a) or read(self, a, b))
+    again, _ = run_pass(H5adMatrix(pre), fn, chunk_size=50, checkpoint=ckpt, checkpoint_seconds=0)
+    assert resumed_from[0] == 200  # the four finished blocks were not read again
+    for key in whole:
+        np.testing.assert_array_equal(again[key], whole[key])
+    # a checkpoint of another pass (here: another block size) is not resumed
+    other, _ = run_pass(H5adMatrix(pre), fn, chunk_size=70, checkpoint=ckpt)
+    np.testing.assert_allclose(other["C"], whole["C"], rtol=1e-12, atol=1e-9)
+
+
+def test_train_file_removes_its_checkpoints(both, tmp_path):
+    pipeline.train_file(both["streaming"] / "pre.h5ad", tmp_path / "model.npz", n_components=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz", "model.trace.tsv"]

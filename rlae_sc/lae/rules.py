@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import json
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rlae_sc.atomic import atomic_path
+from rlae_sc import checkpoint as checkpoint_file
 from rlae_sc.lae.model import LOSSES, regularized_loss
 from rlae_sc.lae.solvers import LAEFit, ridge_decoder
 from rlae_sc.lae.trace import TraceRecorder
@@ -54,7 +53,6 @@ def top_eigenvalue(C: torch.Tensor, *, n_iter: int = 50) -> float:
 
 def _save_checkpoint(path, signature: str, it: int, W1, W2, gen: torch.Generator, rows: dict, opt) -> None:
     arrays = {
-        "signature": np.frombuffer(signature.encode(), dtype=np.uint8),
         "iteration": np.array(it),
         "W1": W1.detach().cpu().numpy(),
         "W2": W2.detach().cpu().numpy(),
@@ -64,22 +62,7 @@ def _save_checkpoint(path, signature: str, it: int, W1, W2, gen: torch.Generator
     if opt is not None:
         for i, st in opt.state_dict()["state"].items():
             arrays.update({f"adam/{i}/{key}": value.cpu().numpy() for key, value in st.items()})
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
-def _load_checkpoint(path, signature: str) -> dict | None:
-    """The checkpoint's arrays, or None when there is none or it belongs to another run."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            state = {key: z[key] for key in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return None  # a damaged checkpoint is ignored: training starts over
-    return state if state["signature"].tobytes().decode() == signature else None
+    checkpoint_file.save(path, signature, arrays)
 
 
 def exact_encoder(C: torch.Tensor, W2: torch.Tensor, lam: float) -> torch.Tensor:
@@ -189,7 +172,7 @@ def train_rule(
             "trace_every": trace_every,
         }
     )
-    state = _load_checkpoint(checkpoint, signature) if checkpoint is not None else None
+    state = checkpoint_file.load(checkpoint, signature) if checkpoint is not None else None
     start = 1
     if state is not None:
         W1, W2 = (torch.from_numpy(state[key]).to(C) for key in ("W1", "W2"))
