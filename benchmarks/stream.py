@@ -111,6 +111,7 @@ def main() -> None:
     from rlae_sc.model import load_model
 
     args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     seed_counts = read(args.seed_data)
     report: dict = {"machine": machine(), "k": args.k, "seed_data": args.seed_data.name, "runs": []}
     sizes = [(args.cells, True)]

@@ -99,12 +99,12 @@ class Recipe:
         """``log1p(target_sum * x / cell total)`` (totals over all genes), or ``X`` for log-normalised input."""
         if self.input_kind == "log_normalized":
             return sp.csr_matrix(X, dtype=np.float32)
-        X = sp.csr_matrix(X, dtype=np.float64)
+        X = sp.csr_matrix(X, dtype=np.float64, copy=True)
         total = np.asarray(X.sum(axis=1)).ravel()
         total[total == 0] = 1.0
-        X = sp.diags(self.target_sum / total) @ X
-        X.data = np.log1p(X.data)
-        return sp.csr_matrix(X, dtype=np.float32)
+        X.data *= np.repeat(self.target_sum / total, np.diff(X.indptr))
+        np.log1p(X.data, out=X.data)
+        return X.astype(np.float32)
 
     def transform(self, adata: ad.AnnData, *, min_overlap: float = 0.5, source: str = "query") -> np.ndarray:
         """Replay the recipe on ``adata`` (any cells, any gene order) -> float32 (n_cells x m).
@@ -139,17 +139,19 @@ class Recipe:
             )
         return idx
 
-    def _scale(self, L: sp.csr_matrix, idx: np.ndarray) -> np.ndarray:
+    def _scale(self, L: sp.csr_matrix, idx: np.ndarray, *, dtype=np.float32) -> np.ndarray:
         """Centre, scale and clip log-normalised values ``L``; ``idx[j]`` is the column of recipe gene j
-        in ``L`` (-1: missing, taken as zero). Returns float32 (n_cells x m)."""
+        in ``L`` (-1: missing, taken as zero). Computed in float64, in place (memory: one dense
+        float64 copy); returns ``dtype`` (n_cells x m)."""
         present = idx >= 0
         Z = np.zeros((L.shape[0], len(self.genes)), dtype=np.float64)
         Z[:, present] = L[:, idx[present]].toarray()
-        Z = (Z - self.mean) / self.std
+        Z -= self.mean
+        Z /= self.std
         if self.clip is not None:
             np.clip(Z, -self.clip, self.clip, out=Z)
         Z -= self.offset
-        return Z.astype(np.float32)
+        return Z.astype(dtype, copy=False)
 
     # -- serialisation ------------------------------------------------------------
 
@@ -438,7 +440,7 @@ def _lognorm_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: 
 def _offset_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
     """Pass 4: sums of the clipped scaled values over cells passing QC (``recipe.offset`` still zero)."""
     L = recipe._normalize(sp.csr_matrix(block)[keep[start : start + block.shape[0]]])
-    return {"sum": recipe._scale(L, idx).sum(axis=0, dtype=np.float64)}, {}
+    return {"sum": recipe._scale(L, idx, dtype=np.float64).sum(axis=0)}, {}
 
 
 def scaled_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
