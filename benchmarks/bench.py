@@ -1,16 +1,19 @@
 """Benchmark: rlae-sc's fit against scanpy's PCA solvers and scikit-learn's IncrementalPCA.
 
     python benchmarks/bench.py [--seed-data COUNTS.h5ad] [--sizes 10000 100000] [--k 50] [--out benchmarks]
+    python benchmarks/bench.py --preprocessed PRE.h5ad --name results_1m --methods rlae_sc scanpy_covariance_eigh
 
 1. Builds datasets of each size by resampling the cells of a real count matrix
    (cells drawn with replacement, each count binomially thinned with a per-cell
    keep probability in [0.5, 1)); soupx_pbmc4k_2170 from ../shared/data by default.
-2. Preprocesses each once with rlae-sc's recipe (QC, normalise, log1p, 2,000 HVGs, scale).
+2. Preprocesses each once with rlae-sc's recipe (QC, normalise, log1p, 2,000 HVGs, scale);
+   or takes the matrix of a preprocessed.h5ad (--preprocessed; e.g. the 1M-cell file
+   written by stream.py, too large to preprocess in memory here).
 3. Runs every method on the same float32 matrix, each in a fresh subprocess, and
    records wall time (the method's own call, loading excluded) and the process's
    peak resident memory (the matrix itself included).
 4. Scores each method against exact PCA (float64 scatter matrix, scipy eigh)
-   with the THEORY.md metrics, and writes results.md and results.png.
+   with the THEORY.md metrics, and writes <name>.md, <name>.json and <name>.png (name: results).
 """
 
 from __future__ import annotations
@@ -137,6 +140,12 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument(
+        "--preprocessed",
+        type=Path,
+        help="take the matrix from this preprocessed.h5ad (e.g. of a streaming run) instead of resampling",
+    )
+    ap.add_argument("--name", default="results", help="basename of the .md/.json/.png written to --out")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--work", type=Path, default=HERE / "data", help="scratch folder for matrices (git-ignored)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -147,23 +156,17 @@ def main() -> None:
         worker(args.worker, args.matrix, args.k, args.result)
         return
 
-    from rlae_sc.io import read
     from rlae_sc.lae import theory
     from rlae_sc.passes import scatter_matrix
-    from rlae_sc.preprocess import preprocess
 
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    seed_counts = read(args.seed_data)
     rows = []
-    for n in args.sizes:
-        t0 = time.perf_counter()
-        pre, _ = preprocess(resample(seed_counts, n))
+    for n, X in matrices(args):
         matrix = args.work / f"X_{n}.npy"
-        np.save(matrix, pre.X)
-        print(f"{n} cells: resampled and preprocessed to {pre.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
-        e, U = theory.exact_pca(scatter_matrix(pre.X), args.k)
-        del pre
+        np.save(matrix, X)
+        e, U = theory.exact_pca(scatter_matrix(X), args.k)
+        del X
         for method in args.methods:
             res = run_worker(method, matrix, args.k, args.work / f"{method}_{n}.json")
             if "error" in res:
@@ -182,6 +185,25 @@ def main() -> None:
     write_results(rows, args, machine())
 
 
+def matrices(args):
+    """``(n_cells, X)`` for each size: resampled and preprocessed here, or read from ``--preprocessed``."""
+    import anndata as ad
+
+    from rlae_sc.io import read
+    from rlae_sc.preprocess import preprocess
+
+    if args.preprocessed is not None:
+        X = ad.read_h5ad(args.preprocessed).X
+        yield X.shape[0], X
+        return
+    seed_counts = read(args.seed_data)
+    for n in args.sizes:
+        t0 = time.perf_counter()
+        pre, _ = preprocess(resample(seed_counts, n))
+        print(f"{n} cells: resampled and preprocessed to {pre.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
+        yield n, pre.X
+
+
 def write_results(rows: list[dict], args, info: str) -> None:
     import matplotlib
 
@@ -191,7 +213,8 @@ def write_results(rows: list[dict], args, info: str) -> None:
     lines = [
         f"# Benchmark: rlae-sc vs scanpy PCA ({date.today().isoformat()})",
         "",
-        f"Seed data: `{args.seed_data.name}`, resampled; k = {args.k}; 2,000 HVGs after rlae-sc preprocessing; "
+        (f"Matrix: `{args.preprocessed}`" if args.preprocessed else f"Seed data: `{args.seed_data.name}`, resampled")
+        + f"; k = {args.k}; 2,000 HVGs after rlae-sc preprocessing; "
         "float32 matrix. Time: the method's call only (for rlae-sc: scatter pass + training + decoder SVD). "
         "Peak RSS: the whole worker process, the dense matrix included. Accuracy against exact PCA "
         "(float64 scatter matrix, scipy eigh).",
@@ -211,8 +234,10 @@ def write_results(rows: list[dict], args, info: str) -> None:
                 f"1 - {1 - r['min_abs_cos_top10']:.1e} | {r['subspace_distance']:.2e} | "
                 f"{r['eigenvalue_max_rel_err_top10']:.2e} |"
             )
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    (args.out / "results.json").write_text(json.dumps({"machine": info, "k": args.k, "rows": rows}, indent=1) + "\n")
+    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{args.name}.json").write_text(
+        json.dumps({"machine": info, "k": args.k, "rows": rows}, indent=1) + "\n"
+    )
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = [(r["n_cells"], r["seconds"]) for r in rows if r["method"] == method and "seconds" in r]
@@ -223,7 +248,7 @@ def write_results(rows: list[dict], args, info: str) -> None:
     ax.set_title(f"PCA of a cells x 2,000 matrix, k = {args.k}")
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out / "results.png", dpi=110)
+    fig.savefig(args.out / f"{args.name}.png", dpi=110)
 
 
 if __name__ == "__main__":

@@ -169,7 +169,10 @@ def run_pass(
         nonlocal saved_at
         sums, rows = result
         for key, val in sums.items():
-            totals[key] = val if key not in totals else totals[key] + val
+            if key in totals:
+                totals[key] += val  # in place for arrays
+            else:
+                totals[key] = np.array(val)  # a copy: the pass owns its totals
         if consume is not None:
             consume(start, rows)
         elif rows:

@@ -29,6 +29,8 @@ def scatter_matrix(
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be float32 or float64, got {precision!r}")
     matrix = X if isinstance(X, InMemory | H5adMatrix) else InMemory(X)
+    if isinstance(matrix, InMemory) and isinstance(matrix.array, np.ndarray) and matrix.array.dtype == precision:
+        chunk_size = max(matrix.shape[0], 1)  # its blocks would be views: one product, no accumulation
     fn = partial(_scatter_block, precision=precision)
     sums, _ = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="scatter pass", checkpoint=checkpoint)
     n = sums["n"]
