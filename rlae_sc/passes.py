@@ -12,6 +12,8 @@ import numpy as np
 
 from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, run_pass
 
+IN_MEMORY_BLOCK = 1 << 17  # rows per product for an in-memory array of the product's dtype (131,072)
+
 
 def scatter_matrix(
     X, *, precision: str = "float64", chunk_size: int = CHUNK_SIZE, client=None, checkpoint=None
@@ -21,7 +23,9 @@ def scatter_matrix(
     One pass over the rows of ``X`` (n x m: an array, or an :class:`InMemory`
     or :class:`H5adMatrix`) in blocks; memory beyond ``C`` is one block. Each
     block's product ``block^T block`` and column sums are computed in
-    ``precision`` and accumulated in float64: ``"float64"`` is exact to
+    ``precision`` and accumulated in float64 (blocks of ``chunk_size`` rows; of
+    ``IN_MEMORY_BLOCK`` rows for an in-memory array already in ``precision``,
+    whose blocks are views): ``"float64"`` is exact to
     rounding; ``"float32"`` is about twice as fast, with relative errors of
     about 1e-6 in the entries of ``C``. ``client``: run on Dask; ``checkpoint``:
     save progress there and resume from it (see :func:`rlae_sc.chunks.run_pass`).
@@ -30,7 +34,7 @@ def scatter_matrix(
         raise ValueError(f"precision must be float32 or float64, got {precision!r}")
     matrix = X if isinstance(X, InMemory | H5adMatrix) else InMemory(X)
     if isinstance(matrix, InMemory) and isinstance(matrix.array, np.ndarray) and matrix.array.dtype == precision:
-        chunk_size = max(matrix.shape[0], 1)  # its blocks would be views: one product, no accumulation
+        chunk_size = max(chunk_size, IN_MEMORY_BLOCK)  # blocks are views here: fewer, larger products
     fn = partial(_scatter_block, precision=precision)
     sums, _ = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="scatter pass", checkpoint=checkpoint)
     n = sums["n"]
