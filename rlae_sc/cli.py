@@ -242,7 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    handler = logging.StreamHandler()  # rlae-sc's progress lines only; other libraries' logs from WARNING up
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("rlae_sc")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     warnings.simplefilter("default", UserWarning)
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"rlae-sc: warning: {message}\n"
     try:

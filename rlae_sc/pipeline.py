@@ -43,24 +43,32 @@ OUTPUTS = {
 }
 
 
+STAGE_MARK = {"preprocess": "rlae_recipe", "directions": "rlae_metrics", "cluster": "rlae"}  # uns key each writes
+
+
 def _read_stage(path: str | Path, stage: str) -> ad.AnnData:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "not found", f"Run `rlae-sc {stage}` first to create it.")
-    return ad.read_h5ad(path)
+    """The ``.h5ad`` written by ``stage``, in memory; damaged files and files of other origin are named errors."""
+    with _backed_stage(path, stage, backed=False) as adata:
+        return adata
 
 
 @contextmanager
-def _backed_stage(path: str | Path, stage: str):
-    """A stage's ``.h5ad`` opened backed: ``obs``, ``var`` and ``uns`` in memory, ``X`` read block by block."""
+def _backed_stage(path: str | Path, stage: str, *, backed: bool = True):
+    """The ``.h5ad`` written by ``stage``; backed: ``obs``, ``var`` and ``uns`` in memory, ``X`` read block by block."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "not found", f"Run `rlae-sc {stage}` first to create it.")
-    adata = ad.read_h5ad(path, backed="r")
+    with _reading(path):
+        adata = ad.read_h5ad(path, backed="r" if backed else None)
     try:
+        if STAGE_MARK[stage] not in adata.uns:
+            raise InputError(
+                path, f"was not written by `rlae-sc {stage}` (no uns['{STAGE_MARK[stage]}'])", f"Run `rlae-sc {stage}`."
+            )
         yield adata
     finally:
-        adata.file.close()
+        if backed:
+            adata.file.close()
 
 
 def preprocess_file(

@@ -122,3 +122,15 @@ def test_unknown_label_key_is_named_before_any_work(small_counts_file, tmp_path)
     res = rlae_cli("run", str(small_counts_file), "--out", str(tmp_path / "o"), "--label-key", "celltype", check=False)
     assert res.returncode == 2 and "no label column 'celltype'" in res.stderr
     assert not (tmp_path / "o" / "preprocessed.h5ad").exists()
+
+
+def test_a_stage_given_a_damaged_or_foreign_file_names_it(run_dir, small_counts_file, tmp_path):
+    data = (run_dir / "preprocessed.h5ad").read_bytes()
+    (tmp_path / "cut.h5ad").write_bytes(data[: len(data) // 3])
+    for given, problem in [
+        (tmp_path / "cut.h5ad", "cut.h5ad: cannot be read as h5ad"),
+        (small_counts_file, "was not written by `rlae-sc preprocess`"),
+    ]:
+        res = rlae_cli("train", str(given), "--out", str(tmp_path / "m.npz"), check=False)
+        assert res.returncode == 2 and problem in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / "m.npz").exists()
