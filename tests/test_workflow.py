@@ -96,10 +96,11 @@ def test_a_killed_run_completes_on_rerun_with_the_same_results(completed, tmp_pa
     assert not list((tmp_path / "results").rglob("*.tmp*")), "a half-written file was left behind"
     res = snakemake("--cores", "2", "--directory", str(tmp_path))
     assert res.returncode == 0, res.stderr[-3000:]
-    a = ad.read_h5ad(tmp_path / "results" / "tiny" / "embedding.h5ad")
-    b = ad.read_h5ad(workdir / "results" / "tiny" / "embedding.h5ad")
-    np.testing.assert_array_equal(a.obsm["X_rlae"], b.obsm["X_rlae"])
-    np.testing.assert_array_equal(a.obs["leiden"].to_numpy(), b.obs["leiden"].to_numpy())
+    for dataset in ("tiny", "tiny_streamed"):
+        a = ad.read_h5ad(tmp_path / "results" / dataset / "embedding.h5ad")
+        b = ad.read_h5ad(workdir / "results" / dataset / "embedding.h5ad")
+        np.testing.assert_array_equal(a.obsm["X_rlae"], b.obsm["X_rlae"])
+        np.testing.assert_array_equal(a.obs["leiden"].to_numpy(), b.obs["leiden"].to_numpy())
 
 
 def test_snakemake_report_builds(completed):
