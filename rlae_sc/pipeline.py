@@ -26,7 +26,7 @@ from rlae_sc.errors import InputError
 from rlae_sc.io import detect_format, read, write_h5ad, write_json
 from rlae_sc.mapping import map_query
 from rlae_sc.model import fit, load_model, scatter_checkpoint_path
-from rlae_sc.preprocess import Recipe, fit_recipe, preprocess, scaled_block
+from rlae_sc.preprocess import Recipe, fit_recipe, preprocess, preprocessed_adata, scaled_block
 from rlae_sc.report import write_mapping_report, write_report
 from rlae_sc.simulate import bundled
 
@@ -104,11 +104,16 @@ def preprocess_file(
         adata = read(counts, layer=layer, input_kind=input_kind, orientation=orientation, var_names=var_names)
         _check_label_key(adata.obs, label_key, counts)
         pre, recipe = preprocess(adata, input_kind=input_kind, source=str(counts), **params)
-        pre.uns["rlae_recipe"] = json.dumps(recipe.to_dict())
-        pre.uns["rlae_input"] = {"path": str(counts), "layer": layer or "", "input_kind": input_kind}
+        _record_recipe(pre, recipe, counts, layer, input_kind)
         write_h5ad(pre, out)
     log.info("preprocess %s: %s -> %s", counts, ", ".join(f"{k} {v}" for k, v in recipe.stats.items()), out)
     return recipe.stats
+
+
+def _record_recipe(pre: ad.AnnData, recipe: Recipe, counts, layer: str | None, input_kind: str) -> None:
+    """Store the recipe (JSON, for the stages after) and the input's provenance in ``pre.uns``."""
+    pre.uns["rlae_recipe"] = json.dumps(recipe.to_dict())
+    pre.uns["rlae_input"] = {"path": str(counts), "layer": layer or "", "input_kind": input_kind}
 
 
 def _check_label_key(obs: pd.DataFrame, label_key: str | None, source) -> None:
@@ -160,18 +165,8 @@ def _preprocess_streaming(counts, out, layer, input_kind, label_key, dask, param
         recipe, qc = fit_recipe(
             matrix, genes, input_kind=input_kind, source=str(counts), validate=True, client=client, **params
         )
-        keep = qc.pop("qc_pass").to_numpy()
-        qc.index = obs.index
-        pre = ad.AnnData(
-            obs=pd.concat([obs[keep], qc[keep]], axis=1),
-            var=pd.DataFrame({"mean": recipe.mean, "std": recipe.std}, index=pd.Index(recipe.genes)),
-            uns={
-                "rlae_preprocess": recipe.stats,
-                "rlae_recipe": json.dumps(recipe.to_dict()),
-                "rlae_input": {"path": str(counts), "layer": layer or "", "input_kind": input_kind},
-            },
-        )
-        idx = pd.Index(recipe.input_genes).get_indexer(recipe.genes)
+        pre, keep = preprocessed_adata(recipe, obs, qc)
+        _record_recipe(pre, recipe, counts, layer, input_kind)
         with atomic_path(out) as tmp:
             pre.write_h5ad(tmp)
             with h5py.File(tmp, "a") as f:
@@ -184,7 +179,7 @@ def _preprocess_streaming(counts, out, layer, input_kind, label_key, dask, param
                     X[row : row + len(rows["X"])] = rows["X"]
                     row += len(rows["X"])
 
-                fn = partial(scaled_block, recipe=recipe, keep=keep, idx=idx)
+                fn = partial(scaled_block, recipe=recipe, keep=keep, idx=recipe.gene_index(recipe.input_genes))
                 run_pass(matrix, fn, client=client, desc="write", consume=write)
     return recipe
 

@@ -336,19 +336,28 @@ def preprocess(
         clip=clip,
         source=source,
     )
-    keep = qc.pop("qc_pass").to_numpy()
-    qc.index = adata.obs_names
-    cells = adata[keep]
+    pre, keep = preprocessed_adata(recipe, adata.obs, qc)
     L = recipe._normalize(X[keep])
-    Z = recipe._scale(L, pd.Index(recipe.input_genes).get_indexer(recipe.genes))
-    pre = ad.AnnData(
-        X=Z,
-        obs=pd.concat([cells.obs, qc[keep]], axis=1),
-        var=pd.DataFrame({"mean": recipe.mean, "std": recipe.std}, index=pd.Index(recipe.genes)),
-    )
-    pre.raw = ad.AnnData(X=L, obs=pre.obs[[]], var=pd.DataFrame(index=cells.var_names))
-    pre.uns["rlae_preprocess"] = recipe.stats
+    pre.X = recipe._scale(L, recipe.gene_index(recipe.input_genes))
+    pre.raw = ad.AnnData(X=L, obs=pre.obs[[]], var=pd.DataFrame(index=adata.var_names))
     return pre, recipe
+
+
+def preprocessed_adata(recipe: Recipe, obs: pd.DataFrame, qc: pd.DataFrame) -> tuple[ad.AnnData, np.ndarray]:
+    """The cells passing QC x genes used, without a matrix, and the mask of those cells.
+
+    ``obs`` is the input's (all cells) and ``qc`` the table of :func:`fit_recipe`;
+    the result's ``obs`` holds both for the kept cells, ``var`` the per-gene
+    ``mean`` and ``std``, ``uns['rlae_preprocess']`` the recipe's counts.
+    """
+    keep = qc["qc_pass"].to_numpy()
+    qc = qc.drop(columns="qc_pass").set_axis(obs.index)
+    pre = ad.AnnData(
+        obs=pd.concat([obs[keep], qc[keep]], axis=1),
+        var=pd.DataFrame({"mean": recipe.mean, "std": recipe.std}, index=pd.Index(recipe.genes)),
+        uns={"rlae_preprocess": recipe.stats},
+    )
+    return pre, keep
 
 
 def _qc_block(block: sp.csr_matrix, start: int, *, recipe: Recipe, mito: np.ndarray, check: dict | None):
@@ -404,13 +413,18 @@ def _seurat_v3(matrix, keep, candidates, gene, n, n_top_genes, passes) -> np.nda
 
 def _clipped_block(block, start: int, *, keep: np.ndarray, cand: np.ndarray, clip_val: np.ndarray):
     """Pass 2: sums and sums of squares of clipped counts of the candidate genes over cells passing QC."""
-    X = sp.csr_matrix(block)[keep[start : start + block.shape[0]]][:, cand]
+    X = _kept_rows(block, start, keep)[:, cand]
     data = np.minimum(X.data.astype(np.float64), clip_val[X.indices])
     m = len(cand)
     return {
         "sum": np.bincount(X.indices, weights=data, minlength=m),
         "sumsq": np.bincount(X.indices, weights=data**2, minlength=m),
     }, {}
+
+
+def _kept_rows(block, start: int, keep: np.ndarray) -> sp.csr_matrix:
+    """The rows of a block (starting at row ``start``) of cells that pass QC (``keep`` over all cells), as CSR."""
+    return sp.csr_matrix(block)[keep[start : start + block.shape[0]]]
 
 
 def _scanpy_hvg(recipe: Recipe, counts: sp.csr_matrix, candidates: np.ndarray) -> np.ndarray:
@@ -429,7 +443,7 @@ def _scanpy_hvg(recipe: Recipe, counts: sp.csr_matrix, candidates: np.ndarray) -
 
 def _lognorm_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
     """Pass 3: sums and sums of squares of the selected genes' log-normalised values over cells passing QC."""
-    L = recipe._normalize(sp.csr_matrix(block)[keep[start : start + block.shape[0]]])[:, idx]
+    L = recipe._normalize(_kept_rows(block, start, keep))[:, idx]
     data = L.data.astype(np.float64)
     return {
         "sum": np.bincount(L.indices, weights=data, minlength=len(idx)),
@@ -439,11 +453,11 @@ def _lognorm_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: 
 
 def _offset_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
     """Pass 4: sums of the clipped scaled values over cells passing QC (``recipe.offset`` still zero)."""
-    L = recipe._normalize(sp.csr_matrix(block)[keep[start : start + block.shape[0]]])
+    L = recipe._normalize(_kept_rows(block, start, keep))
     return {"sum": recipe._scale(L, idx, dtype=np.float64).sum(axis=0)}, {}
 
 
 def scaled_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
     """The preprocessed rows (float32, cells passing QC x genes used) of a block of counts."""
-    L = recipe._normalize(sp.csr_matrix(block)[keep[start : start + block.shape[0]]])
+    L = recipe._normalize(_kept_rows(block, start, keep))
     return {}, {"X": recipe._scale(L, idx)}

@@ -64,6 +64,21 @@ def recompute(out: Path, k: int) -> dict:
     }
 
 
+def scanpy_seurat_v3(cells: ad.AnnData, n_top_genes: int) -> ad.AnnData:
+    """scanpy's own selection on ``cells`` (counts): genes in at least 3 cells, then ``seurat_v3``;
+    ``var['highly_variable']`` marks the chosen genes."""
+    import warnings
+
+    import scanpy as sc
+
+    ref = cells.copy()
+    sc.pp.filter_genes(ref, min_cells=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.highly_variable_genes(ref, flavor="seurat_v3", n_top_genes=n_top_genes)
+    return ref
+
+
 def rlae_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``rlae-sc ARGS...`` in a fresh interpreter; output captured as text."""
     return subprocess.run(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import anndata as ad
 import numpy as np
@@ -12,6 +11,7 @@ import scanpy as sc
 
 from rlae_sc.errors import InputError
 from rlae_sc.preprocess import Recipe, preprocess
+from tests.conftest import scanpy_seurat_v3
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,7 @@ def fitted(small_counts):
 
 def test_matches_scanpy_normalize_log1p_hvg_scale(small_counts, fitted):
     pre, recipe = fitted
-    ref = small_counts[pre.obs_names].copy()
-    sc.pp.filter_genes(ref, min_cells=3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.pp.highly_variable_genes(ref, flavor="seurat_v3", n_top_genes=200)
+    ref = scanpy_seurat_v3(small_counts[pre.obs_names], 200)
     assert list(pre.var_names) == [g for g in ref.var_names if ref.var.loc[g, "highly_variable"]]
     sc.pp.normalize_total(ref, target_sum=recipe.target_sum)
     sc.pp.log1p(ref)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rlae_sc.pipeline import map_file, run
-from tests.conftest import recompute, shared_file
+from tests.conftest import recompute, scanpy_seurat_v3, shared_file
 
 pytestmark = pytest.mark.slow
 
@@ -85,18 +85,10 @@ def test_garnett_mapped_onto_soupx_keeps_b_and_t_apart(soupx_half, tmp_path):
 
 @pytest.mark.parametrize("name", ["soupx_pbmc4k_2170.h5ad", "garnett_pbmc800.h5ad"])
 def test_seurat_v3_genes_equal_scanpys_on_real_counts(name):
-    import warnings
-
-    import scanpy as sc
-
     from rlae_sc.io import read
     from rlae_sc.preprocess import preprocess
 
     counts = read(shared_file(name))
     pre, _ = preprocess(counts)
-    ref = counts[pre.obs_names].copy()
-    sc.pp.filter_genes(ref, min_cells=3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.pp.highly_variable_genes(ref, flavor="seurat_v3", n_top_genes=2000)
+    ref = scanpy_seurat_v3(counts[pre.obs_names], 2000)
     assert list(pre.var_names) == [g for g in ref.var_names if ref.var.loc[g, "highly_variable"]]

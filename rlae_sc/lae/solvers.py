@@ -194,7 +194,7 @@ def fit_tied_exact(
                 Wd, Wd_new = W.to(C.dtype), W_new.to(C.dtype)
                 if recorder is None:
                     trace["iteration"].append(n_warmup + it)
-                    rec = trace_C - 2 * torch.sum(W_new * CW) + torch.sum((W.T @ CW) * (W_new.T @ W_new))
+                    rec = trace_C - 2 * torch.sum(W_new * CW) + torch.sum(G * (W_new.T @ W_new))
                     trace["loss"].append(float(rec + lam * (W.square().sum() + W_new.square().sum())))
                     trace["transpose_distance"].append(
                         float(torch.linalg.norm(Wd_new - Wd) / torch.linalg.norm(Wd_new))
