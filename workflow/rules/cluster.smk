@@ -10,6 +10,10 @@ rule cluster:
         rlae=RLAE,
         flags=lambda wc: cli_flags(stage_params(wc.dataset, "cluster")),
         label=label_flag,
+    threads: threads_by_size
+    resources:
+        mem_mb=mem_mb_for(2000, 3),
+        runtime=runtime_for(15, 15),
     conda:
         "../envs/rlae-sc.yaml"
     shell:

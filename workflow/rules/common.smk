@@ -1,3 +1,5 @@
+import math
+import os
 import shlex
 
 from snakemake.utils import validate
@@ -72,3 +74,34 @@ def query_reference(wildcards):
 
 def all_outputs():
     return ["results/index.html"]
+
+
+# Resource requests (SLURM and other cluster executors; a local run only uses threads). They grow with the
+# size of a job's input on disk: .h5ad matrices are stored uncompressed, so that is close to the size of the
+# matrix in memory. Inputs not written yet count as empty; Snakemake evaluates the requests again once a job's
+# input exists, before it submits the job.
+def input_mb(input):
+    """Total size in MB of a job's input files that exist."""
+    return sum(os.path.getsize(f) for f in input if os.path.exists(f)) / 2**20
+
+
+def mem_mb_for(base, per_input_mb):
+    """A ``mem_mb`` request: ``base`` MB plus ``per_input_mb`` MB for each MB of input."""
+    return lambda wildcards, input: math.ceil(base + per_input_mb * input_mb(input))
+
+
+def runtime_for(base, per_input_gb):
+    """A ``runtime`` request in minutes: ``base`` plus ``per_input_gb`` minutes for each GB of input."""
+    return lambda wildcards, input: math.ceil(base + per_input_gb * input_mb(input) / 1024)
+
+
+def threads_by_size(wildcards, input):
+    """One thread (BLAS, numba) for each started GB of input, 1 to 8."""
+    return min(8, max(1, math.ceil(input_mb(input) / 1024)))
+
+
+def pass_threads(wildcards, input):
+    """Threads of a stage with passes over cells: by input size, and at least the number of local Dask
+    workers when the passes start their own (``passes: dask: N``)."""
+    dask = stage_params(wildcards.dataset, "passes").get("dask")
+    return max(threads_by_size(wildcards, input), int(dask) if str(dask).isdigit() else 1)

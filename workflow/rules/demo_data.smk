@@ -7,6 +7,10 @@ rule demo_data:
         name="synthetic|synthetic_query|pbmc68k_reduced",
     params:
         rlae=RLAE,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     conda:
         "../envs/rlae-sc.yaml"
     shell:

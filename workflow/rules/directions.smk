@@ -9,6 +9,10 @@ rule directions:
     params:
         rlae=RLAE,
         passes=lambda wc: pass_flags(wc.dataset),
+    threads: pass_threads
+    resources:
+        mem_mb=mem_mb_for(2000, 0.5),
+        runtime=runtime_for(10, 2),
     conda:
         "../envs/rlae-sc.yaml"
     shell:

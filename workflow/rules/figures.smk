@@ -24,6 +24,9 @@ rule figures:
         "logs/figures.log",
     params:
         rlae=RLAE,
+    threads: 2
+    resources:
+        mem_mb=4000,
     conda:
         "../envs/rlae-sc.yaml"
     shell:

@@ -9,6 +9,10 @@ rule index:
         "logs/index.log",
     params:
         rlae=RLAE,
+    threads: 1
+    resources:
+        mem_mb=mem_mb_for(1000, 1),
+        runtime=5,
     conda:
         "../envs/rlae-sc.yaml"
     shell:

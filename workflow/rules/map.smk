@@ -28,6 +28,10 @@ rule map_query:
             if config["queries"][wc.query].get("truth_key")
             else ""
         ),
+    threads: threads_by_size
+    resources:
+        mem_mb=mem_mb_for(2000, 3),
+        runtime=runtime_for(10, 10),
     conda:
         "../envs/rlae-sc.yaml"
     shell:

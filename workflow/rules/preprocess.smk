@@ -12,6 +12,10 @@ rule preprocess:
         input_kind=lambda wc: dataset_entry(wc).get("input_kind", "counts"),
         label=label_flag,
         passes=lambda wc: pass_flags(wc.dataset, streaming=True),
+    threads: pass_threads
+    resources:
+        mem_mb=mem_mb_for(2000, 3),
+        runtime=runtime_for(10, 4),
     conda:
         "../envs/rlae-sc.yaml"
     shell:

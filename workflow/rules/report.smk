@@ -16,6 +16,10 @@ rule report:
     params:
         rlae=RLAE,
         label=label_flag,
+    threads: 1
+    resources:
+        mem_mb=mem_mb_for(2000, 2),
+        runtime=runtime_for(10, 5),
     conda:
         "../envs/rlae-sc.yaml"
     shell:

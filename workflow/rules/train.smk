@@ -10,7 +10,10 @@ rule train:
         rlae=RLAE,
         flags=lambda wc: cli_flags(stage_params(wc.dataset, "train")),
         passes=lambda wc: pass_flags(wc.dataset),
-    threads: 2
+    threads: pass_threads
+    resources:
+        mem_mb=mem_mb_for(2000, 0.1),
+        runtime=runtime_for(10, 2),
     conda:
         "../envs/rlae-sc.yaml"
     shell:
