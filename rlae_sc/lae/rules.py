@@ -17,9 +17,29 @@ Rules (``RULES``):
   ``W1 += eta (W1 C - lowertri(W1 C W1^T) W1 - lam W1)`` (ordered components);
 * ``alternating``: exact decoder ``W2 = C W1^T (W1 C W1^T + lam I)^{-1}``, then
   the exact encoder for that decoder (sum loss, full batch);
-* ``tied_exact``: ``W <- C W (W^T C W + lam I)^{-1}`` (full batch).
+* ``tied_exact``: ``W <- C W (W^T C W + lam I)^{-1}`` (full batch);
+* ``gd_oja``: gradient descent plus the regularized Oja term on the encoder,
+  ``W1 += lr OJA_WEIGHT (W1 C - (W1 C W1^T) W1 - lam W1)`` (Oja's rule as a
+  stabiliser of error-driven learning, Shervani-Tabar, Mirhoseini, Rosenbaum);
+  the term vanishes at every critical point of the sum loss (where
+  ``W1 = W2^T``), so the rule keeps the sum loss's minimum;
+* rules without weight transport (sum loss; lam = 0 for none): the encoder's
+  update sends the error back through a feedback matrix ``B`` (k x m) in place of
+  ``W2^T``, ``W1 += lr (2 B (C - W2 W1 C) - 2 lam W1)``, while the decoder takes
+  its gradient step ``W2 += lr (2 (C W1^T - W2 W1 C W1^T) - 2 lam W2)``:
 
-Tied rules keep ``W1 = W2^T`` by construction.
+  - ``feedback_alignment``: B fixed and random (Lillicrap et al. 2016);
+  - ``kolen_pollack``: B receives the decoder's update transposed and the same
+    weight decay, so ``B - W2^T`` shrinks by exactly ``1 - 2 lr lam`` per step;
+  - ``weight_mirror``: B learns from the decoder's response to white noise in the
+    hidden units (Akrout et al. 2019; the "amplification plus decay" rule of Kunin
+    et al. 2020, with the two weighted equally): in expectation
+    ``B += lr sigma^2 (W2^T - B)`` with noise variance ``sigma^2 = tr(C) / m``
+    (the data's mean variance per gene, units of C), so B tracks W2^T whatever lam.
+
+Tied rules keep ``W1 = W2^T`` by construction. Every rule's gradient (and the
+step ``lr``) is that of the loss as written, a sum over cells with no factor 1/2;
+see :func:`rlae_sc.lae.theory.mode_strength_flow` for the dynamics this implies.
 """
 
 from __future__ import annotations
@@ -37,9 +57,15 @@ from rlae_sc.lae.solvers import LAEFit, ridge_decoder
 from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.progress import progress
 
-RULES = ("gd", "adam", "rotation", "oja", "gha", "alternating", "tied_exact")
+GRADIENT_RULES = ("gd", "adam", "rotation", "gd_oja")
+FEEDBACK_RULES = ("feedback_alignment", "kolen_pollack", "weight_mirror")
 TIED_RULES = ("oja", "gha", "tied_exact")
 FULL_BATCH_ONLY = ("alternating", "tied_exact")
+RULES = ("gd", "adam", "rotation", "oja", "gha", "alternating", "tied_exact", "gd_oja", *FEEDBACK_RULES)
+OJA_WEIGHT = 1.0  # weight of Oja's term in the encoder's update of ``gd_oja``
+# default step x (e_1 + lam): 0.5 diverges on Kunin et al.'s 20 x 20 matrix from the N(0, 1/m) start once the
+# encoder's update is not the gradient (a feedback B, or Oja's term); 0.2 converges there and on pbmc68k_reduced
+SMALL_STEP_RULES = ("gd_oja", *FEEDBACK_RULES)
 
 
 def top_eigenvalue(C: torch.Tensor, *, n_iter: int = 50) -> float:
@@ -51,11 +77,10 @@ def top_eigenvalue(C: torch.Tensor, *, n_iter: int = 50) -> float:
     return float(v @ C @ v)
 
 
-def _save_checkpoint(path, signature: str, it: int, W1, W2, gen: torch.Generator, rows: dict, opt) -> None:
+def _save_checkpoint(path, signature: str, it: int, weights: dict, gen: torch.Generator, rows: dict, opt) -> None:
     arrays = {
         "iteration": np.array(it),
-        "W1": W1.detach().cpu().numpy(),
-        "W2": W2.detach().cpu().numpy(),
+        **{key: w.detach().cpu().numpy() for key, w in weights.items() if w is not None},
         "generator": gen.get_state().numpy(),
         **{f"trace/{key}": np.asarray(values) for key, values in rows.items()},
     }
@@ -77,6 +102,34 @@ def exact_encoder(C: torch.Tensor, W2: torch.Tensor, lam: float) -> torch.Tensor
     eye = torch.eye(C.shape[0], dtype=C.dtype, device=C.device)
     rows = [torch.linalg.solve(d[i] * C + lam * eye, B[i]) for i in range(len(d))]
     return Q @ torch.stack(rows)
+
+
+def feedback_step(
+    rule: str,
+    *,
+    C: torch.Tensor,
+    W1: torch.Tensor,
+    W2: torch.Tensor,
+    B: torch.Tensor,
+    lam: torch.Tensor,
+    lr: float,
+    mirror: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of a rule of ``FEEDBACK_RULES``; returns the new ``(W1, W2, B)``.
+
+    ``C`` (m x m, units of the full C; a mini-batch's scaled scatter), encoder ``W1``
+    (k x m), decoder ``W2`` (m x k), feedback ``B`` (k x m), ``lam`` a scalar or (k,)
+    tensor, step ``lr``, ``mirror`` the weight mirror's noise variance (units of C).
+    """
+    W1C, BC = torch.split(torch.cat([W1, B]) @ C, W1.shape[0])  # one pass over C for both
+    dW2 = 2 * (W1C.T - W2 @ (W1C @ W1.T))  # error x hidden^T, summed over cells
+    dW1 = 2 * (BC - (B @ W2) @ W1C)  # the error sent back through B instead of W2^T
+    decay = lam.reshape(-1, 1)
+    if rule == "kolen_pollack":
+        B = B + lr * (dW2.T - 2 * decay * B)
+    elif rule == "weight_mirror":
+        B = B + lr * mirror * (W2.T - B)
+    return W1 + lr * (dW1 - 2 * decay * W1), W2 + lr * (dW2 - 2 * W2 * decay.T), B
 
 
 def train_rule(
@@ -114,14 +167,17 @@ def train_rule(
         Either gives the reference for the trace (``C`` is formed once from
         ``X`` when only ``X`` is given).
     loss
-        For ``gd``, ``adam`` and ``rotation``: one of ``LOSSES``. The other
-        rules implement the sum loss (``gha`` and ``oja`` also accept a vector lambda).
+        For ``GRADIENT_RULES``: one of ``LOSSES``. The other rules implement the
+        sum loss (lam = 0: unregularized; ``gha``, ``oja`` and ``FEEDBACK_RULES`` also
+        accept a vector lambda).
     lr
-        Step size; default ``0.5 / (e_1 + max(lam))`` (``1e-2`` for Adam).
+        Step size; default ``0.5 / (e_1 + max(lam))`` (``0.2 / (e_1 + max(lam))`` for
+        ``SMALL_STEP_RULES``, ``1e-2`` for Adam).
     n_iter, trace_every, seed
         Steps, trace stride, and the seed of the random start and of batches.
     init
-        Optional starting ``(W1, W2)``.
+        Optional starting ``(W1, W2)``. ``FEEDBACK_RULES`` draw ``B`` (k x m,
+        entries N(0, 1/m)) from the seeded generator after the start.
     recorder
         Trace recorder to fill (one is made from ``C`` when not given).
     checkpoint, checkpoint_every
@@ -135,8 +191,11 @@ def train_rule(
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-    if rule not in ("gd", "adam", "rotation") and loss not in ("sum", "nonuniform"):
-        raise ValueError(f"rule {rule!r} implements the sum loss; use gd, adam or rotation for the {loss} loss")
+    if rule not in GRADIENT_RULES and loss not in ("sum", "nonuniform"):
+        raise ValueError(
+            f"rule {rule!r} implements the sum loss (lam = 0 for none); use one of {', '.join(GRADIENT_RULES)} "
+            f"for the {loss} loss"
+        )
     if batch_size is not None and rule in FULL_BATCH_ONLY:
         raise ValueError(f"rule {rule!r} is full-batch only; leave batch_size unset")
     if C is None:
@@ -155,9 +214,12 @@ def train_rule(
         W1, W2 = (w.clone().to(C) for w in init)
     if rule in TIED_RULES:
         W2 = W1.T.clone()
+    B = torch.randn(k, m, dtype=C.dtype, device=C.device, generator=gen) * m**-0.5 if rule in FEEDBACK_RULES else None
+    mirror = float(torch.trace(C)) / m  # the weight mirror's noise variance: mean variance per gene
     lam_t = torch.as_tensor(lam, dtype=C.dtype, device=C.device)
     if lr is None:
-        lr = 1e-2 if rule == "adam" else 0.5 / (top_eigenvalue(C) + float(np.max(lam)))
+        scale = 0.2 if rule in SMALL_STEP_RULES else 0.5
+        lr = 1e-2 if rule == "adam" else scale / (top_eigenvalue(C) + float(np.max(lam)))
     recorder = recorder or TraceRecorder(C, k, loss)
     signature = json.dumps(
         {
@@ -176,11 +238,12 @@ def train_rule(
     start = 1
     if state is not None:
         W1, W2 = (torch.from_numpy(state[key]).to(C) for key in ("W1", "W2"))
+        B = torch.from_numpy(state["B"]).to(C) if B is not None else None
         start = int(state["iteration"]) + 1
         gen.set_state(torch.from_numpy(state["generator"]))
         recorder.rows = {key.split("/", 1)[1]: state[key].tolist() for key in state if key.startswith("trace/")}
-    W1.requires_grad_(rule in ("gd", "adam", "rotation"))
-    W2.requires_grad_(rule in ("gd", "adam", "rotation"))
+    W1.requires_grad_(rule in GRADIENT_RULES)
+    W2.requires_grad_(rule in GRADIENT_RULES)
     opt = torch.optim.Adam([W1, W2], lr=lr) if rule == "adam" else None
     if opt is not None and state is not None:
         saved = opt.state_dict()
@@ -191,7 +254,7 @@ def train_rule(
         opt.load_state_dict(saved)
     n = None if X is None else X.shape[0]
     if state is None:
-        recorder.record(0, W1, W2, lam)
+        recorder.record(0, W1, W2, lam, B)
     with progress(total=n_iter, desc=f"train ({rule})", initial=start - 1) as bar:
         for it in range(start, n_iter + 1):
             if batch_size is None:
@@ -200,15 +263,18 @@ def train_rule(
                 rows = torch.randint(0, n, (batch_size,), generator=gen, device=C.device)
                 Xb = X[rows]
                 Ct = (n / batch_size) * (Xb.T @ Xb)
-            if rule in ("gd", "adam", "rotation"):
+            if rule in GRADIENT_RULES:
                 value = regularized_loss(W1, W2, lam_t, loss, scatter=Ct)
                 g1, g2 = torch.autograd.grad(value, [W1, W2])
-                if rule == "rotation":
-                    with torch.no_grad():
+                with torch.no_grad():
+                    if rule == "rotation":
                         S = torch.triu(W1 @ Ct @ W1.T, diagonal=1)
                         G = (S - S.T) / 2
                         g1 = g1 - G @ W1
                         g2 = g2 - W2 @ G.T
+                    elif rule == "gd_oja":
+                        W1C = W1 @ Ct
+                        g1 = g1 - OJA_WEIGHT * (W1C - (W1C @ W1.T) @ W1 - lam_t.reshape(-1, 1) * W1)
                 if opt is not None:
                     W1.grad, W2.grad = g1, g2
                     opt.step()
@@ -216,6 +282,8 @@ def train_rule(
                     with torch.no_grad():
                         W1 -= lr * g1
                         W2 -= lr * g2
+            elif rule in FEEDBACK_RULES:
+                W1, W2, B = feedback_step(rule, C=Ct, W1=W1, W2=W2, B=B, lam=lam_t, lr=lr, mirror=mirror)
             elif rule == "oja":
                 W = W2
                 CW = Ct @ W
@@ -232,10 +300,10 @@ def train_rule(
                 W2 = ridge_decoder(Ct, W1, float(lam))
                 W1 = W2.T
             if it % trace_every == 0 or it == n_iter:
-                recorder.record(it, W1, W2, lam)
+                recorder.record(it, W1, W2, lam, B)
                 bar.update(trace_every)
             if checkpoint is not None and it % checkpoint_every == 0:
-                _save_checkpoint(checkpoint, signature, it, W1, W2, gen, recorder.rows, opt)
+                _save_checkpoint(checkpoint, signature, it, {"W1": W1, "W2": W2, "B": B}, gen, recorder.rows, opt)
     W1, W2 = W1.detach(), W2.detach()
     return LAEFit(
         encoder=W1.cpu().numpy().copy(),

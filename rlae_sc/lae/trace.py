@@ -14,8 +14,12 @@ class TraceRecorder:
 
     Columns: ``iteration``, ``loss`` (on the full ``C``), ``transpose_distance``,
     ``subspace_distance``, ``axis_alignment``, ``singular_value_error``,
-    ``min_abs_cos`` and ``cos_1..cos_k`` (the decoder's top-k left singular
-    vectors, ordered by singular value, against ``u_1..u_k``). The decoder may
+    ``min_abs_cos``, ``cos_1..cos_k`` (the decoder's top-k left singular
+    vectors, ordered by singular value, against ``u_1..u_k``) and
+    ``strength_1..strength_k`` (``u_i^T W2 W1 u_i``, see
+    :func:`rlae_sc.lae.theory.mode_strengths`). Rules that send the error back
+    through a feedback matrix ``B`` (k x m) in place of ``W2^T`` add
+    ``feedback_distance`` = ``||B - W2^T||_F / ||W2||_F``. The decoder may
     have more than k columns (oversampled training).
     """
 
@@ -25,8 +29,8 @@ class TraceRecorder:
         self.e, self.U = theory.exact_pca(C.cpu().numpy(), k)
         self.rows: dict[str, list[float]] = {}
 
-    def record(self, it: int, W1: torch.Tensor, W2: torch.Tensor, lam) -> None:
-        """Append one row for encoder ``W1`` (k x m) and decoder ``W2`` (m x k) at step ``it``."""
+    def record(self, it: int, W1: torch.Tensor, W2: torch.Tensor, lam, B: torch.Tensor | None = None) -> None:
+        """Append one row at step ``it``: encoder ``W1`` (k x m), decoder ``W2`` (m x k), feedback ``B`` (k x m)."""
         w1, w2 = W1.detach().cpu().numpy(), W2.detach().cpu().numpy()
         P, s, _ = np.linalg.svd(w2, full_matrices=False)
         cos = theory.alignment(P, self.U)
@@ -44,6 +48,9 @@ class TraceRecorder:
             ),
             "min_abs_cos": float(cos.min()),
             **{f"cos_{i + 1}": float(c) for i, c in enumerate(cos)},
+            **{f"strength_{i + 1}": float(u) for i, u in enumerate(theory.mode_strengths(w1, w2, self.U))},
         }
+        if B is not None:
+            row["feedback_distance"] = theory.transpose_distance(B.detach().cpu().numpy(), w2)
         for key, value in row.items():
             self.rows.setdefault(key, []).append(float(value))
