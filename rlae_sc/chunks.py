@@ -13,6 +13,7 @@ blocks per worker in flight).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -29,7 +30,10 @@ from rlae_sc import checkpoint as checkpoint_file
 from rlae_sc.errors import InputError
 from rlae_sc.progress import progress
 
+log = logging.getLogger("rlae_sc")
+
 CHUNK_SIZE = 16384  # rows per block: 128 MiB of a dense float32 block at 2,000 genes
+BLOCK_RETRIES = 3  # times a Dask pass resubmits a block the scheduler gave up on (KilledWorker)
 
 Block = np.ndarray | sp.csr_matrix
 PassFn = Callable[[Block, int], tuple[dict, dict]]
@@ -121,6 +125,7 @@ def run_pass(
     consume: Callable[[int, dict], None] | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_seconds: float = 30.0,
+    no_workers_seconds: float = 300.0,
 ) -> tuple[dict, dict]:
     """Run ``fn`` over row blocks of ``matrix``; returns ``(sums, rows)``.
 
@@ -137,7 +142,10 @@ def run_pass(
     client
         A ``dask.distributed.Client``: blocks are computed on its workers
         (at most two per worker in flight) and combined here in row order.
-        ``None``: serially in this process.
+        A block whose worker dies is computed again on another: by the
+        scheduler itself, and, when the scheduler gives up on it
+        (``KilledWorker``, after its ``allowed-failures``), resubmitted here,
+        up to :data:`BLOCK_RETRIES` times. ``None``: serially in this process.
     consume
         When given, each block's ``rows`` are handed to ``consume(start, rows)``
         in row order instead of being kept (for outputs larger than memory).
@@ -148,6 +156,10 @@ def run_pass(
         function resumes after the last saved block and gives the same
         result as an uninterrupted one. Not with ``consume``; the caller
         removes the file once the result is safe.
+    no_workers_seconds
+        On Dask: how long to wait while the cluster has no worker at all;
+        then the pass saves its checkpoint and stops with :class:`WorkersLost`,
+        so that running it again (with new workers) resumes there.
     """
     n = matrix.shape[0]
     starts = list(range(0, n, chunk_size))
@@ -165,8 +177,19 @@ def run_pass(
             totals = {key[5:]: val for key, val in state.items() if key.startswith("sums/")}
             kept = [{key[5:]: val for key, val in state.items() if key.startswith("rows/")}]
 
-    def take(start: int, result: tuple[dict, dict]) -> None:
+    def save(next_block: int) -> None:
         nonlocal saved_at
+        so_far = _concat(kept)
+        kept[:] = [so_far]
+        arrays = {
+            "next_block": np.array(next_block),
+            **{f"sums/{key}": np.asarray(val) for key, val in totals.items()},
+            **{f"rows/{key}": val for key, val in so_far.items()},
+        }
+        checkpoint_file.save(checkpoint, signature, arrays)
+        saved_at = time.monotonic()
+
+    def take(start: int, result: tuple[dict, dict]) -> None:
         sums, rows = result
         for key, val in sums.items():
             if key in totals:
@@ -178,15 +201,7 @@ def run_pass(
         elif rows:
             kept.append(rows)
         if checkpoint is not None and time.monotonic() - saved_at >= checkpoint_seconds:
-            so_far = _concat(kept)
-            kept[:] = [so_far]
-            arrays = {
-                "next_block": np.array(start // chunk_size + 1),
-                **{f"sums/{key}": np.asarray(val) for key, val in totals.items()},
-                **{f"rows/{key}": val for key, val in so_far.items()},
-            }
-            checkpoint_file.save(checkpoint, signature, arrays)
-            saved_at = time.monotonic()
+            save(start // chunk_size + 1)
 
     with progress(total=n, initial=n - sum(min(chunk_size, n - s) for s in starts), desc=desc) as bar:
         if client is None:
@@ -197,21 +212,56 @@ def run_pass(
         else:
             if isinstance(matrix, InMemory):
                 raise ValueError("Dask passes read their blocks from a file: give an H5adMatrix")
+            from distributed import KilledWorker
+
             window = 2 * max(1, len(client.scheduler_info()["workers"]))
 
             def submit(start: int):
-                return start, client.submit(_block, matrix, fn, start, min(start + chunk_size, n), pure=False)
+                return client.submit(_block, matrix, fn, start, min(start + chunk_size, n), pure=False)
 
-            pending = deque(submit(start) for start in starts[:window])
+            pending = deque((start, submit(start), 0) for start in starts[:window])
             queue = iter(starts[window:])
             while pending:
-                start, future = pending.popleft()
-                take(start, future.result())
-                bar.update(min(start + chunk_size, n) - start)
+                start, future, retries = pending[0]
+                stop = min(start + chunk_size, n)
+                try:
+                    result = _result(client, future, no_workers_seconds)
+                except (KilledWorker, WorkersLost) as exc:
+                    if isinstance(exc, KilledWorker) and retries < BLOCK_RETRIES:
+                        log.warning("rows %d-%d lost with their worker (%s); computing them again", start, stop, exc)
+                        pending[0] = (start, submit(start), retries + 1)
+                        continue
+                    if checkpoint is not None:
+                        save(start // chunk_size)
+                    resume = f"; run it again to resume from {checkpoint}" if checkpoint is not None else ""
+                    raise WorkersLost(f"{desc} over {matrix.path}: rows {start}-{stop} lost ({exc}){resume}") from exc
+                pending.popleft()
+                take(start, result)
+                bar.update(stop - start)
                 nxt = next(queue, None)
                 if nxt is not None:
-                    pending.append(submit(nxt))
+                    pending.append((nxt, submit(nxt), 0))
     return totals, _concat(kept)
+
+
+class WorkersLost(RuntimeError):
+    """A Dask pass stopped because its workers were lost (its checkpoint, if any, is saved)."""
+
+
+def _result(client, future, no_workers_seconds: float) -> tuple[dict, dict]:
+    """``future.result()``, waiting as long as the cluster has workers; :class:`WorkersLost` once it has had
+    none for ``no_workers_seconds``."""
+    alone_since = None
+    while True:
+        try:
+            return future.result(timeout=2)
+        except TimeoutError:
+            if client.scheduler_info(n_workers=1)["workers"]:
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > no_workers_seconds:
+                raise WorkersLost(f"no Dask worker for {no_workers_seconds:.0f} s") from None
 
 
 def _concat(kept: list[dict]) -> dict:
@@ -231,27 +281,65 @@ def _block(matrix: H5adMatrix, fn: PassFn, start: int, stop: int) -> tuple[dict,
     return fn(matrix.read(start, stop), start)
 
 
+ONE_BLAS_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
 @contextmanager
 def dask_client(spec: str | int | None):
-    """A Dask client for ``spec``: None (no Dask: yields None), a number of local worker
-    processes (a ``LocalCluster`` started and stopped here, one thread each), or the address
-    of a running scheduler (``tcp://host:port``)."""
+    """A Dask client for ``spec``.
+
+    Parameters
+    ----------
+    spec
+        ``None`` (no Dask: yields None); a number of local worker processes
+        (a ``LocalCluster`` started and stopped here, one thread each); the
+        address of a running scheduler (``tcp://host:port``); or
+        ``slurm:JOBS``: a ``dask_jobqueue.SLURMCluster`` of ``JOBS`` SLURM
+        jobs, started and stopped here, configured by Dask's own configuration
+        (the ``jobqueue.slurm`` section of ``~/.config/dask/jobqueue.yaml`` or
+        ``DASK_JOBQUEUE__SLURM__*`` variables: account, queue, cores, memory,
+        walltime, interface). Needs ``pip install dask-jobqueue``.
+    """
     if spec in (None, "", 0, "0"):
         yield None
         return
     from dask.distributed import Client, LocalCluster  # imported here: starting Python stays fast
 
-    if str(spec).isdigit():
-        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    spec = str(spec)
+    if spec.isdigit():
         with (
-            _environ(env),
+            _environ(ONE_BLAS_THREAD),
             LocalCluster(n_workers=int(spec), threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
             Client(cluster) as client,
         ):
             yield client
-    else:
-        with Client(str(spec)) as client:
+    elif spec.startswith("slurm:"):
+        with _slurm_cluster(spec) as cluster, Client(cluster) as client:
+            client.wait_for_workers(1)  # the jobs may queue; passes start once one worker is there
             yield client
+    else:
+        with Client(spec) as client:
+            yield client
+
+
+def _slurm_cluster(spec: str):
+    """The ``dask_jobqueue.SLURMCluster`` of ``slurm:JOBS``, scaled to ``JOBS`` jobs of one-BLAS-thread workers."""
+    jobs = spec.removeprefix("slurm:")
+    if not jobs.isdigit() or int(jobs) < 1:
+        raise ValueError(f"dask: {spec!r} is not slurm:JOBS with JOBS a number of SLURM jobs, as in slurm:4")
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise ImportError(
+            f"dask: {spec!r} starts Dask workers as SLURM jobs with dask-jobqueue, which is not installed: "
+            "pip install dask-jobqueue (or give the address of a running scheduler, tcp://host:port)"
+        ) from None
+    import dask
+
+    prologue = dask.config.get("jobqueue.slurm.job-script-prologue", None) or []
+    cluster = SLURMCluster(job_script_prologue=[*prologue, *(f"export {k}={v}" for k, v in ONE_BLAS_THREAD.items())])
+    cluster.scale(jobs=int(jobs))
+    return cluster
 
 
 @contextmanager

@@ -1,0 +1,185 @@
+"""Dask as deployed: a ``dask scheduler`` and ``dask worker`` processes over TCP on 127.0.0.1.
+
+The passes of preprocess, train and directions run on the workers and give the serial directions; a worker
+killed (SIGKILL) in the middle of a pass costs its blocks, which are computed again, and the pass gives the
+same sums as an undisturbed one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client
+
+from rlae_sc import pipeline
+from rlae_sc.chunks import H5adMatrix, WorkersLost, dask_client, run_pass
+from rlae_sc.lae import theory
+from rlae_sc.model import load_model
+from rlae_sc.passes import _scatter_block
+from rlae_sc.simulate import synthetic_counts
+
+ROOT = Path(__file__).resolve().parents[1]
+PRE = {"min_genes": 50, "n_top_genes": 200}
+K = 10
+
+
+@contextmanager
+def tcp_cluster(n_workers: int, tmp_path: Path, **scheduler_config: str):
+    """``dask scheduler`` and ``n_workers`` ``dask worker`` processes (one thread each, with a nanny) on
+    127.0.0.1; yields ``(address, workers)``. ``scheduler_config``: ``DASK_DISTRIBUTED__SCHEDULER__*`` values."""
+    tmp_path.mkdir(exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),  # workers unpickle rlae_sc's (and this module's) block functions
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        **{f"DASK_DISTRIBUTED__SCHEDULER__{key.upper()}": val for key, val in scheduler_config.items()},
+    )
+    dask = [sys.executable, "-m", "dask"]
+    local = ["--host", "127.0.0.1", "--no-dashboard"]
+    procs = [
+        subprocess.Popen(
+            [*dask, "scheduler", "--port", str(port), *local],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "scheduler.log", "w"),
+        )
+    ]
+    try:
+        for i in range(n_workers):
+            cmd = [*dask, "worker", address, "--nthreads", "1", "--name", f"w{i}", *local]
+            log = open(tmp_path / f"worker{i}.log", "w")
+            procs.append(subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=log))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(n_workers, timeout=120)
+        yield address, procs[1:]
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def counts(tmp_path_factory):
+    """20,000 cells (two blocks of up to 16,384 rows in every pass of the stages) x 400 genes, rank 12."""
+    path = tmp_path_factory.mktemp("dask") / "counts.h5ad"
+    synthetic_counts(n_cells=20_000, n_genes=400, n_types=6, rank=12, seed=3).write_h5ad(path)
+    return path
+
+
+def stages(counts: Path, out: Path, dask: str | None) -> Path:
+    """preprocess (streaming), train and directions, with their passes on ``dask``; the model file."""
+    out.mkdir()
+    pipeline.preprocess_file(counts, out / "pre.h5ad", streaming=True, dask=dask, **PRE)
+    pipeline.train_file(out / "pre.h5ad", out / "model.npz", n_components=K, dask=dask)
+    pipeline.directions_file(out / "pre.h5ad", out / "model.npz", out / "dir.h5ad", dask=dask)
+    return out / "model.npz"
+
+
+def test_passes_on_tcp_workers_give_the_serial_directions(counts, tmp_path):
+    serial = load_model(stages(counts, tmp_path / "serial", None))
+    with tcp_cluster(2, tmp_path) as (address, _):
+        with dask_client(address) as client:
+            assert len(client.scheduler_info()["workers"]) == 2
+        on_dask = load_model(stages(counts, tmp_path / "dask", address))
+    cos = theory.alignment(serial.directions, on_dask.directions)
+    assert cos[:10].min() >= 1 - 1e-9, cos
+    assert on_dask.lam == pytest.approx(serial.lam, rel=1e-5)  # estimated by float32 iterations
+
+
+def slow(block, start: int, *, inner, delay: float, calls: str):
+    """``inner(block, start)`` after ``delay`` seconds, noting each call's first row in the file ``calls``."""
+    with open(calls, "a") as f:
+        f.write(f"{start}\n")
+    time.sleep(delay)
+    return inner(block, start)
+
+
+def started(calls: Path) -> list[int]:
+    """First rows of the blocks computed so far (a block computed twice counts twice)."""
+    return [int(s) for s in calls.read_text().split()] if calls.exists() else []
+
+
+def kill_when_started(calls: Path, n_blocks: int, worker: subprocess.Popen) -> None:
+    """SIGKILL ``worker`` (the worker process and its nanny) once ``n_blocks`` blocks have started: mid-pass,
+    with blocks running and finished ones not yet collected on it."""
+
+    def watch():
+        while len(started(calls)) < n_blocks:
+            time.sleep(0.02)
+        os.killpg(worker.pid, signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def preprocessed(counts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre") / "pre.h5ad"
+    pipeline.preprocess_file(counts, out, streaming=True, **PRE)
+    return H5adMatrix(str(out))
+
+
+@pytest.fixture(scope="module")
+def serial_scatter(preprocessed, tmp_path_factory):
+    return scatter_pass(preprocessed, tmp_path_factory.mktemp("serial") / "calls", client=None)
+
+
+def scatter_pass(matrix: H5adMatrix, calls: Path, **kw) -> np.ndarray:
+    """The sums ``X^T X`` of the scatter pass, over 20 blocks of 1,000 rows that take at least 0.2 s each."""
+    fn = partial(slow, inner=partial(_scatter_block, precision="float64"), delay=0.2, calls=str(calls))
+    return run_pass(matrix, fn, chunk_size=1000, **kw)[0]["C"]
+
+
+def assert_same_sums(C: np.ndarray, C_serial: np.ndarray) -> None:
+    # the same blocks summed in the same order: equal to the serial sums up to each block's product rounding
+    np.testing.assert_allclose(C, C_serial, rtol=1e-12, atol=1e-12 * np.abs(C_serial).max())
+
+
+@pytest.mark.parametrize("allowed_failures", [None, "0"], ids=["dask-reruns", "rlae-resubmits"])
+def test_a_worker_killed_mid_pass_costs_nothing_but_time(preprocessed, serial_scatter, tmp_path, allowed_failures):
+    """With Dask's defaults the scheduler reruns the lost blocks itself; with ``allowed-failures: 0`` it gives
+    up on the blocks that were running (KilledWorker) and :func:`run_pass` submits them again."""
+    config = {} if allowed_failures is None else {"allowed_failures": allowed_failures}
+    calls = tmp_path / "calls"
+    with tcp_cluster(2, tmp_path, **config) as (address, workers), Client(address) as client:
+        kill_when_started(calls, 6, workers[0])
+        C = scatter_pass(preprocessed, calls, client=client)
+        assert len(client.scheduler_info()["workers"]) == 1
+    assert sorted(set(started(calls))) == list(range(0, 20_000, 1000))
+    assert len(started(calls)) > 20, "no block was computed twice: the worker died with nothing to lose"
+    assert_same_sums(C, serial_scatter)
+
+
+def test_a_pass_that_loses_every_worker_stops_with_a_named_error_and_resumes(preprocessed, serial_scatter, tmp_path):
+    checkpoint = tmp_path / "scatter.checkpoint.npz"
+    calls = tmp_path / "calls"  # one file for both runs: the checkpoint is for the same pass function
+    with tcp_cluster(1, tmp_path / "first") as (address, workers), Client(address) as client:
+        kill_when_started(calls, 10, workers[0])
+        with pytest.raises(WorkersLost, match=f"run it again to resume from {checkpoint}"):
+            scatter_pass(preprocessed, calls, client=client, checkpoint=checkpoint, no_workers_seconds=3)
+    with np.load(checkpoint) as saved:
+        resume_at = int(saved["next_block"]) * 1000
+    assert 0 < resume_at < 10_000
+    n_first = len(started(calls))
+    with tcp_cluster(1, tmp_path / "second") as (address, _), Client(address) as client:
+        C = scatter_pass(preprocessed, calls, client=client, checkpoint=checkpoint)
+    assert started(calls)[n_first:] == list(range(resume_at, 20_000, 1000))  # only the blocks not yet summed
+    assert_same_sums(C, serial_scatter)
