@@ -1,5 +1,6 @@
-"""The papers' figures, reproduced: Kunin et al. (ICML 2019) figures 3-8 and Bao et al.'s (NeurIPS 2020)
-two comparisons of learning rules.
+"""The papers' figures, reproduced: Kunin et al. (ICML 2019) figures 3-8, Bao et al.'s (NeurIPS 2020)
+two comparisons of learning rules, the exact learning dynamics of Saxe, McClelland and Ganguli on the sum loss,
+and learning without weight transport (Kunin et al. 2020).
 
 Figures 3-6 use Kunin et al.'s synthetic data (20 x 20, singular values 1..20,
 random orthogonal singular vectors, k = 10, lambda = 10); figures 7-8 and the
@@ -52,7 +53,18 @@ FIGURE_NAMES = (  # the files figures/<name>.png; workflow/rules/figures.smk lis
     "bao_rules_synthetic",
     "bao_rules_cells",
     "bao_iterations_vs_k",
+    "saxe_mode_strengths",
+    "weight_transport",
 )
+DYNAMICS_START = 1e-3  # each mode's singular value in W1 and W2 at the start of the dynamics runs: u(0) = 1e-6
+SMALL_STEP = 0.01  # the dynamics figure's second run: this fraction of the figures' step, where the flow applies
+TRANSPORT_RULES = {  # rule -> label in the weight-transport figure
+    "gd": "backprop (gd)",
+    "feedback_alignment": "feedback alignment",
+    "kolen_pollack": "Kolen-Pollack",
+    "weight_mirror": "weight mirror",
+}
+TRANSPORT_TOP = 5  # alignment in the weight-transport figure: min |cos| over the top 5 directions
 
 
 def paper_matrix(seed: int = 0) -> np.ndarray:
@@ -386,6 +398,204 @@ def bao_iterations_vs_k(results: dict[str, dict], ks: list[int], n_iter: int) ->
     return fig, caption, numbers
 
 
+def mode_dynamics(C: np.ndarray, *, k: int, lam: float, lr: float, n_iter: int, trace_every: int = 1) -> dict:
+    """Gradient descent on the sum loss from a small aligned, balanced start; measured and predicted mode strengths.
+
+    The start is ``W2 = DYNAMICS_START U_k O``, ``W1 = W2^T`` (``U_k`` the exact top-k
+    directions of ``C`` (m x m), O a random k x k rotation). Returns a dict with
+    ``iteration`` (T,), ``measured`` (T x k, :func:`rlae_sc.lae.theory.mode_strengths` from
+    the trace), ``steps`` (the exact discrete-time solution) and ``flow`` (the gradient-flow
+    sigmoid at ``t = lr x iteration``), ``half`` (first traced iteration at half the fixed
+    point, per mode), ``e`` (k,) and ``u_star`` (k,). ``lam`` and ``lr`` are in the rules' units.
+    """
+    e, U = theory.exact_pca(C, k)
+    W2 = DYNAMICS_START * U @ scipy.stats.ortho_group.rvs(k, random_state=2)
+    fit = train_rule(
+        "gd",
+        k=k,
+        lam=lam,
+        C=torch.from_numpy(C),
+        lr=lr,
+        n_iter=n_iter,
+        trace_every=trace_every,
+        init=(torch.from_numpy(W2.T.copy()), torch.from_numpy(W2)),
+    )
+    it = np.asarray(fit.trace["iteration"])
+    u = np.column_stack([fit.trace[f"strength_{i + 1}"] for i in range(k)])
+    u_star = theory.mode_fixed_point(e, lam)
+    return {
+        "iteration": it,
+        "measured": u,
+        "steps": theory.mode_strength_steps(n_iter, e=e, lam=lam, lr=lr, u0=u[0])[it.astype(int)],
+        "flow": theory.mode_strength_flow(lr * it, e=e, lam=lam, u0=u[0]),
+        "half": theory.half_way_iterations(it, u, u_star),
+        "e": e,
+        "u_star": u_star,
+    }
+
+
+def _plot_strengths(ax, run: dict, title: str, *, exact: bool) -> None:
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, run["measured"].shape[1]))
+    it = run["iteration"]
+    for i, color in enumerate(colors):
+        ax.plot(it, run["measured"][:, i], "o", ms=2.2, color=color, label=f"mode {i + 1}" if i in (0, 9) else None)
+        if exact:
+            ax.plot(it, run["steps"][:, i], "-", lw=0.9, color=color)
+        ax.plot(it, run["flow"][:, i], "--" if exact else "-", lw=0.7 if exact else 0.9, color=color)
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel("gradient-descent iteration")
+
+
+def saxe_mode_strengths(runs: dict[str, dict], names: dict[str, str]) -> tuple[plt.Figure, str, dict]:
+    """Figure of :func:`mode_dynamics` runs: ``runs`` has keys ``synthetic``, ``small_step`` and ``cells``."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9), sharey=True)
+    dev = {key: float(np.max(np.abs(run["measured"] - run["steps"]))) for key, run in runs.items()}
+    flow = {key: float(np.max(np.abs(run["measured"] - run["flow"]))) for key, run in runs.items()}
+    for ax, key in zip(axes, ("synthetic", "small_step", "cells")):
+        exact = key != "small_step"
+        worst = f"worst |measured - exact| {dev[key]:.1e}" if exact else f"worst |measured - sigmoid| {flow[key]:.3f}"
+        _plot_strengths(ax, runs[key], f"{names[key]}\n{worst}", exact=exact)
+    axes[0].set_ylabel("mode strength u_i = u_i^T W2 W1 u_i")
+    axes[0].legend(frameon=False, fontsize=7)
+    fig.suptitle(
+        "Exact learning dynamics: each principal mode rises along its own curve, in eigenvalue order", fontsize=10
+    )
+    fig.tight_layout()
+    order = {key: bool(np.all(np.diff(run["half"]) > 0)) for key, run in runs.items()}
+    halves = {key: ", ".join(f"{h:g}" for h in run["half"]) for key, run in runs.items()}
+    caption = (
+        "Gradient descent on the sum loss (k = 10) from a small balanced start aligned with the principal directions "
+        f"(each mode's singular value {DYNAMICS_START:g} in encoder and decoder, so strength u_i(0) = 1e-6). Points: "
+        "the measured strength of mode i, u_i^T W2 W1 u_i with u_i the exact principal direction; lines: theory. "
+        "Theory (Saxe, McClelland, Ganguli, here for the sum loss in the rules' units): mode i follows the logistic "
+        "curve u_i(t) = u*_i / (1 + (u*_i/u_i(0) - 1) exp(-r_i t)) with fixed point u*_i = 1 - lambda/e_i, rate "
+        "r_i = 4 (e_i - lambda) and t = step x iterations (dashed); gradient descent with a finite step follows the "
+        "exact discrete recursion u <- u (1 + 2 step (e_i - lambda - e_i u))^2 (solid), which rises faster and, at "
+        "the figures' step 0.5/(e_1 + lambda), overshoots and rings around u*_i for the top modes. "
+        f"Left: Kunin et al.'s 20 x 20 matrix, lambda = 10, the figures' step; measured worst deviation from the "
+        f"discrete solution {dev['synthetic']:.1e} (from the sigmoid {flow['synthetic']:.2f}). Middle: the same at "
+        f"{SMALL_STEP:g} x that step, where the sigmoid itself holds: worst deviation {flow['small_step']:.3f}. "
+        f"Right: {names['cells']}, lambda = 0.3 e_k, the figures' step: worst deviation from the discrete solution "
+        f"{dev['cells']:.1e} (from the sigmoid {flow['cells']:.2f}). Learning order: the iterations at which modes "
+        f"1-10 first reach half their fixed point are {halves['synthetic']} (20 x 20), {halves['small_step']} "
+        f"(small step) and {halves['cells']} ({names['cells']}), "
+        + (
+            "strictly increasing in every run: modes are learned in decreasing eigenvalue order."
+            if all(order.values())
+            else "NOT strictly increasing in every run."
+        )
+    )
+    numbers = {f"saxe_{key}_max_dev_steps": v for key, v in dev.items()}
+    numbers.update({f"saxe_{key}_max_dev_flow": v for key, v in flow.items()})
+    numbers.update({f"saxe_{key}_ordered": float(v) for key, v in order.items()})
+    for key, run in runs.items():
+        numbers.update({f"saxe_{key}_half_iteration_{i + 1}": float(h) for i, h in enumerate(run["half"])})
+    return fig, caption, numbers
+
+
+def dynamics_runs(C: np.ndarray, Cc: np.ndarray) -> dict[str, dict]:
+    """The three runs of :func:`saxe_mode_strengths`: the 20 x 20 matrix ``C`` (lambda = 10) at the figures' step
+    and at ``SMALL_STEP`` of it, and the cells' ``Cc`` (lambda = 0.3 e_k) at the figures' step."""
+    e = theory.exact_pca(C, 1)[0][0]
+    ec = theory.exact_pca(Cc, 10)[0]
+    lam_c = 0.3 * ec[-1]
+    return {
+        "synthetic": mode_dynamics(C, k=10, lam=10.0, lr=0.5 / (e + 10.0), n_iter=60),
+        "small_step": mode_dynamics(
+            C, k=10, lam=10.0, lr=SMALL_STEP * 0.5 / (e + 10.0), n_iter=int(40 / SMALL_STEP), trace_every=20
+        ),
+        "cells": mode_dynamics(Cc, k=10, lam=lam_c, lr=0.5 / (ec[0] + lam_c), n_iter=300, trace_every=2),
+    }
+
+
+def transport_runs(C: np.ndarray, *, k: int, lam: float, n_iter: int) -> dict[tuple[str, bool], dict]:
+    """Each rule of ``TRANSPORT_RULES`` with weight decay ``lam`` and without (lam = 0), from one random start.
+
+    All runs use the step ``0.2 / (e_1 + lam)`` (the feedback rules' default) on ``C`` (m x m).
+    Returns the traces, keyed by ``(rule, decayed)``.
+    """
+    e1 = theory.exact_pca(C, 1)[0][0]
+    Ct = torch.from_numpy(C)
+    return {
+        (rule, decay > 0): train_rule(
+            rule, k=k, lam=decay, C=Ct, lr=0.2 / (e1 + lam), n_iter=n_iter, trace_every=max(1, n_iter // 150), seed=1
+        ).trace
+        for rule in TRANSPORT_RULES
+        for decay in (lam, 0.0)
+    }
+
+
+def _top_cos(trace: dict) -> np.ndarray:
+    return np.min([trace[f"cos_{i + 1}"] for i in range(TRANSPORT_TOP)], axis=0)
+
+
+def _transport_numbers(name: str, runs: dict) -> dict:
+    numbers = {}
+    for (rule, decayed), trace in runs.items():
+        key = f"transport_{name}_{rule}_{'decay' if decayed else 'no_decay'}"
+        numbers[f"{key}_top{TRANSPORT_TOP}_cos"] = float(_top_cos(trace)[-1])
+        numbers[f"{key}_transpose_distance"] = trace["transpose_distance"][-1]
+        if "feedback_distance" in trace:
+            numbers[f"{key}_feedback_distance"] = trace["feedback_distance"][-1]
+    return numbers
+
+
+def _transport_summary(key: str, name: str, numbers: dict) -> str:
+    n = {k.removeprefix(f"transport_{key}_"): v for k, v in numbers.items() if k.startswith(f"transport_{key}_")}
+    return (
+        f"{name}: Kolen-Pollack with decay ||B - W2^T||/||W2|| {n['kolen_pollack_decay_feedback_distance']:.1e}, "
+        f"top-5 |cos| {n['kolen_pollack_decay_top5_cos']:.6f} (backprop {n['gd_decay_top5_cos']:.6f}), without decay "
+        f"{n['kolen_pollack_no_decay_feedback_distance']:.2f}; feedback alignment without decay "
+        f"{n['feedback_alignment_no_decay_feedback_distance']:.2f} (top-5 |cos| "
+        f"{n['feedback_alignment_no_decay_top5_cos']:.2f}), with decay "
+        f"{n['feedback_alignment_decay_feedback_distance']:.2f}; "
+        f"weight mirror with decay {n['weight_mirror_decay_feedback_distance']:.1e}, without "
+        f"{n['weight_mirror_no_decay_feedback_distance']:.1e} (top-5 |cos| {n['weight_mirror_no_decay_top5_cos']:.2f})"
+    )
+
+
+def weight_transport(runs: dict[str, dict], names: dict[str, str]) -> tuple[plt.Figure, str, dict]:
+    """Figure of :func:`transport_runs` for each data set in ``runs`` (key -> runs; ``names``: key -> title)."""
+    fig, axes = plt.subplots(len(runs), 3, figsize=(13, 3.6 * len(runs)), squeeze=False)
+    labels = ("||B - W2^T|| / ||W2||", "||W1 - W2^T|| / ||W2||", f"1 - min top-{TRANSPORT_TOP} |cos| with PCA")
+    numbers = {}
+    for row, (key, res) in zip(axes, runs.items()):
+        for (rule, decayed), trace in res.items():
+            style = dict(color=f"C{list(TRANSPORT_RULES).index(rule)}", ls="-" if decayed else "--", lw=1.0)
+            it = np.maximum(trace["iteration"], 1)
+            if "feedback_distance" in trace:
+                row[0].semilogy(it, np.maximum(trace["feedback_distance"], 1e-17), **style)
+            row[1].semilogy(it, np.maximum(trace["transpose_distance"], 1e-17), **style)
+            row[2].semilogy(it, np.maximum(1 - _top_cos(trace), 1e-17), **style)
+        for ax, label in zip(row, labels):
+            ax.set_ylabel(label, fontsize=8)
+            ax.set_xlabel("iteration")
+            ax.set_title(names[key], fontsize=9)
+        numbers.update(_transport_numbers(key, res))
+    handles = [plt.Line2D([], [], color=f"C{i}", label=label) for i, label in enumerate(TRANSPORT_RULES.values())]
+    handles += [plt.Line2D([], [], color="k", ls=ls, label=lab) for ls, lab in (("-", "weight decay"), ("--", "none"))]
+    axes[0, 2].legend(handles=handles, frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.suptitle("Learning without weight transport: feedback B in place of W2^T", fontsize=10)
+    fig.tight_layout()
+    caption = (
+        "The encoder's update needs the decoder read backwards (W2^T); the rules here send the error back through a "
+        "separate matrix B instead: fixed and random (feedback alignment), given the decoder's own update and "
+        "weight decay (Kolen-Pollack), or learned from the decoder's response to noise in the hidden units (weight "
+        "mirror). Backprop uses W2^T itself (B - W2^T = 0, not drawn). Solid: sum loss with weight decay "
+        "(lambda = 10 on the 20 x 20 matrix, 0.3 e_k on cells); dashed: without (lambda = 0); k = 10, same start "
+        "and step for every rule. Theory: with Kolen-Pollack B - W2^T shrinks by exactly 1 - 2 step lambda per step, "
+        "so weight decay alone makes the two copies agree, and the autoencoder then is the sum-regularized one and "
+        "learns the principal directions; without decay the difference never shrinks; a fixed random B stays "
+        "random. Measured at the end: " + "; ".join(_transport_summary(key, names[key], numbers) for key in runs) + "."
+    )
+    return fig, caption, numbers
+
+
+def _in_table(key: str) -> bool:
+    """The page's table: every number but the per-k iterations of Bao's figure and the per-mode half-way iterations."""
+    return not (key.startswith("bao_") and "axis" not in key) and "half_iteration" not in key
+
+
 def make_figures(out_dir: str | Path, *, cells: str | Path | None = None, quick: bool = False) -> dict:
     """Compute every figure, write ``figures/*.png``, ``figures.html`` and ``figures.json`` under ``out_dir``.
 
@@ -416,6 +626,19 @@ def make_figures(out_dir: str | Path, *, cells: str | Path | None = None, quick:
         name: iterations_to_threshold(Cc, ks, int(3000 * scale)),
     }
     entries.append(("bao_iterations_vs_k", *bao_iterations_vs_k(thr, ks, int(3000 * scale))))
+    dyn_names = {
+        "synthetic": "20 x 20, the figures' step",
+        "small_step": f"20 x 20, {SMALL_STEP:g} x the figures' step",
+        "cells": f"{name}, the figures' step",
+    }
+    entries.append(("saxe_mode_strengths", *saxe_mode_strengths(dynamics_runs(C, Cc), dyn_names)))
+    transport = {
+        "synthetic": transport_runs(C, k=10, lam=10.0, n_iter=int(1000 * scale)),
+        "cells": transport_runs(Cc, k=10, lam=0.3 * theory.exact_pca(Cc, 10)[0][-1], n_iter=int(1000 * scale)),
+    }
+    entries.append(
+        ("weight_transport", *weight_transport(transport, {"synthetic": "synthetic 20 x 20", "cells": name}))
+    )
     numbers = {}
     for _, _, _, num in entries:
         numbers.update({key: None if np.isnan(value) else value for key, value in num.items()})
@@ -427,9 +650,11 @@ def make_figures(out_dir: str | Path, *, cells: str | Path | None = None, quick:
         page="figures.html",
         intro="Kunin, Bloom, Goeva, Seed (ICML 2019), 'Loss landscapes of regularized linear autoencoders', "
         "figures 3-8; Bao, Lucas, Sachdeva, Grosse (NeurIPS 2020), 'Regularized linear autoencoders recover "
-        "the principal components, eventually', comparisons of learning rules. Every number in a caption "
-        "comes from this run.",
-        table=[(key, key, value) for key, value in numbers.items() if not key.startswith("bao_") or "axis" in key],
+        "the principal components, eventually', comparisons of learning rules; the exact learning dynamics of "
+        "Saxe, McClelland, Ganguli on the sum loss; learning without weight transport (Kunin, Nayebi, "
+        "Sagastuy-Brena, Ganguli, Bloom, Yamins, ICML 2020, 'Two routes to scalable credit assignment without "
+        "weight symmetry'). Every number in a caption comes from this run.",
+        table=[(key, key, value) for key, value in numbers.items() if _in_table(key)],
         figures=[(fname, fig, cap) for fname, fig, cap, _ in entries],
     )
     write_json(numbers, out_dir / "figures.json")

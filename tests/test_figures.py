@@ -40,6 +40,28 @@ def test_numbers_follow_the_theory(figures_dir):
     assert n["fig7_min_abs_cos_top9"] > 0.999 and n["fig8_score_correlation_min"] > 0.999
 
 
+def test_dynamics_figure_numbers(figures_dir):
+    """The dynamics runs are not shortened by --quick: these are the published figure's claims."""
+    n = json.loads((figures_dir / "figures.json").read_text())
+    assert n["saxe_synthetic_max_dev_steps"] <= 0.02 and n["saxe_cells_max_dev_steps"] <= 0.02
+    assert n["saxe_small_step_max_dev_flow"] <= 0.02  # the sigmoid itself, at 1/100 of the figures' step
+    assert n["saxe_synthetic_max_dev_flow"] > 0.1  # ... and not at the figures' step
+    for run in ("synthetic", "small_step", "cells"):
+        assert n[f"saxe_{run}_ordered"] == 1.0
+        halves = [n[f"saxe_{run}_half_iteration_{i}"] for i in range(1, 11)]
+        assert all(a < b for a, b in zip(halves, halves[1:]))
+
+
+def test_weight_transport_figure_numbers(figures_dir):
+    n = json.loads((figures_dir / "figures.json").read_text())
+    for data in ("synthetic", "cells"):
+        assert n[f"transport_{data}_feedback_alignment_no_decay_feedback_distance"] >= 0.5
+        kp = n[f"transport_{data}_kolen_pollack_decay_feedback_distance"]
+        assert kp < n[f"transport_{data}_kolen_pollack_no_decay_feedback_distance"] / 2  # --quick: 100 steps
+    html = (figures_dir / "figures.html").read_text()
+    assert "Kolen-Pollack with decay" in html and "worst deviation" in html
+
+
 def test_snakemake_figures_rule_lists_the_same_files():
     text = (ROOT / "workflow" / "rules" / "figures.smk").read_text()
     listed = re.findall(r'^\s+"([a-z0-9_]+)",$', text.split("rule figures")[0], flags=re.M)

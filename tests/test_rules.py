@@ -10,7 +10,7 @@ import torch
 
 from rlae_sc.figures import paper_matrix
 from rlae_sc.lae.model import regularized_loss
-from rlae_sc.lae.rules import RULES, exact_encoder, train_rule
+from rlae_sc.lae.rules import FEEDBACK_RULES, RULES, exact_encoder, feedback_step, train_rule
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +123,20 @@ def test_unknown_rule_and_bad_combinations_are_named(paper):
         train_rule("alternating", k=2, lam=1.0, X=torch.eye(20, dtype=torch.float64), batch_size=5)
     with pytest.raises(ValueError, match="implements the sum loss"):
         run("oja", C, lam=1.0, loss="product")
-    assert set(RULES) >= {"gd", "adam", "rotation", "oja", "gha", "alternating", "tied_exact"}
+    assert set(RULES) >= {
+        "gd",
+        "adam",
+        "rotation",
+        "oja",
+        "gha",
+        "alternating",
+        "tied_exact",
+        "gd_oja",
+        *FEEDBACK_RULES,
+    }
 
 
-@pytest.mark.parametrize("rule", ["adam", "gha"])
+@pytest.mark.parametrize("rule", ["adam", "gha", "kolen_pollack"])
 def test_interrupted_training_resumes_to_the_same_result(rule, tmp_path):
     rng = np.random.default_rng(1)
     X = torch.from_numpy(rng.normal(size=(500, 10)) @ np.diag(np.linspace(3, 0.5, 10)))
@@ -140,3 +150,96 @@ def test_interrupted_training_resumes_to_the_same_result(rule, tmp_path):
     np.testing.assert_array_equal(resumed.trace["loss"], whole.trace["loss"])
     other = train_rule(rule, n_iter=300, checkpoint=ckpt, **{**kw, "seed": 5})  # another run ignores it
     assert not np.array_equal(other.decoder, whole.decoder)
+
+
+# --- rules without weight transport, and the Oja-stabilised gradient ---
+
+
+def small_step(C, lam):
+    """The feedback rules' default step ``0.2 / (e_1 + lam)``, from the exact e_1."""
+    return 0.2 / (np.linalg.eigvalsh(C.numpy())[-1] + lam)
+
+
+def test_feedback_step_with_the_exact_transpose_is_backprop(paper):
+    _, C, _, _ = paper
+    gen = torch.Generator().manual_seed(2)
+    W1 = torch.randn(10, 20, dtype=torch.float64, generator=gen, requires_grad=True)
+    W2 = torch.randn(20, 10, dtype=torch.float64, generator=gen, requires_grad=True)
+    lam, lr = torch.tensor(7.0, dtype=torch.float64), 1e-4
+    g1, g2 = torch.autograd.grad(regularized_loss(W1, W2, lam, "sum", scatter=C), [W1, W2])
+    with torch.no_grad():
+        for rule in FEEDBACK_RULES:
+            new1, new2, _ = feedback_step(rule, C=C, W1=W1, W2=W2, B=W2.T.clone(), lam=lam, lr=lr, mirror=1.0)
+            torch.testing.assert_close(new1, W1 - lr * g1, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(new2, W2 - lr * g2, rtol=1e-12, atol=1e-12)
+
+
+def test_kolen_pollack_difference_shrinks_by_exactly_one_minus_2_lr_lambda_per_step(paper):
+    _, C, _, _ = paper
+    lr, lam, n = small_step(C, 10.0), 10.0, 200
+    start = run("kolen_pollack", C, lam=lam, n_iter=0, lr=lr)
+    fit = run("kolen_pollack", C, lam=lam, n_iter=n, lr=lr, trace_every=n)
+    before = start.trace["feedback_distance"][0] * np.linalg.norm(start.decoder)  # ||B - W2^T|| at step 0
+    after = fit.trace["feedback_distance"][-1] * np.linalg.norm(fit.decoder)
+    assert after == pytest.approx((1 - 2 * lr * lam) ** n * before, rel=1e-8)
+    free = run("kolen_pollack", C, lam=0.0, n_iter=n, lr=lr, trace_every=n)  # without decay: unchanged
+    assert free.trace["feedback_distance"][-1] * np.linalg.norm(free.decoder) == pytest.approx(before, rel=1e-8)
+
+
+@pytest.fixture(scope="module")
+def cells():
+    from rlae_sc.figures import cells_matrix
+    from rlae_sc.passes import scatter_matrix
+
+    C = torch.from_numpy(scatter_matrix(cells_matrix()[0]))
+    e, U = np.linalg.eigh(C.numpy())
+    return C, e[::-1], U[:, ::-1]
+
+
+def top5_cos(fit, U):
+    P = np.linalg.svd(fit.decoder, full_matrices=False)[0]
+    return np.abs(np.sum(P[:, :5] * U[:, :5], axis=0)).min()
+
+
+@pytest.mark.parametrize("data", ["paper", "cells"])
+def test_kolen_pollack_with_decay_makes_B_the_transpose_and_finds_the_principal_directions(request, data):
+    """The figure's settings: lambda 10 (20 x 20) or 0.3 e_10 (pbmc68k_reduced), 1,000 steps of 0.2 / (e_1 + lam)."""
+    C, e, U = request.getfixturevalue(data)[-3:]
+    lam = 10.0 if data == "paper" else 0.3 * e[9]
+    fit = run("kolen_pollack", C, lam=lam, n_iter=1000, lr=small_step(C, lam), seed=1)
+    assert fit.trace["feedback_distance"][-1] <= 1e-3
+    assert top5_cos(fit, U) >= 0.999
+
+
+@pytest.mark.parametrize("data", ["paper", "cells"])
+def test_feedback_alignment_without_decay_leaves_B_far_from_the_transpose(request, data):
+    C, _, U = request.getfixturevalue(data)[-3:]
+    fit = run("feedback_alignment", C, lam=0.0, n_iter=1000, lr=small_step(C, 0.0), seed=1)
+    assert fit.trace["feedback_distance"][-1] >= 0.5
+    assert fit.trace["subspace_distance"][-1] > 0.1  # and the decoder misses the principal subspace
+
+
+def test_weight_mirror_tracks_the_transpose_with_or_without_decay(paper):
+    _, C, _, U = paper
+    for lam in (10.0, 0.0):
+        fit = run("weight_mirror", C, lam=lam, n_iter=1000, lr=small_step(C, 10.0), seed=1)
+        assert fit.trace["feedback_distance"][-1] <= 1e-3
+    assert top5_cos(fit, U) < 0.9  # without decay the directions are not identified (only the subspace)
+
+
+def test_oja_stabilised_gradient_keeps_the_sum_loss_minimum_and_orthonormalises_without_decay(paper):
+    _, C, e, U = paper
+    fit = run("gd_oja", C, lam=10.0, n_iter=3000)
+    P, s, _ = np.linalg.svd(fit.decoder, full_matrices=False)
+    np.testing.assert_allclose(s, np.sqrt(1 - 10.0 / e[:10]), atol=1e-6)
+    assert np.abs(np.sum(P * U[:, :10], axis=0)).min() > 1 - 1e-6
+    free = run("gd_oja", C, lam=0.0, n_iter=3000)
+    np.testing.assert_allclose(free.encoder @ free.encoder.T, np.eye(10), atol=1e-8)  # orthonormal latent units
+    assert free.trace["transpose_distance"][-1] <= 1e-8 and free.trace["subspace_distance"][-1] <= 1e-8
+
+
+def test_trace_records_mode_strengths(paper):
+    _, C, _, U = paper
+    fit = run("kolen_pollack", C, lam=10.0, n_iter=50, trace_every=50)
+    strengths = np.diag(U[:, :10].T @ fit.decoder @ fit.encoder @ U[:, :10])
+    np.testing.assert_allclose([fit.trace[f"strength_{i + 1}"][-1] for i in range(10)], strengths, atol=1e-12)

@@ -9,6 +9,8 @@ FIGURE_NAMES = [
     "bao_rules_synthetic",
     "bao_rules_cells",
     "bao_iterations_vs_k",
+    "saxe_mode_strengths",
+    "weight_transport",
 ]
 
 
