@@ -20,10 +20,12 @@ include: "workflow/rules/cluster.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/map.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/federation.smk"
 include: "workflow/rules/index.smk"
 
 
 rule all:
     input:
         all_outputs(),
+        expand("results/federation/{federation}/federation.json", federation=FEDERATIONS),
     default_target: True

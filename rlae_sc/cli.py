@@ -14,6 +14,8 @@ from pathlib import Path
 
 from rlae_sc import pipeline
 from rlae_sc.errors import InputError
+from rlae_sc.federated import FederationError
+from rlae_sc.federated import cli as federated_cli
 from rlae_sc.lae.rules import RULES
 from rlae_sc.report import write_index
 from rlae_sc.simulate import BUNDLED
@@ -237,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-data", help="write a bundled demo dataset (no download)")
     p.add_argument("name", choices=BUNDLED)
     p.add_argument("--out", required=True)
+
+    federated_cli.add_parsers(sub, add_preprocess=_add_preprocess, add_train=_add_train, add_cluster=_add_cluster)
     return parser
 
 
@@ -252,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"rlae-sc: warning: {message}\n"
     try:
         _dispatch(args)
-    except InputError as exc:
+    except (InputError, FederationError) as exc:
         print(f"rlae-sc {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -260,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> None:
     c = args.command
-    if c == "preprocess":
+    if c in federated_cli.COMMANDS:
+        federated_cli.dispatch(args, pick=_pick, pre=PRE, train=TRAIN, cluster=CLUSTER)
+    elif c == "preprocess":
         pipeline.preprocess_file(
             args.counts,
             args.out,

@@ -242,16 +242,73 @@ def fit(
         )
     if solver != "tied_exact" and solver not in RULES:
         raise InputError(source, f"unknown solver {solver!r}", f"Use tied_exact or one of {', '.join(RULES)}.")
-    recipe = Recipe.from_dict(json.loads(pre.uns["rlae_recipe"]))
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
     t0 = time.perf_counter()
     matrix = matrix_of(pre)
     scatter_checkpoint = scatter_checkpoint_path(checkpoint) if isinstance(matrix, H5adMatrix) and checkpoint else None
     C_np = scatter_matrix(matrix, precision=scatter_precision, client=client, checkpoint=scatter_checkpoint)
+    return fit_scatter(
+        C_np,
+        n_cells=n,
+        recipe=Recipe.from_dict(json.loads(pre.uns["rlae_recipe"])),
+        scatter_seconds=time.perf_counter() - t0,
+        X=np.asarray(pre.X[:], dtype=np.float64) if batch_size and solver != "tied_exact" else None,
+        n_components=n_components,
+        solver=solver,
+        lambda_frac=lambda_frac,
+        lam=lam,
+        oversample=oversample,
+        max_iter=max_iter,
+        tol=tol,
+        scatter_precision=scatter_precision,
+        lr=lr,
+        batch_size=batch_size,
+        trace_every=trace_every,
+        trace_metrics=trace_metrics,
+        seed=seed,
+        device=device,
+        checkpoint=checkpoint,
+        source=source,
+    )
+
+
+def fit_scatter(
+    C_np: np.ndarray,
+    *,
+    n_cells: int,
+    recipe: Recipe,
+    scatter_seconds: float = 0.0,
+    X: np.ndarray | None = None,
+    n_components: int = 50,
+    solver: str = "tied_exact",
+    lambda_frac: float = 0.1,
+    lam: float | None = None,
+    oversample: int = 40,
+    max_iter: int = 1000,
+    tol: float = 1e-8,
+    scatter_precision: str = "float32",
+    lr: float | None = None,
+    batch_size: int | None = None,
+    trace_every: int = 10,
+    trace_metrics: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    checkpoint: str | Path | None = None,
+    source: str = "preprocessed input",
+) -> RLAEModel:
+    """Train on a centred scatter matrix ``C_np`` (m x m, float64, a sum over ``n_cells`` cells): :func:`fit`
+    after its pass over the cells, and the federated coordinator on the sum of the sites' statistics.
+
+    ``recipe`` is stored in the model; ``scatter_seconds`` (the time taken to
+    build ``C``) is counted in ``fit_seconds``; ``X`` (n x m, float64) is needed
+    only by the mini-batch rules (``batch_size``). The other parameters are
+    :func:`fit`'s. Returns an :class:`RLAEModel`.
+    """
+    if batch_size and solver != "tied_exact" and X is None:
+        raise InputError(source, "mini-batch training needs the cells, not only C", "Set batch_size to none.")
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     C = torch.from_numpy(C_np).to(dev)
-    scatter_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     recorder = TraceRecorder(C, n_components) if (trace_metrics or solver != "tied_exact") else None
     reference_seconds = time.perf_counter() - t1
@@ -274,7 +331,7 @@ def fit(
             if lam is None:
                 lam = lambda_frac * float(recorder.e[-1])
                 rule = f"{lambda_frac:g} x exact e_{n_components}"
-            X = torch.from_numpy(np.asarray(pre.X[:], dtype=np.float64)).to(dev) if batch_size else None
+            X = torch.from_numpy(X).to(dev) if batch_size else None
             result = train_rule(
                 solver,
                 k=n_components,
@@ -316,7 +373,7 @@ def fit(
         decoder=result.decoder,
         lam=result.lam,
         total_scatter=float(np.trace(C_np)),
-        n_cells=n,
+        n_cells=n_cells,
         params=params,
         trace=result.trace,
     )

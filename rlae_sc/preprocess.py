@@ -186,6 +186,145 @@ def cell_qc(X: sp.csr_matrix, mito: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return np.diff(X.indptr), total, pct
 
 
+def new_recipe(
+    var_names: pd.Index,
+    *,
+    input_kind: str = "counts",
+    min_genes: int = 200,
+    min_cells: int = 3,
+    max_pct_mito: float | None = 20.0,
+    target_sum: float | None = None,
+    n_top_genes: int = 2000,
+    hvg_flavor: str = "seurat_v3",
+    clip: float | None = None,
+    source: str = "input",
+) -> tuple[Recipe, np.ndarray]:
+    """An unfitted :class:`Recipe` for input genes ``var_names`` (parameters checked), and the mito mask (genes,).
+
+    ``seurat_v3`` becomes ``seurat`` for log-normalised input; the mito filter
+    is off when no gene name starts with ``MT-``/``mt-``.
+    """
+    if hvg_flavor not in HVG_FLAVORS:
+        raise InputError(source, f"unknown hvg_flavor {hvg_flavor!r}", f"Use one of {', '.join(HVG_FLAVORS)}.")
+    if input_kind == "log_normalized" and hvg_flavor == "seurat_v3":
+        hvg_flavor = "seurat"  # seurat_v3 models raw counts; on log data scanpy's 'seurat' flavor applies
+    var_names = pd.Index(var_names).astype(str)
+    mito = mito_mask(var_names)
+    recipe = Recipe(
+        input_kind=input_kind,
+        min_genes=min_genes,
+        min_cells=min_cells,
+        max_pct_mito=max_pct_mito if mito.any() else None,  # no gene names start with MT-/mt-: nothing to filter on
+        target_sum=target_sum,
+        n_top_genes=n_top_genes,
+        hvg_flavor=hvg_flavor,
+        clip=clip,
+        input_genes=list(var_names),
+    )
+    return recipe, mito
+
+
+def check_qc(recipe: Recipe, n_in: int, n_kept: int, median_genes: float | None, *, source: str = "input") -> None:
+    """Stop when no cell of ``n_in`` passes QC; warn when under half do.
+
+    ``median_genes`` (genes detected by the median cell) is quoted in the
+    messages when known (``None``: not available, e.g. to a federated coordinator).
+    """
+    detect = "" if median_genes is None else f"; cells detect a median of {median_genes:g} genes"
+    if n_kept == 0:
+        raise InputError(
+            source,
+            f"no cells pass QC (min_genes={recipe.min_genes}, max_pct_mito={recipe.max_pct_mito}{detect})",
+            "Lower min_genes or raise max_pct_mito, or check that the input holds counts.",
+        )
+    if n_kept / n_in < 0.5:
+        against = "" if median_genes is None else f" against min_genes={recipe.min_genes}"
+        warnings.warn(
+            f"{source}: QC keeps only {n_kept} of {n_in} cells ({n_kept / n_in:.0%}){detect}{against}. "
+            "For sparse data, lower min_genes (e.g. --min-genes 50).",
+            stacklevel=3,
+        )
+
+
+def gene_candidates(recipe: Recipe, n_cells: np.ndarray, *, source: str = "input") -> np.ndarray:
+    """Genes (mask over input genes) detected in at least ``min_cells`` QC-passing cells (``n_cells``: genes,)."""
+    candidates = n_cells >= max(recipe.min_cells, 1)
+    if not candidates.any():
+        raise InputError(
+            source, f"no genes are detected in at least {recipe.min_cells} cells after QC", "Lower min_cells."
+        )
+    return candidates
+
+
+def seurat_v3_clip(gene: dict, candidates: np.ndarray, n: int) -> dict:
+    """Seurat v3's first step (as scanpy's ``flavor="seurat_v3"``, one batch), from per-gene count sums.
+
+    A loess fit (span 0.3, degree 2) of log10 variance on log10 mean gives
+    each candidate gene's expected standard deviation ``reg_std``; counts are
+    clipped at ``clip_val = mean + sqrt(n) * reg_std``. ``gene['sum']`` and
+    ``gene['sumsq']`` (input genes,) are sums over the ``n`` QC-passing cells.
+    Returns ``cand`` (indices of candidates), ``mean``, ``reg_std`` and ``clip_val`` (each candidates,).
+    """
+    from skmisc.loess import loess
+
+    cand = np.flatnonzero(candidates)
+    mean = gene["sum"][cand] / n
+    var = (gene["sumsq"][cand] / n - mean**2) * (n / (n - 1))
+    not_const = var > 0
+    fitted = np.zeros(len(cand))
+    model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=0.3, degree=2)
+    model.fit()
+    fitted[not_const] = model.outputs.fitted_values
+    reg_std = np.sqrt(10**fitted)
+    return {"cand": cand, "mean": mean, "reg_std": reg_std, "clip_val": reg_std * np.sqrt(n) + mean}
+
+
+def seurat_v3_select(fit: dict, clipped: dict, n: int, n_genes: int, n_top_genes: int) -> np.ndarray:
+    """Seurat v3's ranking: the ``n_top_genes`` candidates with the largest variance of standardised clipped
+    counts. ``fit`` is :func:`seurat_v3_clip`'s, ``clipped`` the sums and sums of squares of clipped counts
+    (candidates,) over the ``n`` cells; returns a mask over the ``n_genes`` input genes."""
+    mean, reg_std = fit["mean"], fit["reg_std"]
+    norm_var = (n * mean**2 + clipped["sumsq"] - 2 * clipped["sum"] * mean) / ((n - 1) * reg_std**2)
+    rank = np.argsort(np.argsort(-norm_var))  # the ranking scanpy uses
+    hvg = np.zeros(n_genes, dtype=bool)
+    hvg[fit["cand"][rank < n_top_genes]] = True
+    return hvg
+
+
+def set_genes(recipe: Recipe, hvg: np.ndarray) -> np.ndarray:
+    """Record the genes of mask ``hvg`` (input genes,) as the recipe's genes; returns their input columns."""
+    idx = np.flatnonzero(hvg)
+    recipe.genes = [recipe.input_genes[i] for i in idx]
+    return idx
+
+
+def set_scale(recipe: Recipe, sums: dict, n: int) -> None:
+    """Per-gene mean and standard deviation (ddof=1; 1 for constant genes) from sums and sums of squares of
+    log-normalised values (genes used,) over ``n`` cells; the offset is reset to zero."""
+    recipe.mean = sums["sum"] / n
+    var = (sums["sumsq"] - n * recipe.mean**2) / (n - 1) if n > 1 else np.ones(len(recipe.genes))
+    std = np.sqrt(np.maximum(var, 0.0))
+    std[std == 0] = 1.0
+    recipe.std = std
+    recipe.offset = np.zeros(len(recipe.genes))
+
+
+def set_stats(recipe: Recipe, counts: dict, gene: dict, candidates: np.ndarray) -> None:
+    """Record the counts of fitting: ``counts`` holds ``n_cells_in``, ``n_cells_all_zero`` and ``n_cells_kept``;
+    ``gene['n_cells_all']`` (input genes,) the cells detecting each gene before QC."""
+    recipe.stats = {
+        "n_cells_in": int(counts["n_cells_in"]),
+        "n_genes_in": len(recipe.input_genes),
+        "n_cells_all_zero": int(counts["n_cells_all_zero"]),
+        "n_cells_removed": int(counts["n_cells_in"] - counts["n_cells_kept"]),
+        "n_cells_kept": int(counts["n_cells_kept"]),
+        "n_genes_all_zero": int((gene["n_cells_all"] == 0).sum()),
+        "n_genes_below_min_cells": int((~candidates).sum()),
+        "n_genes_used": len(recipe.genes),
+        "mito_filter_applied": recipe.max_pct_mito is not None,
+    }
+
+
 def fit_recipe(
     matrix: InMemory | H5adMatrix,
     var_names: pd.Index,
@@ -213,87 +352,59 @@ def fit_recipe(
     the mean of the clipped scaled values. ``validate`` checks each block's
     values (NaN, negatives, non-integer counts) in pass 1. The ``seurat`` and
     ``cell_ranger`` flavors call scanpy and need ``matrix`` in memory.
+    Every pass returns sums over cells, and every decision taken from them is
+    a function of its own (:func:`check_qc`, :func:`gene_candidates`,
+    :func:`seurat_v3_clip`, :func:`seurat_v3_select`, :func:`set_scale`), which
+    the federated coordinator (:mod:`rlae_sc.federated`) calls on sums over sites.
     Returns the recipe and the QC table of all cells (``n_genes``,
     ``total_counts``, ``pct_mito``, ``qc_pass``).
     """
-    if hvg_flavor not in HVG_FLAVORS:
-        raise InputError(source, f"unknown hvg_flavor {hvg_flavor!r}", f"Use one of {', '.join(HVG_FLAVORS)}.")
-    if input_kind == "log_normalized" and hvg_flavor == "seurat_v3":
-        hvg_flavor = "seurat"  # seurat_v3 models raw counts; on log data scanpy's 'seurat' flavor applies
-    var_names = pd.Index(var_names).astype(str)
-    mito = mito_mask(var_names)
-    recipe = Recipe(
+    recipe, mito = new_recipe(
+        var_names,
         input_kind=input_kind,
         min_genes=min_genes,
         min_cells=min_cells,
-        max_pct_mito=max_pct_mito if mito.any() else None,  # no gene names start with MT-/mt-: nothing to filter on
+        max_pct_mito=max_pct_mito,
         target_sum=target_sum,
         n_top_genes=n_top_genes,
         hvg_flavor=hvg_flavor,
         clip=clip,
-        input_genes=list(var_names),
+        source=source,
     )
     passes = {"chunk_size": chunk_size, "client": client}
-    check = {"source": str(source), "input_kind": input_kind, "genes": var_names} if validate else None
+    genes = pd.Index(recipe.input_genes)
+    check = {"source": str(source), "input_kind": input_kind, "genes": genes} if validate else None
     gene, cells = run_pass(matrix, partial(_qc_block, recipe=recipe, mito=mito, check=check), desc="QC", **passes)
     keep = cells["qc_pass"]
     qc = pd.DataFrame(cells)
-    median_genes = float(np.median(qc["n_genes"]))
-    if not keep.any():
-        raise InputError(
-            source,
-            f"no cells pass QC (min_genes={min_genes}, max_pct_mito={max_pct_mito}; cells "
-            f"detect a median of {median_genes:g} genes)",
-            "Lower min_genes or raise max_pct_mito, or check that the input holds counts.",
-        )
-    if keep.mean() < 0.5:
-        warnings.warn(
-            f"{source}: QC keeps only {int(keep.sum())} of {len(keep)} cells ({keep.mean():.0%}); "
-            f"cells detect a median of {median_genes:g} genes against min_genes={min_genes}. For sparse data, "
-            "lower min_genes (e.g. --min-genes 50).",
-            stacklevel=2,
-        )
     n = int(keep.sum())
-    candidates = gene["n_cells"] >= max(min_cells, 1)
-    if not candidates.any():
-        raise InputError(source, f"no genes are detected in at least {min_cells} cells after QC", "Lower min_cells.")
+    check_qc(recipe, len(keep), n, float(np.median(qc["n_genes"])), source=source)
+    candidates = gene_candidates(recipe, gene["n_cells"], source=source)
     if recipe.target_sum is None and input_kind == "counts":
         recipe.target_sum = float(np.median(qc["total_counts"].to_numpy()[keep]))
     if candidates.sum() <= n_top_genes:
         hvg = candidates
-    elif hvg_flavor == "seurat_v3":
-        hvg = _seurat_v3(matrix, keep, candidates, gene, n, n_top_genes, passes)
+    elif recipe.hvg_flavor == "seurat_v3":
+        fit = seurat_v3_clip(gene, candidates, n)
+        block = partial(_clipped_block, keep=keep, cand=fit["cand"], clip_val=fit["clip_val"])
+        clipped, _ = run_pass(matrix, block, desc="HVG", **passes)
+        hvg = seurat_v3_select(fit, clipped, n, len(candidates), n_top_genes)
     elif isinstance(matrix, InMemory):
         hvg = _scanpy_hvg(recipe, sp.csr_matrix(matrix.array)[keep], candidates)
     else:
         raise InputError(
             source,
-            f"hvg_flavor {hvg_flavor!r} needs the matrix in memory",
+            f"hvg_flavor {recipe.hvg_flavor!r} needs the matrix in memory",
             "Use hvg_flavor: seurat_v3 with counts input for streaming, or turn streaming off.",
         )
-    idx = np.flatnonzero(hvg)
-    recipe.genes = [recipe.input_genes[i] for i in idx]
+    idx = set_genes(recipe, hvg)
     sums, _ = run_pass(matrix, partial(_lognorm_block, recipe=recipe, keep=keep, idx=idx), desc="gene means", **passes)
-    recipe.mean = sums["sum"] / n
-    var = (sums["sumsq"] - n * recipe.mean**2) / (n - 1) if n > 1 else np.ones(len(idx))
-    std = np.sqrt(np.maximum(var, 0.0))
-    std[std == 0] = 1.0
-    recipe.std = std
-    recipe.offset = np.zeros(len(idx))
+    set_scale(recipe, sums, n)
     if clip is not None:
         sums, _ = run_pass(matrix, partial(_offset_block, recipe=recipe, keep=keep, idx=idx), desc="clip", **passes)
         recipe.offset = sums["sum"] / n
-    recipe.stats = {
-        "n_cells_in": len(keep),
-        "n_genes_in": len(var_names),
-        "n_cells_all_zero": int((qc["total_counts"] == 0).sum()),
-        "n_cells_removed": int((~keep).sum()),
-        "n_cells_kept": n,
-        "n_genes_all_zero": int((gene["n_cells_all"] == 0).sum()),
-        "n_genes_below_min_cells": int((~candidates).sum()),
-        "n_genes_used": len(recipe.genes),
-        "mito_filter_applied": recipe.max_pct_mito is not None,
-    }
+    counts = {"n_cells_in": len(keep), "n_cells_all_zero": (qc["total_counts"] == 0).sum(), "n_cells_kept": n}
+    set_stats(recipe, counts, gene, candidates)
     return recipe, qc
 
 
@@ -381,34 +492,6 @@ def _qc_block(block: sp.csr_matrix, start: int, *, recipe: Recipe, mito: np.ndar
         "sumsq": np.bincount(K.indices, weights=np.square(K.data, dtype=np.float64), minlength=m),
     }
     return sums, {"n_genes": n_genes, "total_counts": total, "pct_mito": pct, "qc_pass": keep}
-
-
-def _seurat_v3(matrix, keep, candidates, gene, n, n_top_genes, passes) -> np.ndarray:
-    """Seurat v3 selection (as scanpy's ``flavor="seurat_v3"``, one batch) among ``candidates``.
-
-    A loess fit (span 0.3, degree 2) of log10 variance on log10 mean gives
-    each gene's expected standard deviation; counts are clipped at
-    ``mean + sqrt(n) * sd`` and the genes with the largest variance of
-    standardised clipped counts are kept.
-    """
-    from skmisc.loess import loess
-
-    cand = np.flatnonzero(candidates)
-    mean = gene["sum"][cand] / n
-    var = (gene["sumsq"][cand] / n - mean**2) * (n / (n - 1))
-    not_const = var > 0
-    fitted = np.zeros(len(cand))
-    model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=0.3, degree=2)
-    model.fit()
-    fitted[not_const] = model.outputs.fitted_values
-    reg_std = np.sqrt(10**fitted)
-    clip_val = reg_std * np.sqrt(n) + mean
-    sums, _ = run_pass(matrix, partial(_clipped_block, keep=keep, cand=cand, clip_val=clip_val), desc="HVG", **passes)
-    norm_var = (n * mean**2 + sums["sumsq"] - 2 * sums["sum"] * mean) / ((n - 1) * reg_std**2)
-    rank = np.argsort(np.argsort(-norm_var))  # the ranking scanpy uses
-    hvg = np.zeros(len(candidates), dtype=bool)
-    hvg[cand[rank < n_top_genes]] = True
-    return hvg
 
 
 def _clipped_block(block, start: int, *, keep: np.ndarray, cand: np.ndarray, clip_val: np.ndarray):

@@ -219,7 +219,8 @@ INDEX_COLUMNS = [
 
 def write_index(results: str | Path, *, out: str | Path | None = None) -> Path:
     """``results/index.html``: a row per dataset (``results/<name>/metrics.json``) linking to its page,
-    the mappings (``results/mapping/<name>/mapping.json``) and the papers' figures when present."""
+    the mappings (``results/mapping/<name>/mapping.json``), the federated fits (``results/federation/<name>/
+    federation.json``, with links to each site's page) and the papers' figures when present."""
     results = Path(results)
     rows = []
     for metrics_file in sorted(results.glob("*/metrics.json")):
@@ -245,6 +246,20 @@ def write_index(results: str | Path, *, out: str | Path | None = None) -> Path:
             f'<li><a href="mapping/{html.escape(name)}/report.html">{html.escape(name)}</a>: '
             f"{s['n_query_cells']} cells, median confidence {s['median_confidence']:.3f}{acc}</li>"
         )
+    feds = []
+    for summary_file in sorted(results.glob("federation/*/federation.json")):
+        s = json.loads(summary_file.read_text())
+        name = html.escape(summary_file.parent.name)
+        sites = ", ".join(
+            f'<a href="federation/{name}/sites/{html.escape(site)}/report.html">{html.escape(site)}</a>'
+            for site in s["sites"]
+            if (summary_file.parent / "sites" / site / "report.html").exists()
+        )
+        secure = " with secure aggregation" if s["secure"] else " (trusted)"
+        feds.append(
+            f"<li>{name}: {s['n_sites']} sites{secure}, {s['n_cells']} cells x {s['n_genes']} genes, k {s['k']}; "
+            f"sites' pages: {sites or '-'}</li>"
+        )
     figures = (
         '<p><a href="figures/figures.html">The papers\' figures reproduced</a></p>'
         if (results / "figures" / "figures.html").exists()
@@ -260,6 +275,7 @@ compared with exact PCA of the same matrix (|cos| per component, subspace distan
 agreement of Leiden clusters with known labels. Lambda is in the units of C = X^T X (a sum over cells).</p>
 <div class="scroll"><table><tr><th>dataset</th>{head}<th>UMAP</th></tr>{"".join(rows)}</table></div>
 {"<h2>Mapped queries</h2><ul>" + "".join(maps) + "</ul>" if maps else ""}
+{"<h2>Federated fits</h2><ul>" + "".join(feds) + "</ul>" if feds else ""}
 {figures}
 </body></html>
 """
