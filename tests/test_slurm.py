@@ -5,7 +5,8 @@ The test brings up Debian's ``slurm-wlm`` (22.05) with munge on this machine: ``
 executor plugin asks ``squeue``, and ``MinJobAge`` keeps finished jobs visible to it). It runs the ``.test``
 config through the profile, a local run of the same config beside it, and a run whose input is damaged; it
 checks that every rule ran as a SLURM job with the resources the rule requests, that the outputs equal the
-local run's, and that the failing rule is reported as failed by Snakemake and by SLURM.
+local run's, and that the failing rule is reported as failed by Snakemake and by SLURM. Then it gets Dask
+workers as SLURM jobs (``dask: slurm:2``, dask-jobqueue) and runs a pass on them.
 
 Needs root and the packages ``slurm-wlm`` and ``munge`` (``.ci/run`` installs them); skipped with the reason
 otherwise, unless ``RLAE_SC_REQUIRE_SLURM=1`` (set by ``.ci/run`` where it can install them), where a missing
@@ -31,6 +32,9 @@ import numpy as np
 import pytest
 import yaml
 from sklearn.metrics import adjusted_rand_score
+
+from rlae_sc.chunks import H5adMatrix, dask_client
+from rlae_sc.passes import scatter_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_CONF = Path("/etc/slurm/slurm.conf")  # srun inside a job reads it there: the job step drops SLURM_CONF
@@ -310,3 +314,28 @@ def test_a_failing_rule_is_reported_as_failed(runs):
     assert job["state"] == "FAILED" and job["comment"] == "rule_preprocess_wildcards_broken", job
     assert not (workdir / "results" / "broken" / "preprocessed.h5ad").exists()
     assert "broken.h5ad" in (workdir / "logs" / "broken" / "preprocess.log").read_text()  # rlae-sc's named error
+
+
+def test_dask_workers_from_slurm_jobs(cluster, small_counts_file, tmp_path):
+    """``dask: slurm:2``: two SLURM jobs of one Dask worker each (dask-jobqueue), configured the way users
+    configure dask-jobqueue (Dask's config; here in-process), on 127.0.0.1."""
+    import dask
+
+    config = {
+        "jobqueue.slurm": {
+            "cores": 1,
+            "memory": "1GB",
+            "walltime": "00:10:00",
+            "interface": "lo",
+            "scheduler-options": {"interface": "lo", "dashboard_address": "127.0.0.1:0"},
+            "log-directory": str(tmp_path),
+            "local-directory": str(tmp_path),
+        }
+    }
+    matrix = H5adMatrix(str(small_counts_file))
+    with dask.config.set(config), dask_client("slurm:2") as client:
+        client.wait_for_workers(2, timeout=120)
+        jobs = [line.split("|") for line in run("squeue", "--noheader", "--format=%j|%T").stdout.split()]
+        assert jobs.count(["dask-worker", "RUNNING"]) == 2, jobs
+        C = scatter_matrix(matrix, chunk_size=100, client=client)
+    np.testing.assert_allclose(C, scatter_matrix(matrix, chunk_size=100), rtol=1e-12, atol=1e-9)
