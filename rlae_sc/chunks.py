@@ -256,7 +256,7 @@ def _result(client, future, no_workers_seconds: float) -> tuple[dict, dict]:
         try:
             return future.result(timeout=2)
         except TimeoutError:
-            if client.scheduler_info(n_workers=1)["workers"]:
+            if client.scheduler_info()["workers"]:
                 alone_since = None
             elif alone_since is None:
                 alone_since = time.monotonic()
