@@ -23,7 +23,7 @@ import pytest
 from distributed import Client
 
 from rlae_sc import pipeline
-from rlae_sc.chunks import H5adMatrix, WorkersLost, dask_client, run_pass
+from rlae_sc.chunks import ONE_BLAS_THREAD, H5adMatrix, WorkersLost, dask_client, run_pass
 from rlae_sc.lae import theory
 from rlae_sc.model import load_model
 from rlae_sc.passes import _scatter_block
@@ -46,27 +46,21 @@ def tcp_cluster(n_workers: int, tmp_path: Path, **scheduler_config: str):
     env = dict(
         os.environ,
         PYTHONPATH=str(ROOT),  # workers unpickle rlae_sc's (and this module's) block functions
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
+        **ONE_BLAS_THREAD,
         **{f"DASK_DISTRIBUTED__SCHEDULER__{key.upper()}": val for key, val in scheduler_config.items()},
     )
-    dask = [sys.executable, "-m", "dask"]
     local = ["--host", "127.0.0.1", "--no-dashboard"]
-    procs = [
-        subprocess.Popen(
-            [*dask, "scheduler", "--port", str(port), *local],
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / "scheduler.log", "w"),
-        )
-    ]
+
+    def start(name: str, *args: str) -> subprocess.Popen:
+        with open(tmp_path / f"{name}.log", "w") as log:
+            cmd = [sys.executable, "-m", "dask", *args, *local]
+            return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=log)
+
+    procs = [start("scheduler", "scheduler", "--port", str(port))]
     try:
-        for i in range(n_workers):
-            cmd = [*dask, "worker", address, "--nthreads", "1", "--name", f"w{i}", *local]
-            log = open(tmp_path / f"worker{i}.log", "w")
-            procs.append(subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=log))
+        procs += [
+            start(f"worker{i}", "worker", address, "--nthreads", "1", "--name", f"w{i}") for i in range(n_workers)
+        ]
         with Client(address, timeout=60) as client:
             client.wait_for_workers(n_workers, timeout=120)
         yield address, procs[1:]
