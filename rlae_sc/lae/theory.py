@@ -191,7 +191,8 @@ def mode_strength_steps(
     :func:`rlae_sc.lae.rules.train_rule` (``"gd"``, loss ``"sum"``) maps each mode's singular value
     to ``s + 2 lr s (e - lam - e s^2)`` in both W1 and W2, so ``u = s^2`` follows
     ``u <- u (1 + 2 lr (e - lam - e u))^2`` exactly. For small ``lr r_1`` this is the
-    logistic curve; for larger steps it rises faster, and where ``lr (e_i - lam) > 1/4``
+    logistic curve; for larger steps it rises later (a small ``u`` grows by
+    ``(1 + 2 lr (e - lam))^2 < exp(4 lr (e - lam))`` per step), and where ``lr (e_i - lam) > 1/4``
     (the linearised factor ``1 - 4 lr (e_i - lam)`` of ``s_i`` about its fixed point is then
     negative) it oscillates about ``u*_i`` while settling; it diverges beyond 1/2.
 
