@@ -20,6 +20,7 @@ def add_parsers(sub, *, add_preprocess: Callable, add_train: Callable, add_clust
     p.add_argument("--label-key", default=None, help="obs column of known labels at every site")
     p.add_argument("--layer", default=None, help="counts in this layer at every site")
     p.add_argument("--secure", action="store_true", help="secure aggregation: the coordinator sees only sums")
+    p.add_argument("--allow-small-site", action="store_true", help=_SMALL + " (without --secure)")
     p.add_argument("--timeout", **timeout)
     add_preprocess(p)
     add_train(p)
@@ -94,6 +95,7 @@ def dispatch(args: argparse.Namespace, *, pick: Callable, pre: list, train: list
             label_key=args.label_key,
             layer=args.layer,
             secure=args.secure,
+            allow_small_site=args.allow_small_site,
             preprocess_params=pick(args, pre),
             train_params=pick(args, train),
             cluster_params=pick(args, cluster),

@@ -7,7 +7,7 @@ It writes nothing per site: ``model.npz`` and ``federation.json`` (sites taking
 part, rounds, timings, the fit's checks) in the output folder, and, with
 ``capture``, a copy of every vector it received (an audit trail of exactly
 what it saw). If a site disconnects, times out or breaks the protocol in any
-round, the run stops with a :class:`~rlae_sc.federated.statistics.FederationError`
+round, the run stops with a :class:`~rlae_sc.federated.FederationError`
 naming it, tells the other sites, and writes no model: in secure mode a sum
 with a site missing cannot be unmasked, and a fit on fewer sites must be
 started again by the users, so that no sum over a subset is ever revealed

@@ -28,6 +28,7 @@ def federate(
     label_key: str | None = None,
     layer: str | None = None,
     secure: bool = False,
+    allow_small_site: bool = False,
     preprocess_params: dict | None = None,
     train_params: dict | None = None,
     cluster_params: dict | None = None,
@@ -39,8 +40,9 @@ def federate(
     Writes ``out/model.npz``, ``out/federation.json``, ``out/sites/<site file
     stem>/`` (each site's outputs) and ``out/logs/<process>.log``. ``timeout``
     bounds each wait for a message; the whole run is stopped after ten times
-    that. Raises :class:`~rlae_sc.federated.statistics.FederationError` naming the
-    failing process (its last log line) when any of them fails.
+    that. ``allow_small_site``: see :func:`~rlae_sc.federated.statistics.check_site_size`.
+    Raises :class:`~rlae_sc.federated.FederationError` naming the failing
+    process (its last log line) when any of them fails.
     """
     paths = [Path(p) for p in sites]
     names = [p.stem for p in paths]
@@ -92,6 +94,7 @@ def federate(
                 str(timeout),
                 *(["--label-key", label_key] if label_key else []),
                 *(["--layer", layer] if layer else []),
+                *(["--allow-small-site"] if allow_small_site else []),
                 *_flags(cluster_params),
             ]
             procs[name] = _start("site", args + common, logs, name=name)

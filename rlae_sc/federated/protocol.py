@@ -4,7 +4,7 @@ A message is ``MAGIC``, the header's length (8 bytes, big-endian), the header
 (JSON: ``kind``, fields, and the name, dtype and shape of every array), then
 each array's bytes. Only numeric dtypes are accepted, and nothing is
 unpickled. Every read has a deadline; a closed connection or a timeout is a
-:class:`~rlae_sc.federated.statistics.FederationError` naming the peer.
+:class:`~rlae_sc.federated.FederationError` naming the peer.
 
 TLS: every party has a certificate signed by the federation's certificate
 authority; the coordinator requires client certificates and sites check the
