@@ -35,17 +35,21 @@ sys.path.insert(0, str(HERE))
 from bench import DEFAULT_SEED, machine, resample  # noqa: E402
 
 
-def write_counts(seed_counts, n_cells: int, path: Path, *, block: int = 50_000) -> None:
-    """A CSR counts .h5ad of ``n_cells`` resampled cells, written ``block`` cells at a time."""
+def write_counts(
+    seed_counts, n_cells: int, path: Path, *, block: int = 50_000, mix_key: str | None = None
+) -> None:
+    """A CSR counts .h5ad of ``n_cells`` resampled cells (with the seed cells' ``obs`` columns, labels
+    included; ``mix_key``: see :func:`bench.resample`), written ``block`` cells at a time."""
     import anndata as ad
     import h5py
     import pandas as pd
+    from anndata.io import write_elem
 
-    skeleton = ad.AnnData(
-        obs=pd.DataFrame(index=[f"cell{i:08d}" for i in range(n_cells)]), var=seed_counts.var[[]].copy()
+    ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n_cells).astype(str)), var=seed_counts.var[[]].copy()).write_h5ad(
+        path
     )
-    skeleton.write_h5ad(path)
     n_genes = seed_counts.n_vars
+    obs = []
     with h5py.File(path, "a") as f:
         g = f.create_group("X")
         g.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": (n_cells, n_genes)})
@@ -54,7 +58,9 @@ def write_counts(seed_counts, n_cells: int, path: Path, *, block: int = 50_000) 
         indptr = [np.zeros(1, dtype=np.int64)]
         nnz = 0
         for i, start in enumerate(range(0, n_cells, block)):
-            X = resample(seed_counts, min(block, n_cells - start), seed=i).X
+            cells = resample(seed_counts, min(block, n_cells - start), seed=i, mix_key=mix_key)
+            obs.append(cells.obs)
+            X = cells.X
             data.resize((nnz + X.nnz,))
             indices.resize((nnz + X.nnz,))
             data[nnz:] = X.data
@@ -62,6 +68,10 @@ def write_counts(seed_counts, n_cells: int, path: Path, *, block: int = 50_000) 
             indptr.append(X.indptr[1:].astype(np.int64) + nnz)
             nnz += X.nnz
         g.create_dataset("indptr", data=np.concatenate(indptr))
+        obs = pd.concat(obs)
+        obs.index = [f"cell{i:08d}" for i in range(n_cells)]
+        del f["obs"]
+        write_elem(f, "obs", obs)
 
 
 def stage(name: str, *args) -> dict:

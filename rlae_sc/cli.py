@@ -126,6 +126,9 @@ def _add_cluster(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     g.add_argument("--n-neighbors", type=int, default=S, help="(15)")
     g.add_argument("--n-dims", type=_optional(int), default=S, help="components used for the kNN graph (all)")
     g.add_argument("--resolution", type=float, default=S, help="Leiden resolution (0.3)")
+    g.add_argument(
+        "--sketch-cells", type=int, default=S, help="Leiden and UMAP on a sample of this many cells when larger (50000)"
+    )
     if seed:
         g.add_argument("--seed", type=int, default=S, help="(0)")
 
@@ -151,7 +154,7 @@ TRAIN = [
     "seed",
     "device",
 ]
-CLUSTER = ["n_neighbors", "n_dims", "resolution", "seed"]
+CLUSTER = ["n_neighbors", "n_dims", "resolution", "sketch_cells", "seed"]
 PASSES = ["streaming", "dask"]
 
 

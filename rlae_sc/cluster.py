@@ -1,7 +1,20 @@
-"""Neighbours, Leiden clusters and UMAP on the LAE embedding; agreement with known labels."""
+"""Neighbours, Leiden clusters and UMAP on the LAE embedding; agreement with known labels.
+
+Up to ``SKETCH_CELLS`` cells, Leiden and UMAP run on every cell, as in a
+standard scanpy analysis. Above it they run on a sketch: a seeded uniform
+sample of ``SKETCH_CELLS`` cells, clustered and laid out exactly as a dataset
+of that size would be; every other cell then takes the cluster with the
+largest kernel-weighted vote among its nearest sketch cells and the mean UMAP
+position of those cells (the same rule as mapping a query onto a reference,
+:mod:`rlae_sc.mapping`). Leiden's resolution therefore means the same at
+every scale: the graph it partitions always has at most ``SKETCH_CELLS``
+cells, so the cluster count does not grow with the number of cells.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 
 import anndata as ad
@@ -11,14 +24,29 @@ import scanpy as sc
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from rlae_sc.errors import InputError
-from rlae_sc.model import EMBEDDING_KEY
+from rlae_sc.keys import EMBEDDING_KEY
+from rlae_sc.neighbors import EXACT_MAX_CELLS, IndexTransformer, build_index, search
 
 MISSING_LABELS = ("", "?", "nan", "NaN", "unknown", "Unknown", "NA")
+SKETCH_CELLS = 50_000  # Leiden and UMAP run on at most this many cells (a seeded uniform sample)
+
+log = logging.getLogger("rlae_sc")
 
 
 def labelled_mask(values: pd.Series) -> np.ndarray:
     """True where a label is present: not NaN and not one of ``MISSING_LABELS``."""
     return values.notna().to_numpy() & ~values.astype(str).isin(MISSING_LABELS).to_numpy()
+
+
+def kernel_votes(dist: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Votes (m x n_classes) of each row's neighbours, ``codes`` (m x k) their classes and ``dist`` (m x k)
+    their distances: a Gaussian kernel of distance, bandwidth the row's median neighbour distance."""
+    bandwidth = np.median(dist, axis=1, keepdims=True)
+    bandwidth[bandwidth == 0] = 1.0
+    weights = np.exp(-((dist / bandwidth) ** 2))
+    votes = np.zeros((len(dist), n_classes))
+    np.add.at(votes, (np.repeat(np.arange(len(dist)), dist.shape[1]), codes.ravel()), weights.ravel())
+    return votes
 
 
 def cluster(
@@ -29,20 +57,30 @@ def cluster(
     resolution: float = 0.3,
     label_key: str | None = None,
     seed: int = 0,
+    sketch_cells: int = SKETCH_CELLS,
     source: str = "input",
-) -> dict:
-    """kNN graph on ``obsm['X_rlae']``, Leiden and UMAP, in place.
+):
+    """kNN graph on ``obsm['X_rlae']``, Leiden and UMAP, in place; returns ``(result, index)``.
 
-    Uses exact neighbours (scikit-learn) on the first ``n_dims`` components
-    (all when ``None``) and fills ``obsp['distances'|'connectivities']``,
-    ``obs['leiden']`` and ``obsm['X_umap']``; the call's parameters go to
-    ``uns['rlae_cluster']``. With ``label_key``, returns ``ari`` and ``nmi``
-    between Leiden clusters and the labels, over cells with a label (values
-    in ``MISSING_LABELS`` or NaN are left out).
+    Neighbours are found on the first ``n_dims`` components (all when
+    ``None``): exactly (scikit-learn, as scanpy's ``transformer="sklearn"``)
+    up to :data:`rlae_sc.neighbors.EXACT_MAX_CELLS` cells, with faiss's
+    IVF-flat index above. Fills ``obsp['distances'|'connectivities']`` and
+    ``uns['neighbors']`` (scanpy's ``neighbors``), ``obs['leiden']`` and
+    ``obsm['X_umap']``; above ``sketch_cells`` cells, Leiden and UMAP run on a
+    sketch (see the module's doc) and ``obs['rlae_sketch']`` marks its cells.
+    The call's parameters go to ``uns['rlae_cluster']``. With ``label_key``,
+    returns ``ari`` and ``nmi`` between Leiden clusters and the labels, over
+    cells with a label (values in ``MISSING_LABELS`` or NaN are left out).
 
     Returns
     -------
-    dict with ``n_clusters`` and, with labels, ``ari``, ``nmi``, ``n_labelled``.
+    result
+        dict with ``n_clusters``, the seconds of each step and, with labels,
+        ``ari``, ``nmi``, ``n_labelled``.
+    index
+        The faiss index of all cells' embedding (first ``n_dims`` components),
+        for mapping queries onto them (:func:`rlae_sc.neighbors.save_index`).
     """
     if label_key is not None and label_key not in adata.obs:
         raise InputError(
@@ -55,19 +93,26 @@ def cluster(
     k = adata.obsm[EMBEDDING_KEY].shape[1]
     n_dims = k if n_dims is None else min(n_dims, k)
     n_neighbors = min(n_neighbors, adata.n_obs - 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.pp.neighbors(
-            adata,
-            use_rep=EMBEDDING_KEY,
-            n_pcs=n_dims,
-            n_neighbors=n_neighbors,
-            transformer="sklearn",
-            random_state=seed,
-        )
-        sc.tl.leiden(adata, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
-        sc.tl.umap(adata, random_state=seed)
-    result = {"n_clusters": int(adata.obs["leiden"].nunique())}
+    X = np.ascontiguousarray(adata.obsm[EMBEDDING_KEY][:, :n_dims], dtype=np.float32)
+    seconds = {}
+    t0 = time.perf_counter()
+    index = _neighbors(adata, n_neighbors=n_neighbors, n_dims=n_dims, seed=seed)
+    seconds["neighbors_seconds"] = time.perf_counter() - t0
+    sketched = adata.n_obs > sketch_cells
+    if sketched:
+        sketch = np.sort(np.random.default_rng(seed).choice(adata.n_obs, sketch_cells, replace=False))
+        small = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[sketch]), obsm={EMBEDDING_KEY: X[sketch]})
+        _neighbors(small, n_neighbors=n_neighbors, n_dims=n_dims, seed=seed)
+    else:
+        small = adata
+    t0 = time.perf_counter()
+    _leiden_umap(small, resolution=resolution, seed=seed)
+    seconds["leiden_umap_seconds"] = time.perf_counter() - t0
+    if sketched:
+        t0 = time.perf_counter()
+        _extend_sketch(adata, small, sketch, X, n_neighbors=n_neighbors, seed=seed)
+        seconds["sketch_extension_seconds"] = time.perf_counter() - t0
+    result = {"n_clusters": int(adata.obs["leiden"].nunique()), **seconds}
     if label_key is not None:
         labels = adata.obs[label_key].astype(str)
         has = labelled_mask(adata.obs[label_key])
@@ -83,6 +128,56 @@ def cluster(
         "resolution": resolution,
         "label_key": label_key or "",
         "seed": seed,
-        "neighbors": "exact (scikit-learn)",
+        "neighbors": "exact (scikit-learn)" if adata.n_obs <= EXACT_MAX_CELLS else "approximate (faiss IVF-flat)",
+        "sketch_cells": int(sketch_cells) if sketched else 0,
     }
-    return result
+    return result, index
+
+
+def _neighbors(adata: ad.AnnData, *, n_neighbors: int, n_dims: int, seed: int):
+    """scanpy's ``neighbors`` on ``obsm['X_rlae']``: exact up to ``EXACT_MAX_CELLS`` cells, else through
+    :class:`rlae_sc.neighbors.IndexTransformer`; returns the faiss index of the cells."""
+    exact = adata.n_obs <= EXACT_MAX_CELLS
+    transformer = "sklearn" if exact else IndexTransformer(n_neighbors, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(
+            adata,
+            use_rep=EMBEDDING_KEY,
+            n_pcs=n_dims,
+            n_neighbors=n_neighbors,
+            transformer=transformer,
+            random_state=seed,
+        )
+    log.info("neighbours of %d cells: %s", adata.n_obs, "exact" if exact else "faiss IVF-flat")
+    if exact:
+        return build_index(adata.obsm[EMBEDDING_KEY][:, :n_dims], seed=seed)
+    return transformer.index_
+
+
+def _leiden_umap(adata: ad.AnnData, *, resolution: float, seed: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.leiden(adata, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
+        sc.tl.umap(adata, random_state=seed)
+
+
+def _extend_sketch(adata, small, sketch: np.ndarray, X: np.ndarray, *, n_neighbors: int, seed: int) -> None:
+    """Give every cell outside the sketch the kernel-weighted majority cluster of its ``n_neighbors`` nearest
+    sketch cells and their mean UMAP position; sketch cells keep their own."""
+    rest = np.setdiff1d(np.arange(adata.n_obs), sketch)
+    index = build_index(X[sketch], seed=seed, exact=False)
+    dist, idx = search(index, X[rest], n_neighbors)
+    clusters = small.obs["leiden"]
+    votes = kernel_votes(dist, clusters.cat.codes.to_numpy()[idx], len(clusters.cat.categories))
+    codes = np.empty(adata.n_obs, dtype=np.int64)
+    codes[sketch] = clusters.cat.codes.to_numpy()
+    codes[rest] = votes.argmax(axis=1)
+    adata.obs["leiden"] = pd.Categorical.from_codes(codes, categories=clusters.cat.categories)
+    xy = np.empty((adata.n_obs, 2), dtype=np.float32)
+    xy[sketch] = small.obsm["X_umap"]
+    xy[rest] = small.obsm["X_umap"][idx].mean(axis=1)
+    adata.obsm["X_umap"] = xy
+    adata.obs["rlae_sketch"] = np.isin(np.arange(adata.n_obs), sketch)
+    adata.uns["leiden"] = small.uns["leiden"]  # the parameters of the sketch's Leiden and UMAP runs
+    adata.uns["umap"] = small.uns["umap"]

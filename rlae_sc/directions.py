@@ -8,12 +8,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from rlae_sc.chunks import matrix_of
+from rlae_sc.keys import DIRECTIONS_KEY, EMBEDDING_KEY
 from rlae_sc.lae import theory
-from rlae_sc.model import EMBEDDING_KEY, RLAEModel
+from rlae_sc.model import RLAEModel
 from rlae_sc.passes import scatter_matrix
+from rlae_sc.preprocess import trained_rows
 
-DIRECTIONS_KEY = "rlae_directions"
 QC_COUNTS = (
     "n_cells_in",
     "n_genes_in",
@@ -71,7 +71,7 @@ def directions_adata(model: RLAEModel, pre: ad.AnnData, *, client=None) -> tuple
     ``uns['rlae']`` the eigenvalues, variance ratios, lambda, parameters and
     the comparison with exact PCA.
     """
-    matrix = matrix_of(pre)
+    matrix = trained_rows(pre)
     metrics, reference = compare_with_pca(model, matrix, client=client)
     if pre.raw is not None:
         X, genes = pre.raw.X, pre.raw.var_names

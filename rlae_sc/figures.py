@@ -27,7 +27,7 @@ from rlae_sc.io import write_json  # noqa: E402
 from rlae_sc.lae import theory  # noqa: E402
 from rlae_sc.lae.rules import train_rule  # noqa: E402
 from rlae_sc.passes import scatter_matrix  # noqa: E402
-from rlae_sc.preprocess import preprocess  # noqa: E402
+from rlae_sc.preprocess import preprocess, trained_rows  # noqa: E402
 from rlae_sc.report import write_page  # noqa: E402
 from rlae_sc.simulate import bundled  # noqa: E402
 
@@ -87,7 +87,7 @@ def cells_matrix(path: str | Path | None = None) -> tuple[np.ndarray, np.ndarray
     pre = ad.read_h5ad(path)
     cats = [c for c in pre.obs.columns if str(pre.obs[c].dtype) == "category"]
     labels = pre.obs[cats[0]].astype(str).to_numpy() if cats else np.full(pre.n_obs, "cells")
-    return pre.X.astype(np.float64), labels, Path(path).parent.name
+    return trained_rows(pre).read(0, pre.n_obs).astype(np.float64), labels, Path(path).parent.name
 
 
 def _losses_on(C: np.ndarray, k: int, lam: float, n_iter: int, seed: int = 0, tilt: float = 1.0) -> dict:

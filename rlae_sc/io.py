@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -251,10 +252,18 @@ def validate_matrix(X: sp.csr_matrix, *, source: str | Path, input_kind: str, na
             )
 
 
-def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
-    """Write ``adata`` to ``path`` atomically (gzip-free, fast)."""
+def write_h5ad(adata: ad.AnnData, path: str | Path, *, x_from: str | Path | None = None) -> None:
+    """Write ``adata`` to ``path`` atomically (gzip-free, fast).
+
+    ``x_from``: an ``.h5ad`` whose ``X`` is copied into the file as it is, on
+    disk, never loaded (``adata`` then has no ``X`` of its own, e.g. read backed).
+    """
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
+        if x_from is not None:
+            with h5py.File(x_from, "r") as src, h5py.File(tmp, "a") as dst:
+                if "X" in src:
+                    src.copy(src["X"], dst, "X")
 
 
 def write_json(obj: dict, path: str | Path) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pandas as pd
-from sklearn.neighbors import NearestNeighbors
 
-from rlae_sc.cluster import labelled_mask
+from rlae_sc.cluster import kernel_votes, labelled_mask
 from rlae_sc.errors import InputError
-from rlae_sc.model import EMBEDDING_KEY
+from rlae_sc.keys import EMBEDDING_KEY
+from rlae_sc.neighbors import build_index, search
 
 
 def transfer_labels(
@@ -23,6 +23,7 @@ def transfer_labels(
     *,
     label_key: str,
     n_neighbors: int = 15,
+    index=None,
     source: str = "reference",
 ) -> pd.DataFrame:
     """kNN label transfer from ``reference`` to ``query`` in ``obsm['X_rlae']`` (both n x k, same model).
@@ -30,8 +31,11 @@ def transfer_labels(
     Each query cell takes the label with the largest summed weight among its
     ``n_neighbors`` nearest reference cells (Euclidean); weights are a Gaussian
     kernel of the distance, with the bandwidth the cell's median neighbour
-    distance. Reference cells without a label (NaN, ``?``, ``unknown``, ...;
-    see :data:`rlae_sc.cluster.MISSING_LABELS`) are not used.
+    distance (:func:`rlae_sc.cluster.kernel_votes`). Reference cells without a
+    label (NaN, ``?``, ``unknown``, ...; see :data:`rlae_sc.cluster.MISSING_LABELS`)
+    are not used. ``index``: the reference's saved neighbour index
+    (:func:`rlae_sc.neighbors.load_index`), searched when every reference cell is labelled;
+    otherwise an index of the labelled cells is built here.
 
     Returns
     -------
@@ -43,16 +47,13 @@ def transfer_labels(
         raise InputError(source, f"has no label column {label_key!r}", "Name an obs column of the reference.")
     labels = reference.obs[label_key]
     has = labelled_mask(labels)
-    ref_x = reference.obsm[EMBEDDING_KEY][has]
+    ref_x, query_x = _embeddings(reference, query)
+    if index is None or not has.all():
+        index = build_index(ref_x[has])
     ref_labels = labels[has].astype(str).to_numpy()
-    n_neighbors = min(n_neighbors, len(ref_labels))
-    dist, idx = NearestNeighbors(n_neighbors=n_neighbors).fit(ref_x).kneighbors(query.obsm[EMBEDDING_KEY])
-    bandwidth = np.median(dist, axis=1, keepdims=True)
-    bandwidth[bandwidth == 0] = 1.0
-    weights = np.exp(-((dist / bandwidth) ** 2))
+    dist, idx = search(index, query_x, min(n_neighbors, len(ref_labels)))
     classes, codes = np.unique(ref_labels, return_inverse=True)
-    votes = np.zeros((len(dist), len(classes)))
-    np.add.at(votes, (np.repeat(np.arange(len(dist)), n_neighbors), codes[idx].ravel()), weights.ravel())
+    votes = kernel_votes(dist, codes[idx], len(classes))
     best = votes.argmax(axis=1)
     return pd.DataFrame(
         {
@@ -64,12 +65,19 @@ def transfer_labels(
     )
 
 
-def place_in_umap(reference: ad.AnnData, query: ad.AnnData, *, n_neighbors: int = 15) -> np.ndarray:
+def place_in_umap(reference: ad.AnnData, query: ad.AnnData, *, n_neighbors: int = 15, index=None) -> np.ndarray:
     """Query positions (n_query x 2) in the reference UMAP: the mean UMAP position of each cell's
-    ``n_neighbors`` nearest reference cells in ``obsm['X_rlae']``. The reference UMAP is not recomputed."""
-    nn = NearestNeighbors(n_neighbors=min(n_neighbors, reference.n_obs)).fit(reference.obsm[EMBEDDING_KEY])
-    _, idx = nn.kneighbors(query.obsm[EMBEDDING_KEY])
+    ``n_neighbors`` nearest reference cells in ``obsm['X_rlae']`` (through ``index``, the reference's
+    saved neighbour index, when given). The reference UMAP is not recomputed."""
+    ref_x, query_x = _embeddings(reference, query)
+    _, idx = search(index if index is not None else build_index(ref_x), query_x, min(n_neighbors, reference.n_obs))
     return reference.obsm["X_umap"][idx].mean(axis=1)
+
+
+def _embeddings(reference: ad.AnnData, query: ad.AnnData) -> tuple[np.ndarray, np.ndarray]:
+    """Both embeddings, restricted to the components the reference's neighbours were found on."""
+    n_dims = reference.uns.get("rlae_cluster", {}).get("n_dims") or reference.obsm[EMBEDDING_KEY].shape[1]
+    return reference.obsm[EMBEDDING_KEY][:, :n_dims], query.obsm[EMBEDDING_KEY][:, :n_dims]
 
 
 def map_query(
@@ -79,6 +87,7 @@ def map_query(
     label_key: str | None = None,
     n_neighbors: int = 15,
     truth_key: str | None = None,
+    index=None,
     source: str = "reference",
 ) -> dict:
     """Label transfer and UMAP placement, in place on ``query``; returns summary numbers.
@@ -90,10 +99,10 @@ def map_query(
     true label is present and is also a reference label.
     """
     key = label_key or "leiden"
-    result = transfer_labels(reference, query, label_key=key, n_neighbors=n_neighbors, source=source)
+    result = transfer_labels(reference, query, label_key=key, n_neighbors=n_neighbors, index=index, source=source)
     query.obs["rlae_label"] = result["predicted"]
     query.obs["rlae_label_confidence"] = result["confidence"]
-    query.obsm["X_umap"] = place_in_umap(reference, query, n_neighbors=n_neighbors)
+    query.obsm["X_umap"] = place_in_umap(reference, query, n_neighbors=n_neighbors, index=index)
     summary = {
         "n_query_cells": int(query.n_obs),
         "label_key": key,

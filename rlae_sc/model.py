@@ -20,8 +20,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from rlae_sc.chunks import H5adMatrix, InMemory, matrix_of, run_pass
+from rlae_sc.chunks import H5adMatrix, InMemory, run_pass
 from rlae_sc.errors import InputError
+from rlae_sc.keys import EMBEDDING_KEY
 from rlae_sc.lae.rules import RULES, train_rule
 from rlae_sc.lae.solvers import fit_tied_exact
 from rlae_sc.lae.theory import decoder_directions
@@ -29,9 +30,7 @@ from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.modelfile import load as load_file
 from rlae_sc.modelfile import save as save_file
 from rlae_sc.passes import scatter_matrix, scores
-from rlae_sc.preprocess import Recipe, cell_qc, mito_mask
-
-EMBEDDING_KEY = "X_rlae"
+from rlae_sc.preprocess import Recipe, cell_qc, mito_mask, trained_rows
 
 
 @dataclass
@@ -243,15 +242,15 @@ def fit(
     if solver != "tied_exact" and solver not in RULES:
         raise InputError(source, f"unknown solver {solver!r}", f"Use tied_exact or one of {', '.join(RULES)}.")
     t0 = time.perf_counter()
-    matrix = matrix_of(pre)
-    scatter_checkpoint = scatter_checkpoint_path(checkpoint) if isinstance(matrix, H5adMatrix) and checkpoint else None
+    matrix = trained_rows(pre)
+    scatter_checkpoint = scatter_checkpoint_path(checkpoint) if pre.isbacked and checkpoint else None
     C_np = scatter_matrix(matrix, precision=scatter_precision, client=client, checkpoint=scatter_checkpoint)
     return fit_scatter(
         C_np,
         n_cells=n,
         recipe=Recipe.from_dict(json.loads(pre.uns["rlae_recipe"])),
         scatter_seconds=time.perf_counter() - t0,
-        X=np.asarray(pre.X[:], dtype=np.float64) if batch_size and solver != "tied_exact" else None,
+        X=np.asarray(matrix.read(0, n), dtype=np.float64) if batch_size and solver != "tied_exact" else None,
         n_components=n_components,
         solver=solver,
         lambda_frac=lambda_frac,

@@ -10,7 +10,7 @@ from functools import partial
 
 import numpy as np
 
-from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, run_pass
+from rlae_sc.chunks import CHUNK_SIZE, InMemory, run_pass
 
 IN_MEMORY_BLOCK = 1 << 17  # rows per product for an in-memory array of the product's dtype (131,072)
 
@@ -20,8 +20,9 @@ def scatter_matrix(
 ) -> np.ndarray:
     """Centred scatter ``C = (X - 1 mu^T)^T (X - 1 mu^T)`` (m x m, float64, sum over cells).
 
-    One pass over the rows of ``X`` (n x m: an array, or an :class:`InMemory`
-    or :class:`H5adMatrix`) in blocks; memory beyond ``C`` is one block. Each
+    One pass over the rows of ``X`` (n x m: an array, or rows to read such as
+    :class:`InMemory`, :class:`rlae_sc.chunks.H5adMatrix` or
+    :class:`rlae_sc.preprocess.ScaledRows`) in blocks; memory beyond ``C`` is one block. Each
     block's product ``block^T block`` and column sums are computed in
     ``precision`` and accumulated in float64 (blocks of ``chunk_size`` rows; of
     ``IN_MEMORY_BLOCK`` rows for an in-memory array already in ``precision``,
@@ -32,7 +33,7 @@ def scatter_matrix(
     """
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be float32 or float64, got {precision!r}")
-    matrix = X if isinstance(X, InMemory | H5adMatrix) else InMemory(X)
+    matrix = _rows(X)
     if isinstance(matrix, InMemory) and isinstance(matrix.array, np.ndarray) and matrix.array.dtype == precision:
         chunk_size = max(chunk_size, IN_MEMORY_BLOCK)  # blocks are views here: fewer, larger products
     fn = partial(_scatter_block, precision=precision)
@@ -44,6 +45,11 @@ def scatter_matrix(
     return C
 
 
+def _rows(X):
+    """``X`` when it is rows to read (it has ``read``), else an array wrapped as :class:`InMemory`."""
+    return X if hasattr(X, "read") else InMemory(X)
+
+
 def _scatter_block(block, start: int, *, precision: str) -> tuple[dict, dict]:
     B = np.asarray(block.toarray() if hasattr(block, "toarray") else block, dtype=precision)
     ones = np.ones(len(B), dtype=precision)
@@ -52,7 +58,7 @@ def _scatter_block(block, start: int, *, precision: str) -> tuple[dict, dict]:
 
 def scores(X, P: np.ndarray, *, chunk_size: int = CHUNK_SIZE, client=None) -> np.ndarray:
     """``X P`` (n x k, float32) for ``X`` (n x m; as in :func:`scatter_matrix`) and directions ``P`` (m x k)."""
-    matrix = X if isinstance(X, InMemory | H5adMatrix) else InMemory(X)
+    matrix = _rows(X)
     fn = partial(_scores_block, P=np.asarray(P, dtype=np.float64))
     return run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="embedding")[1]["scores"]
 

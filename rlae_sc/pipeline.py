@@ -7,7 +7,6 @@ counts.h5ad -> preprocess -> preprocessed.h5ad -> train -> model.npz
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from contextlib import contextmanager
@@ -16,17 +15,26 @@ from pathlib import Path
 
 import anndata as ad
 import h5py
+import numpy as np
 import pandas as pd
 
 from rlae_sc.atomic import atomic_path
-from rlae_sc.chunks import H5adMatrix, dask_client, h5ad_matrix, run_pass
+from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix, run_pass
 from rlae_sc.cluster import cluster
 from rlae_sc.directions import directions_adata
 from rlae_sc.errors import InputError
 from rlae_sc.io import detect_format, read, write_h5ad, write_json
 from rlae_sc.mapping import map_query
 from rlae_sc.model import fit, load_model, scatter_checkpoint_path
-from rlae_sc.preprocess import Recipe, fit_recipe, preprocess, preprocessed_adata, scaled_block
+from rlae_sc.neighbors import load_index, save_index
+from rlae_sc.preprocess import (
+    LOG_NORMALIZED,
+    Recipe,
+    fit_recipe,
+    lognorm_rows_block,
+    preprocess,
+    preprocessed_adata,
+)
 from rlae_sc.report import write_mapping_report, write_report
 from rlae_sc.simulate import bundled
 
@@ -46,20 +54,15 @@ OUTPUTS = {
 STAGE_MARK = {"preprocess": "rlae_recipe", "directions": "rlae_metrics", "cluster": "rlae"}  # uns key each writes
 
 
-def _read_stage(path: str | Path, stage: str) -> ad.AnnData:
-    """The ``.h5ad`` written by ``stage``, in memory; damaged files and files of other origin are named errors."""
-    with _backed_stage(path, stage, backed=False) as adata:
-        return adata
-
-
 @contextmanager
-def _backed_stage(path: str | Path, stage: str, *, backed: bool = True):
-    """The ``.h5ad`` written by ``stage``; backed: ``obs``, ``var`` and ``uns`` in memory, ``X`` read block by block."""
+def _backed_stage(path: str | Path, stage: str):
+    """The ``.h5ad`` written by ``stage``, backed: all but ``X`` in memory, ``X`` read block by block;
+    damaged files and files of other origin are named errors."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "not found", f"Run `rlae-sc {stage}` first to create it.")
     with _reading(path):
-        adata = ad.read_h5ad(path, backed="r" if backed else None)
+        adata = ad.read_h5ad(path, backed="r")
     try:
         if STAGE_MARK[stage] not in adata.uns:
             raise InputError(
@@ -67,8 +70,7 @@ def _backed_stage(path: str | Path, stage: str, *, backed: bool = True):
             )
         yield adata
     finally:
-        if backed:
-            adata.file.close()
+        adata.file.close()
 
 
 def preprocess_file(
@@ -103,16 +105,15 @@ def preprocess_file(
     else:
         adata = read(counts, layer=layer, input_kind=input_kind, orientation=orientation, var_names=var_names)
         _check_label_key(adata.obs, label_key, counts)
-        pre, recipe = preprocess(adata, input_kind=input_kind, source=str(counts), **params)
-        _record_recipe(pre, recipe, counts, layer, input_kind)
+        pre, recipe = preprocess(adata, input_kind=input_kind, source=str(counts), scale=False, **params)
+        _record_input(pre, counts, layer, input_kind)
         write_h5ad(pre, out)
     log.info("preprocess %s: %s -> %s", counts, ", ".join(f"{k} {v}" for k, v in recipe.stats.items()), out)
     return recipe.stats
 
 
-def _record_recipe(pre: ad.AnnData, recipe: Recipe, counts, layer: str | None, input_kind: str) -> None:
-    """Store the recipe (JSON, for the stages after) and the input's provenance in ``pre.uns``."""
-    pre.uns["rlae_recipe"] = json.dumps(recipe.to_dict())
+def _record_input(pre: ad.AnnData, counts, layer: str | None, input_kind: str) -> None:
+    """Store the input's provenance in ``pre.uns['rlae_input']``."""
     pre.uns["rlae_input"] = {"path": str(counts), "layer": layer or "", "input_kind": input_kind}
 
 
@@ -165,23 +166,56 @@ def _preprocess_streaming(counts, out, layer, input_kind, label_key, dask, param
         recipe, qc = fit_recipe(
             matrix, genes, input_kind=input_kind, source=str(counts), validate=True, client=client, **params
         )
-        pre, keep = preprocessed_adata(recipe, obs, qc)
-        _record_recipe(pre, recipe, counts, layer, input_kind)
-        with atomic_path(out) as tmp:
-            pre.write_h5ad(tmp)
-            with h5py.File(tmp, "a") as f:
-                X = f.create_dataset("X", shape=pre.shape, dtype="float32", chunks=(min(1024, pre.n_obs), pre.n_vars))
-                X.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
-                row = 0
-
-                def write(start: int, rows: dict) -> None:
-                    nonlocal row
-                    X[row : row + len(rows["X"])] = rows["X"]
-                    row += len(rows["X"])
-
-                fn = partial(scaled_block, recipe=recipe, keep=keep, idx=recipe.gene_index(recipe.input_genes))
-                run_pass(matrix, fn, client=client, desc="write", consume=write)
+        write_preprocessed(matrix, obs, recipe, qc, out, counts=counts, layer=layer, client=client)
     return recipe
+
+
+def write_preprocessed(
+    matrix: InMemory | H5adMatrix,
+    obs: pd.DataFrame,
+    recipe: Recipe,
+    qc: pd.DataFrame,
+    out: str | Path,
+    *,
+    counts: str | Path,
+    layer: str | None = None,
+    client=None,
+) -> None:
+    """Write ``preprocessed.h5ad`` for the cells of ``matrix`` (counts, cells x input genes) with a fitted ``recipe``.
+
+    ``obs`` is the input's (all cells) and ``qc`` the QC table of those cells
+    (:func:`rlae_sc.preprocess.fit_recipe`: ``n_genes``, ``total_counts``,
+    ``pct_mito``, ``qc_pass``). ``X`` (cells passing QC x genes used) holds the
+    log-normalised values as CSR rows (float32), written block by block in one
+    pass (on Dask when ``client`` is given), never whole; the stages after it
+    scale them with the recipe (:func:`rlae_sc.preprocess.trained_rows`).
+    ``counts`` and ``layer`` are recorded as the input's provenance.
+    """
+    pre, keep = preprocessed_adata(recipe, obs, qc, stored=LOG_NORMALIZED)
+    _record_input(pre, counts, layer, recipe.input_kind)
+    with atomic_path(out) as tmp:
+        pre.write_h5ad(tmp)
+        with h5py.File(tmp, "a") as f:
+            g = f.create_group("X")
+            g.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": pre.shape})
+            data = g.create_dataset("data", shape=(0,), maxshape=(None,), dtype="float32", chunks=(1 << 18,))
+            indices = g.create_dataset("indices", shape=(0,), maxshape=(None,), dtype="int32", chunks=(1 << 18,))
+            indptr = g.create_dataset("indptr", shape=(pre.n_obs + 1,), dtype="int64")
+            indptr[0] = 0
+            row, nnz = 0, 0
+
+            def write(start: int, rows: dict) -> None:
+                nonlocal row, nnz
+                data.resize((nnz + len(rows["data"]),))
+                indices.resize((nnz + len(rows["data"]),))
+                data[nnz:] = rows["data"]
+                indices[nnz:] = rows["indices"]
+                indptr[row + 1 : row + 1 + len(rows["nnz"])] = nnz + np.cumsum(rows["nnz"])
+                row += len(rows["nnz"])
+                nnz += len(rows["data"])
+
+            fn = partial(lognorm_rows_block, recipe=recipe, keep=keep, idx=recipe.gene_index(recipe.input_genes))
+            run_pass(matrix, fn, client=client, desc="write", consume=write)
 
 
 def train_file(preprocessed: str | Path, out: str | Path, *, dask: str | int | None = None, **params) -> dict:
@@ -251,21 +285,46 @@ def directions_file(
 def cluster_file(
     directions: str | Path, out: str | Path, metrics_out: str | Path, *, label_key: str | None = None, **params
 ) -> dict:
-    """Cluster ``directions.h5ad`` (see :func:`rlae_sc.cluster.cluster`) -> ``embedding.h5ad`` + ``metrics.json``."""
-    adata = _read_stage(directions, "directions")
-    result = cluster(adata, label_key=label_key, source=str(directions), **params)
+    """Cluster ``directions.h5ad`` (see :func:`rlae_sc.cluster.cluster`) -> ``embedding.h5ad`` + ``metrics.json``,
+    and the neighbour index of its cells beside ``out`` (:func:`index_path`; its SHA-256 in ``uns['rlae_cluster']``).
+
+    Reads the embedding, ``obs``, ``var`` and ``uns`` only; ``X`` (log-normalised values, when the input
+    was preprocessed in memory) is copied into ``out`` on disk, never loaded.
+    """
+    with _backed_stage(directions, "directions") as backed:
+        adata = _without_x(backed)
+    result, index = cluster(adata, label_key=label_key, source=str(directions), **params)
+    adata.uns["rlae_cluster"]["index_sha256"] = save_index(index, index_path(out))
     metrics = {**adata.uns.pop("rlae_metrics"), **result}
     adata.uns["rlae"]["metrics"] = metrics
-    write_h5ad(adata, out)
+    write_h5ad(adata, out, x_from=directions)
     write_json(metrics, metrics_out)
     log.info("cluster: %s -> %s, %s", ", ".join(f"{k} {result[k]:.4g}" for k in result), out, metrics_out)
     return metrics
 
 
+def _without_x(backed: ad.AnnData) -> ad.AnnData:
+    """An in-memory copy of a backed AnnData, everything but ``X``."""
+    return ad.AnnData(
+        obs=backed.obs.copy(),
+        var=backed.var.copy(),
+        obsm={key: np.asarray(val) for key, val in backed.obsm.items()},
+        varm={key: np.asarray(val) for key, val in backed.varm.items()},
+        obsp={key: val for key, val in backed.obsp.items()},
+        uns=dict(backed.uns),
+    )
+
+
+def index_path(embedding: str | Path) -> Path:
+    """The neighbour index written beside ``embedding.h5ad``: ``embedding.faiss``."""
+    embedding = Path(embedding)
+    return embedding.with_name(embedding.name.removesuffix(".h5ad") + ".faiss")
+
+
 def report_file(embedding: str | Path, out_dir: str | Path, *, dataset: str, label_key: str | None = None) -> Path:
-    """Figures and ``report.html`` from ``embedding.h5ad`` into ``out_dir``."""
-    adata = _read_stage(embedding, "cluster")
-    return write_report(adata, adata.uns["rlae"]["metrics"], out_dir, dataset=dataset, label_key=label_key)
+    """Figures and ``report.html`` from ``embedding.h5ad`` into ``out_dir`` (``X`` is not read)."""
+    with _backed_stage(embedding, "cluster") as adata:
+        return write_report(adata, adata.uns["rlae"]["metrics"], out_dir, dataset=dataset, label_key=label_key)
 
 
 def run(
@@ -376,7 +435,9 @@ def map_file(
     ``mapping.json`` and ``report.html`` with figures into ``out_dir``; returns the summary.
     """
     out_dir = Path(out_dir)
-    ref = _read_stage(reference, "cluster")
+    with _backed_stage(reference, "cluster") as backed:
+        ref = _without_x(backed)
+    index = load_index(index_path(reference), sha256=ref.uns["rlae_cluster"]["index_sha256"])
     query = embed_file(
         model_path,
         counts,
@@ -387,7 +448,13 @@ def map_file(
         min_overlap=min_overlap,
     )
     summary = map_query(
-        ref, query, label_key=label_key, n_neighbors=n_neighbors, truth_key=truth_key, source=str(reference)
+        ref,
+        query,
+        label_key=label_key,
+        n_neighbors=n_neighbors,
+        truth_key=truth_key,
+        index=index,
+        source=str(reference),
     )
     summary["gene_overlap"] = query.uns["rlae_embed"]["gene_overlap"]
     summary["n_flagged_by_qc"] = int((~query.obs["rlae_qc_pass"]).sum())

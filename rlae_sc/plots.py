@@ -8,8 +8,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
-from rlae_sc.directions import DIRECTIONS_KEY  # noqa: E402
+from rlae_sc.keys import DIRECTIONS_KEY  # noqa: E402
 
 plt.rcParams.update({"figure.dpi": 110, "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
 
@@ -87,20 +88,48 @@ def training(adata: ad.AnnData) -> plt.Figure:
     return fig
 
 
+RASTER_MIN_CELLS = 50_000  # from this many points on, scatter plots are drawn as density-shaded rasters
+
+
 def _scatter_categories(ax: plt.Axes, xy: np.ndarray, values, title: str) -> None:
     values = values.astype(str)
     cats = sorted(values.unique(), key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
     cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10")
-    size = max(2, min(12, 20000 / len(values)))
-    for j, cat in enumerate(cats):
-        sel = (values == cat).to_numpy()
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=size, color=cmap(j % cmap.N), label=f"{cat} ({sel.sum()})", lw=0)
+    colors = [cmap(j % cmap.N) for j in range(len(cats))]
+    if len(values) >= RASTER_MIN_CELLS:
+        codes = pd.Categorical(values, categories=cats).codes
+        image, extent = _category_raster(xy, codes, colors)
+        ax.imshow(image, extent=extent, origin="lower", interpolation="nearest", aspect="auto")
+        for cat, color in zip(cats, colors, strict=True):
+            ax.scatter([], [], s=12, color=color, label=f"{cat} ({int((values == cat).sum())})")
+    else:
+        size = max(2, min(12, 20000 / len(values)))
+        for cat, color in zip(cats, colors, strict=True):
+            sel = (values == cat).to_numpy()
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=size, color=color, label=f"{cat} ({sel.sum()})", lw=0)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel("UMAP 1")
     ax.set_ylabel("UMAP 2")
     ax.set_title(title, fontsize=9)
     ax.legend(frameon=False, fontsize=7, markerscale=2, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
+
+
+def _category_raster(xy: np.ndarray, codes: np.ndarray, colors: list, *, size: int = 400) -> tuple[np.ndarray, tuple]:
+    """An RGBA image (size x size) of many points (n x 2), and its extent in their coordinates: each pixel
+    takes the mean colour of its points (``colors[codes]``), and its opacity grows with the logarithm of
+    their number (density shading, as in datashader's categorical plots)."""
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    cell = np.clip(((xy - lo) / np.where(hi > lo, hi - lo, 1) * size).astype(np.int64), 0, size - 1)
+    pixel = cell[:, 1] * size + cell[:, 0]
+    rgb = np.asarray(colors)[:, :3][codes]
+    count = np.bincount(pixel, minlength=size * size).astype(np.float64)
+    image = np.zeros((size * size, 4))
+    for channel in range(3):
+        image[:, channel] = np.bincount(pixel, weights=rgb[:, channel], minlength=size * size) / np.maximum(count, 1)
+    image[:, 3] = np.log1p(count) / np.log1p(count.max())
+    image[count > 0, 3] = np.maximum(image[count > 0, 3], 0.25)
+    return image.reshape(size, size, 4), (lo[0], hi[0], lo[1], hi[1])
 
 
 def umap(adata: ad.AnnData, label_key: str | None = None) -> plt.Figure:
@@ -142,7 +171,7 @@ def mapped_umap(reference: ad.AnnData, query: ad.AnnData) -> plt.Figure:
     """Reference UMAP in grey with query cells on top, coloured by their transferred label."""
     fig, ax = plt.subplots(figsize=(6.2, 5.6))
     ref = reference.obsm["X_umap"]
-    ax.scatter(ref[:, 0], ref[:, 1], s=3, color="0.85", lw=0, label=f"reference ({reference.n_obs})")
+    ax.scatter(ref[:, 0], ref[:, 1], s=3, color="0.85", lw=0, label=f"reference ({reference.n_obs})", rasterized=True)
     _scatter_categories(ax, query.obsm["X_umap"], query.obs["rlae_label"], "query cells placed in the reference UMAP")
     return fig
 

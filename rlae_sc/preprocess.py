@@ -7,6 +7,7 @@ steps on any cells (new experiments included) without refitting anything.
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -17,7 +18,7 @@ import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 
-from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, run_pass
+from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, matrix_of, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.io import validate_matrix
 
@@ -144,8 +145,11 @@ class Recipe:
         in ``L`` (-1: missing, taken as zero). Computed in float64, in place (memory: one dense
         float64 copy); returns ``dtype`` (n_cells x m)."""
         present = idx >= 0
-        Z = np.zeros((L.shape[0], len(self.genes)), dtype=np.float64)
-        Z[:, present] = L[:, idx[present]].toarray()
+        if present.all() and np.array_equal(idx, np.arange(L.shape[1])):
+            Z = L.toarray().astype(np.float64, copy=False)  # the columns are the recipe's genes, in order
+        else:
+            Z = np.zeros((L.shape[0], len(self.genes)), dtype=np.float64)
+            Z[:, present] = L[:, idx[present]].toarray()
         Z -= self.mean
         Z /= self.std
         if self.clip is not None:
@@ -420,16 +424,24 @@ def preprocess(
     hvg_flavor: str = "seurat_v3",
     clip: float | None = None,
     source: str = "input",
+    scale: bool = True,
 ) -> tuple[ad.AnnData, Recipe]:
     """Fit a :class:`Recipe` on ``adata`` (cells x genes, in memory; see :func:`fit_recipe`) and apply it.
+
+    ``scale``: store the trained matrix itself in ``X`` (dense); ``False``
+    stores the log-normalised values of the genes used (CSR, about a fifth of
+    the size), from which :func:`trained_rows` scales each block of rows on
+    the fly, as the preprocessed file does.
 
     Returns
     -------
     pre
         Cells kept by QC x genes used: ``X`` is the centred, scaled float32
-        matrix the autoencoder trains on; ``raw`` holds the log-normalised
-        values of all input genes; ``obs`` the QC metrics; ``var`` the
-        per-gene ``mean`` and ``std``; ``uns['rlae_preprocess']`` the counts.
+        matrix the autoencoder trains on (``scale``) or the log-normalised
+        values it is scaled from (``uns['rlae_preprocess']['X']`` says which);
+        ``raw`` holds the log-normalised values of all input genes; ``obs`` the
+        QC metrics; ``var`` the per-gene ``mean`` and ``std``;
+        ``uns['rlae_preprocess']`` the counts.
     recipe
         The fitted recipe (see :meth:`Recipe.to_dict`).
     """
@@ -447,26 +459,32 @@ def preprocess(
         clip=clip,
         source=source,
     )
-    pre, keep = preprocessed_adata(recipe, adata.obs, qc)
+    pre, keep = preprocessed_adata(recipe, adata.obs, qc, stored=SCALED if scale else LOG_NORMALIZED)
     L = recipe._normalize(X[keep])
-    pre.X = recipe._scale(L, recipe.gene_index(recipe.input_genes))
+    idx = recipe.gene_index(recipe.input_genes)
+    pre.X = recipe._scale(L, idx) if scale else L[:, idx]
     pre.raw = ad.AnnData(X=L, obs=pre.obs[[]], var=pd.DataFrame(index=adata.var_names))
     return pre, recipe
 
 
-def preprocessed_adata(recipe: Recipe, obs: pd.DataFrame, qc: pd.DataFrame) -> tuple[ad.AnnData, np.ndarray]:
+def preprocessed_adata(
+    recipe: Recipe, obs: pd.DataFrame, qc: pd.DataFrame, *, stored: str
+) -> tuple[ad.AnnData, np.ndarray]:
     """The cells passing QC x genes used, without a matrix, and the mask of those cells.
 
     ``obs`` is the input's (all cells) and ``qc`` the table of :func:`fit_recipe`;
     the result's ``obs`` holds both for the kept cells, ``var`` the per-gene
-    ``mean`` and ``std``, ``uns['rlae_preprocess']`` the recipe's counts.
+    ``mean`` and ``std``, ``uns['rlae_recipe']`` the recipe as JSON (replayed by
+    the stages after and by :meth:`Recipe.from_dict`), ``uns['rlae_preprocess']``
+    the recipe's counts and, under ``"X"``, what ``X`` will hold: ``stored``
+    (:data:`SCALED` or :data:`LOG_NORMALIZED`).
     """
     keep = qc["qc_pass"].to_numpy()
     qc = qc.drop(columns="qc_pass").set_axis(obs.index)
     pre = ad.AnnData(
         obs=pd.concat([obs[keep], qc[keep]], axis=1),
         var=pd.DataFrame({"mean": recipe.mean, "std": recipe.std}, index=pd.Index(recipe.genes)),
-        uns={"rlae_preprocess": recipe.stats},
+        uns={"rlae_preprocess": {**recipe.stats, "X": stored}, "rlae_recipe": json.dumps(recipe.to_dict())},
     )
     return pre, keep
 
@@ -540,7 +558,45 @@ def _offset_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: n
     return {"sum": recipe._scale(L, idx, dtype=np.float64).sum(axis=0)}, {}
 
 
-def scaled_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
-    """The preprocessed rows (float32, cells passing QC x genes used) of a block of counts."""
-    L = recipe._normalize(_kept_rows(block, start, keep))
-    return {}, {"X": recipe._scale(L, idx)}
+def lognorm_rows_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
+    """The log-normalised values of the genes used (cells passing QC) of a block of counts, as the
+    ``data``, ``indices`` and per-row ``nnz`` of CSR rows (float32, int32, int64)."""
+    L = recipe._normalize(_kept_rows(block, start, keep))[:, idx]
+    L.sort_indices()
+    return {}, {"data": L.data, "indices": L.indices.astype(np.int32), "nnz": np.diff(L.indptr).astype(np.int64)}
+
+
+SCALED = "scaled"  # X holds the trained matrix
+LOG_NORMALIZED = "log_normalized"  # X holds log-normalised values of the genes used; the recipe scales them
+
+
+@dataclass(frozen=True)
+class ScaledRows:
+    """Rows of the trained matrix (float32, cells x genes used), scaled block by block by ``recipe``
+    (centring, scaling, clipping) from ``rows`` of log-normalised values of the recipe's genes.
+
+    Reads like :class:`~rlae_sc.chunks.InMemory` and :class:`~rlae_sc.chunks.H5adMatrix`
+    (and is picklable, for Dask); memory is one dense block.
+    """
+
+    rows: InMemory | H5adMatrix
+    recipe: Recipe
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows.shape
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.recipe._scale(sp.csr_matrix(self.rows.read(start, stop)), np.arange(self.shape[1]))
+
+    def fingerprint(self) -> str:
+        return f"scaled {self.rows.fingerprint()}"
+
+
+def trained_rows(pre: ad.AnnData) -> InMemory | H5adMatrix | ScaledRows:
+    """The rows of the matrix the autoencoder trains on, for passes over a preprocessed AnnData (in memory
+    or backed): ``X`` itself, or ``X`` scaled on the fly when it holds log-normalised values."""
+    rows = matrix_of(pre)
+    if pre.uns["rlae_preprocess"].get("X") == LOG_NORMALIZED:
+        return ScaledRows(rows, Recipe.from_dict(json.loads(pre.uns["rlae_recipe"])))
+    return rows

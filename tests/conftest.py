@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,13 +40,26 @@ def shared_file(name: str) -> Path:
     return path
 
 
+def trained_matrix(pre: ad.AnnData) -> np.ndarray:
+    """The matrix a preprocessed AnnData trains on (float64, dense), recomputed here: ``X`` itself, or, when
+    ``X`` holds log-normalised values, centred and scaled with ``var['mean']`` and ``var['std']``, then clipped
+    and re-centred with the recipe's ``clip`` and ``offset``."""
+    if pre.uns["rlae_preprocess"].get("X") != "log_normalized":
+        return np.asarray(pre.X, dtype=np.float64)
+    Z = (pre.X.toarray().astype(np.float64) - pre.var["mean"].to_numpy()) / pre.var["std"].to_numpy()
+    recipe = json.loads(pre.uns["rlae_recipe"])
+    if recipe["clip"] is not None:
+        Z = np.clip(Z, -recipe["clip"], recipe["clip"]) - np.asarray(recipe["offset"])
+    return Z
+
+
 def recompute(out: Path, k: int) -> dict:
     """The acceptance metrics recomputed from ``preprocessed.h5ad`` and ``embedding.h5ad`` with scipy's eigh,
     independently of rlae-sc's own metric code. Returns per-component ``cos`` (k,) and the summary numbers."""
     pre = ad.read_h5ad(out / "preprocessed.h5ad")
     emb = ad.read_h5ad(out / "embedding.h5ad")
-    X = pre.X.astype(np.float64)
-    X -= X.mean(axis=0)
+    Z = trained_matrix(pre)
+    X = Z - Z.mean(axis=0)
     m = X.shape[1]
     e, U = scipy.linalg.eigh(X.T @ X, subset_by_index=[m - k, m - 1])
     e, U = e[::-1], U[:, ::-1]
@@ -60,7 +74,7 @@ def recompute(out: Path, k: int) -> dict:
         "eigenvalue_max_rel_err_top10": rel[:10].max(),
         "subspace_distance": 1 - np.linalg.norm(U.T @ Q) ** 2 / k,
         "ari": adjusted_rand_score(emb.obs["cell_type"].astype(str), emb.obs["leiden"].astype(str)),
-        "scores_check": np.abs(emb.obsm["X_rlae"] - pre.X.astype(np.float64) @ P).max(),
+        "scores_check": np.abs(emb.obsm["X_rlae"] - Z @ P).max(),
     }
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import anndata as ad
 import numpy as np
 
@@ -11,8 +9,7 @@ from rlae_sc import fit, preprocess
 
 
 def _fit(counts):
-    pre, recipe = preprocess(counts, min_genes=50, n_top_genes=150)
-    pre.uns["rlae_recipe"] = json.dumps(recipe.to_dict())
+    pre, _ = preprocess(counts, min_genes=50, n_top_genes=150)
     return pre, fit(pre, n_components=8, seed=3)
 
 

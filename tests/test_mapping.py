@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rlae_sc.keys import EMBEDDING_KEY
 from rlae_sc.mapping import transfer_labels
-from rlae_sc.model import EMBEDDING_KEY
 from rlae_sc.pipeline import map_file, run
 from rlae_sc.simulate import synthetic_counts
 from tests.conftest import rlae_cli

@@ -13,8 +13,7 @@ from rlae_sc.errors import InputError
 
 @pytest.fixture(scope="module")
 def trained(small_counts):
-    pre, recipe = preprocess(small_counts, min_genes=50, n_top_genes=150)
-    pre.uns["rlae_recipe"] = json.dumps(recipe.to_dict())
+    pre, _ = preprocess(small_counts, min_genes=50, n_top_genes=150)
     return pre, fit(pre, n_components=8)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scanpy as sc
 
-from tests.conftest import recompute, rlae_cli
+from tests.conftest import recompute, rlae_cli, trained_matrix
 
 K = 10
 
@@ -92,6 +92,7 @@ def test_metrics_hold_when_recomputed_from_the_outputs(run_dir):
 
 def test_embedding_agrees_with_scanpy_pca(run_dir):
     pre = ad.read_h5ad(run_dir / "preprocessed.h5ad")
+    pre.X = trained_matrix(pre)  # the stored log-normalised values, centred and scaled
     emb = ad.read_h5ad(run_dir / "embedding.h5ad")
     sc.pp.pca(pre, n_comps=K, svd_solver="arpack")
     ours, theirs = emb.obsm["X_rlae"], pre.obsm["X_pca"]

@@ -4,6 +4,7 @@ rule cluster:
     output:
         embedding="results/{dataset}/embedding.h5ad",
         metrics="results/{dataset}/metrics.json",
+        index="results/{dataset}/embedding.faiss",  # written beside the embedding (rlae_sc.pipeline.index_path)
     log:
         "logs/{dataset}/cluster.log",
     params:

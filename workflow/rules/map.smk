@@ -3,6 +3,7 @@ rule map_query:
         counts=lambda wc: config["queries"][wc.query]["path"],
         model=lambda wc: f"results/{query_reference(wc)}/model.npz",
         reference=lambda wc: f"results/{query_reference(wc)}/embedding.h5ad",
+        index=lambda wc: f"results/{query_reference(wc)}/embedding.faiss",  # read by `map` beside the reference
     output:
         html="results/mapping/{query}/report.html",
         mapped="results/mapping/{query}/mapped.h5ad",

@@ -1,0 +1,4 @@
+"""Where rlae-sc's results go in an AnnData (scanpy's slots), defined once for every module."""
+
+EMBEDDING_KEY = "X_rlae"  # obsm: the LAE embedding, cells x k (PCA scores, as obsm['X_pca'] in scanpy)
+DIRECTIONS_KEY = "rlae_directions"  # varm: the principal directions, genes x k (as varm['PCs'] in scanpy)

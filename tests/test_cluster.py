@@ -1,0 +1,83 @@
+"""Neighbours (exact below the threshold, faiss IVF above), the sketch, and the saved neighbour index."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.neighbors import NearestNeighbors
+
+from rlae_sc import neighbors
+from rlae_sc.cluster import cluster
+from rlae_sc.errors import InputError
+from rlae_sc.keys import EMBEDDING_KEY
+
+
+def blobs(n: int, *, d: int = 20, n_types: int = 5, seed: int = 0) -> ad.AnnData:
+    """``n`` cells in ``n_types`` Gaussian blobs in ``d`` dimensions whose spread falls with the dimension
+    as PCA scores' does (standard deviation ``(j + 1)^-0.75`` in dimension j), labels in ``obs['type']``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(n_types, d))
+    types = rng.integers(0, n_types, n)
+    X = (centres[types] + rng.normal(size=(n, d)) / np.arange(1, d + 1) ** 0.75).astype(np.float32)
+    obs = pd.DataFrame({"type": pd.Categorical(types.astype(str))}, index=map(str, range(n)))
+    return ad.AnnData(obs=obs, obsm={EMBEDDING_KEY: X})
+
+
+def test_below_the_threshold_the_graph_is_exact():
+    a = blobs(800)
+    cluster(a)
+    nn = NearestNeighbors(n_neighbors=15).fit(a.obsm[EMBEDDING_KEY])
+    dist, idx = nn.kneighbors(a.obsm[EMBEDDING_KEY])
+    D = a.obsp["distances"]
+    for i in range(0, 800, 37):
+        row = D[i].toarray().ravel()
+        assert set(np.flatnonzero(row)) == set(idx[i, 1:])  # scanpy drops the cell itself
+        np.testing.assert_allclose(row[idx[i, 1:]], dist[i, 1:], rtol=1e-5)
+
+
+def test_ivf_index_recall_above_the_threshold(monkeypatch):
+    monkeypatch.setattr(neighbors, "EXACT_MAX_CELLS", 1000)
+    X = blobs(20_000, d=30).obsm[EMBEDDING_KEY]
+    index = neighbors.build_index(X)
+    assert index.nprobe == neighbors.NPROBE and index.ntotal == len(X)
+    q = np.random.default_rng(1).choice(len(X), 500, replace=False)
+    _, approx = neighbors.search(index, X[q], 16)
+    _, exact = NearestNeighbors(n_neighbors=16).fit(X).kneighbors(X[q])
+    recall = np.mean([len(np.intersect1d(a[1:], b[1:])) / 15 for a, b in zip(approx, exact, strict=True)])
+    assert recall >= 0.95
+    index.nprobe = 1  # the same index searching one list: the bar above is not met by chance
+    _, one = neighbors.search(index, X[q], 16)
+    assert np.mean([len(np.intersect1d(a[1:], b[1:])) / 15 for a, b in zip(one, exact, strict=True)]) < recall
+
+
+def test_sketch_cells_vote_for_the_rest():
+    a = blobs(1500, seed=3)
+    result, _ = cluster(a, sketch_cells=400, label_key="type")
+    sketch = a.obs["rlae_sketch"].to_numpy()
+    assert sketch.sum() == 400 and a.uns["rlae_cluster"]["sketch_cells"] == 400
+    assert result["n_clusters"] == a.obs["leiden"].nunique() and result["ari"] > 0.9
+    # each other cell: the kernel-weighted majority of its 15 nearest sketch cells, recomputed by brute force
+    X, labels = a.obsm[EMBEDDING_KEY], a.obs["leiden"].astype(str).to_numpy()
+    dist, idx = NearestNeighbors(n_neighbors=15).fit(X[sketch]).kneighbors(X[~sketch])
+    h = np.median(dist, axis=1, keepdims=True)
+    w = np.exp(-((dist / h) ** 2))
+    for i in range(0, (~sketch).sum(), 50):
+        votes = pd.Series(w[i]).groupby(labels[sketch][idx[i]]).sum()
+        assert labels[~sketch][i] == votes.idxmax()
+    np.testing.assert_allclose(
+        a.obsm["X_umap"][~sketch][::50], a.obsm["X_umap"][sketch][idx[::50]].mean(axis=1), rtol=1e-5
+    )
+
+
+def test_saved_index_is_checked(tmp_path):
+    X = blobs(300).obsm[EMBEDDING_KEY]
+    sha = neighbors.save_index(neighbors.build_index(X), tmp_path / "a.faiss")
+    again = neighbors.load_index(tmp_path / "a.faiss", sha256=sha)
+    np.testing.assert_array_equal(neighbors.search(again, X[:5], 3)[1][:, 0], np.arange(5))
+    data = bytearray((tmp_path / "a.faiss").read_bytes())
+    data[-10] ^= 0xFF
+    (tmp_path / "a.faiss").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="checksum"):
+        neighbors.load_index(tmp_path / "a.faiss", sha256=sha)
