@@ -326,13 +326,14 @@ def _slurm_cluster(spec: str):
     """The ``dask_jobqueue.SLURMCluster`` of ``slurm:JOBS``, scaled to ``JOBS`` jobs of one-BLAS-thread workers."""
     jobs = spec.removeprefix("slurm:")
     if not jobs.isdigit() or int(jobs) < 1:
-        raise ValueError(f"dask: {spec!r} is not slurm:JOBS with JOBS a number of SLURM jobs, as in slurm:4")
+        raise InputError("dask", f"{spec!r} is not slurm:JOBS", "Give a number of SLURM jobs, as in slurm:4.")
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
-        raise ImportError(
-            f"dask: {spec!r} starts Dask workers as SLURM jobs with dask-jobqueue, which is not installed: "
-            "pip install dask-jobqueue (or give the address of a running scheduler, tcp://host:port)"
+        raise InputError(
+            "dask",
+            f"{spec!r} starts Dask workers as SLURM jobs with dask-jobqueue, which is not installed",
+            "pip install dask-jobqueue, or give the address of a running scheduler (tcp://host:port).",
         ) from None
     import dask
 

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from rlae_sc import pipeline
+from rlae_sc.chunks import WorkersLost
 from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
 from rlae_sc.federated import cli as federated_cli
@@ -74,8 +75,9 @@ def _add_passes(p: argparse.ArgumentParser, *, streaming: bool) -> None:
     g.add_argument(
         "--dask",
         default=None,
-        metavar="N|ADDRESS",
-        help="run the passes on Dask: N local worker processes, or a scheduler address tcp://host:port",
+        metavar="N|ADDRESS|slurm:JOBS",
+        help="run the passes on Dask: N local worker processes, a scheduler address tcp://host:port, or slurm:JOBS "
+        "(dask-jobqueue SLURM jobs, configured in Dask's jobqueue.slurm settings)",
     )
 
 
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"rlae-sc: warning: {message}\n"
     try:
         _dispatch(args)
-    except (InputError, FederationError) as exc:
+    except (InputError, FederationError, WorkersLost) as exc:
         print(f"rlae-sc {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -7,6 +7,8 @@ rule cluster:
         index="results/{dataset}/embedding.faiss",  # written beside the embedding (rlae_sc.pipeline.index_path)
     log:
         "logs/{dataset}/cluster.log",
+    benchmark:
+        "logs/{dataset}/cluster.benchmark.tsv"  # wall time and peak memory of the stage (Snakemake's benchmark)
     params:
         rlae=RLAE,
         flags=lambda wc: cli_flags(stage_params(wc.dataset, "cluster")),

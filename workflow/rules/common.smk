@@ -105,3 +105,31 @@ def pass_threads(wildcards, input):
     workers when the passes start their own (``passes: dask: N``)."""
     dask = stage_params(wildcards.dataset, "passes").get("dask")
     return max(threads_by_size(wildcards, input), int(dask) if str(dask).isdigit() else 1)
+
+
+# Federated fits (workflow/rules/federation.smk)
+FEDERATIONS = list(config.get("federation", {}))
+
+
+wildcard_constraints:
+    federation="|".join(map(re.escape, FEDERATIONS)) if FEDERATIONS else "(?!)",
+
+
+def federation_entry(wildcards):
+    return config["federation"][wildcards.federation]
+
+
+def federation_flags(wildcards):
+    """--secure, --label-key, --layer, --timeout and the preprocess/train/cluster sections (entry overrides)."""
+    entry = federation_entry(wildcards)
+    words = ["--secure"] if entry.get("secure", True) else []
+    words += [f"--{key.replace('_', '-')}={entry[key]}" for key in ("label_key", "layer", "timeout") if key in entry]
+    flags = [" ".join(shlex.quote(w) for w in words)]
+    for stage in ("preprocess", "train", "cluster"):
+        params = {**config.get(stage, {}), **entry.get(stage, {})}
+        if stage == "preprocess":
+            params.pop("hvg_flavor", None)  # a federated fit selects genes with seurat_v3 on counts
+        if stage == "cluster":
+            params.pop("seed", None)  # --seed is the training seed here, as in `rlae-sc run`
+        flags.append(cli_flags(params))
+    return " ".join(flags)

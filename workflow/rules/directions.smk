@@ -6,6 +6,8 @@ rule directions:
         "results/{dataset}/directions.h5ad",
     log:
         "logs/{dataset}/directions.log",
+    benchmark:
+        "logs/{dataset}/directions.benchmark.tsv"  # wall time and peak memory of the stage (Snakemake's benchmark)
     params:
         rlae=RLAE,
         passes=lambda wc: pass_flags(wc.dataset),

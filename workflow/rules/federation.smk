@@ -2,33 +2,6 @@
 # coordinator and sites talking over TLS on 127.0.0.1 (`rlae-sc federate`; README "Federated fit").
 # Outputs: results/federation/<name>/model.npz, federation.json and sites/<site file stem>/ (each site's
 # embedding.h5ad, metrics.json, report.html), listed in results/index.html.
-FEDERATIONS = list(config.get("federation", {}))
-
-
-wildcard_constraints:
-    federation="|".join(map(re.escape, FEDERATIONS)) if FEDERATIONS else "(?!)",
-
-
-def federation_entry(wildcards):
-    return config["federation"][wildcards.federation]
-
-
-def federation_flags(wildcards):
-    """--secure, --label-key, --layer, --timeout and the preprocess/train/cluster sections (entry overrides)."""
-    entry = federation_entry(wildcards)
-    words = ["--secure"] if entry.get("secure", True) else []
-    words += [f"--{key.replace('_', '-')}={entry[key]}" for key in ("label_key", "layer", "timeout") if key in entry]
-    flags = " ".join(shlex.quote(w) for w in words)
-    for stage in ("preprocess", "train", "cluster"):
-        params = {**config.get(stage, {}), **entry.get(stage, {})}
-        if stage == "preprocess":
-            params.pop("hvg_flavor", None)  # a federated fit selects genes with seurat_v3 on counts
-        if stage == "cluster":
-            params.pop("seed", None)  # --seed is the training seed here, as in `rlae-sc run`
-        flags += " " + cli_flags(params)
-    return flags
-
-
 rule federate:
     input:
         sites=lambda wc: federation_entry(wc)["sites"],

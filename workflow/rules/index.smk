@@ -3,6 +3,7 @@ rule index:
         metrics=expand("results/{dataset}/metrics.json", dataset=DATASETS),
         reports=expand("results/{dataset}/report.html", dataset=DATASETS),
         mappings=expand("results/mapping/{query}/report.html", query=QUERIES),
+        federations=expand("results/federation/{federation}/federation.json", federation=FEDERATIONS),
     output:
         "results/index.html",
     log:

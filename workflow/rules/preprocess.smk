@@ -5,6 +5,8 @@ rule preprocess:
         "results/{dataset}/preprocessed.h5ad",
     log:
         "logs/{dataset}/preprocess.log",
+    benchmark:
+        "logs/{dataset}/preprocess.benchmark.tsv"  # wall time and peak memory of the stage (Snakemake's benchmark)
     params:
         rlae=RLAE,
         flags=lambda wc: cli_flags(stage_params(wc.dataset, "preprocess")),

@@ -13,6 +13,8 @@ rule report:
         ],
     log:
         "logs/{dataset}/report.log",
+    benchmark:
+        "logs/{dataset}/report.benchmark.tsv"  # wall time and peak memory of the stage (Snakemake's benchmark)
     params:
         rlae=RLAE,
         label=label_flag,

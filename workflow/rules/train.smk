@@ -6,6 +6,8 @@ rule train:
         trace="results/{dataset}/model.trace.tsv",
     log:
         "logs/{dataset}/train.log",
+    benchmark:
+        "logs/{dataset}/train.benchmark.tsv"  # wall time and peak memory of the stage (Snakemake's benchmark)
     params:
         rlae=RLAE,
         flags=lambda wc: cli_flags(stage_params(wc.dataset, "train")),

@@ -1,0 +1,286 @@
+"""Benchmark: every stage at atlas scale, and rlae-sc against scanpy's standard pipeline on the same counts.
+
+    python benchmarks/atlas.py [--cells 1000000] [--compare 100000] [--kang PATH] [--scanpy-minutes 15]
+
+1. ``--compare`` cells (default 100,000) resampled from soupx_pbmc4k_2170, and kang_se_12261: in one run,
+   ``rlae-sc run COUNTS`` end to end (one process, defaults) against scanpy's standard pipeline on the same
+   counts (read, normalize_total, log1p, 2,000 HVG, scale, PCA 50, neighbors, Leiden, UMAP), each in its own
+   process, timed with its peak memory. Both embeddings are scored the same way: the fraction of each
+   cell's 15 nearest neighbours (exact, Euclidean) that share its label; rlae-sc's kNN graph also by its
+   recall@15 against exact neighbours in ``X_rlae``; ARI of each Leiden partition against the labels.
+2. ``--cells`` (default 1,000,000) resampled cells through the Snakemake workflow with streaming, every
+   stage included (preprocess, train, directions, cluster, report, index), in a work directory of its own;
+   per-stage wall time and peak memory from the rules' Snakemake benchmark files; kNN recall and ARI.
+3. scanpy's standard pipeline on the same 1M counts, stopped when it would exceed ``--scanpy-gb`` of
+   memory or ``--scanpy-minutes`` of time; the step it reached is recorded.
+
+Cells are resampled with two same-label cells pooled per new cell (``bench.resample(mix_key=...)``), so
+that cells do not pile up as near-copies of the 2,170 seed cells. Writes atlas.md and atlas.json here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench import DEFAULT_SEED, machine  # noqa: E402
+from stream import write_counts  # noqa: E402
+
+K = 15
+STAGES = ["preprocess", "train", "directions", "cluster", "report"]
+MISSING = {"?", "nan", "unknown", ""}
+
+
+def counts_file(n: int, work: Path) -> Path:
+    """The resampled counts file of ``n`` cells (written once)."""
+    path = work / f"atlas_{n}.h5ad"
+    if not path.exists():
+        import anndata as ad
+
+        write_counts(ad.read_h5ad(DEFAULT_SEED), n, path, mix_key="cell_type")
+    return path
+
+
+def monitored(cmd: list[str], *, limit_gb: float = 1e9, limit_s: float = 1e9, log: Path | None = None) -> dict:
+    """Run ``cmd``; wall seconds, peak resident memory of its process tree (GB, sampled every 0.2 s), and
+    whether it was stopped at ``limit_gb`` or ``limit_s``."""
+    t0 = time.perf_counter()
+    out = open(log, "w") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    peak, stopped = 0.0, ""
+
+    def watch() -> None:
+        nonlocal peak, stopped
+        while proc.poll() is None:
+            rss = _tree_rss_gb(proc.pid)
+            peak = max(peak, rss)
+            if rss > limit_gb or time.perf_counter() - t0 > limit_s:
+                stopped = f"memory above {limit_gb:g} GB" if rss > limit_gb else f"over {limit_s / 60:g} min"
+                os.killpg(proc.pid, 9)
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    proc.wait()
+    thread.join()
+    return {"seconds": time.perf_counter() - t0, "peak_gb": peak, "returncode": proc.returncode, "stopped": stopped}
+
+
+def _tree_rss_gb(pid: int) -> float:
+    """Resident memory of ``pid`` and its descendants, GB."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / 1e9
+
+
+def scanpy_pipeline(counts: str, out: str, label_key: str) -> None:
+    """scanpy's standard pipeline; prints each step as it starts; writes X_pca, leiden and the step times."""
+    import anndata as ad
+    import scanpy as sc
+
+    times = {}
+
+    def step(name: str, fn) -> None:
+        print(f"step {name}", flush=True)
+        t0 = time.perf_counter()
+        fn()
+        times[name] = time.perf_counter() - t0
+
+    box = {}
+    step("read", lambda: box.update(a=ad.read_h5ad(counts)))
+    a = box["a"]
+    step("normalize_total", lambda: sc.pp.normalize_total(a))
+    step("log1p", lambda: sc.pp.log1p(a))
+    step("highly_variable_genes", lambda: sc.pp.highly_variable_genes(a, n_top_genes=2000, subset=True))
+    step("scale", lambda: sc.pp.scale(a))
+    step("pca", lambda: sc.pp.pca(a, n_comps=50))
+    step("neighbors", lambda: sc.pp.neighbors(a))
+    step("leiden", lambda: sc.tl.leiden(a, flavor="igraph", n_iterations=2, directed=False))
+    step("umap", lambda: sc.tl.umap(a))
+    np.save(out + ".X_pca.npy", a.obsm["X_pca"])
+    Path(out + ".json").write_text(
+        json.dumps({"times": times, "leiden": a.obs["leiden"].astype(str).tolist(), "obs_names": list(a.obs_names)})
+    )
+
+
+def neighbours_of(X: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
+    """Exact k nearest other cells of each query (float64 distances, blocks of 500 queries)."""
+    X64 = X.astype(np.float64)
+    sq = np.einsum("ij,ij->i", X64, X64)
+    out = []
+    for start in range(0, len(queries), 500):
+        q = queries[start : start + 500]
+        D = sq[None, :] - 2 * X64[q] @ X64.T + sq[q][:, None]
+        D[np.arange(len(q)), q] = np.inf
+        out.append(np.argpartition(D, k, axis=1)[:, :k])
+    return np.concatenate(out)
+
+
+def label_agreement(X: np.ndarray, labels: np.ndarray, sample: np.ndarray) -> float:
+    """Mean fraction of a labelled cell's 15 exact nearest neighbours (labelled) that share its label."""
+    nn = neighbours_of(X, sample)
+    fractions = []
+    for i, row in zip(sample, nn, strict=True):
+        if labels[i] in MISSING:
+            continue
+        others = labels[row][~np.isin(labels[row], list(MISSING))]
+        if len(others):
+            fractions.append(np.mean(others == labels[i]))
+    return float(np.mean(fractions))
+
+
+def graph_recall(X: np.ndarray, distances, sample: np.ndarray) -> float:
+    """Recall of the stored kNN graph (``obsp['distances']``, the cell itself left out) against exact
+    neighbours in ``X``, over the sampled cells."""
+    k = int(np.diff(distances.indptr).max())
+    nn = neighbours_of(X, sample, k)
+    hits = [len(np.intersect1d(distances[i].indices, row)) / k for i, row in zip(sample, nn, strict=True)]
+    return float(np.mean(hits))
+
+
+def compare(counts: Path, name: str, work: Path, *, label_key: str = "cell_type") -> dict:
+    """rlae-sc run against scanpy's standard pipeline on ``counts``, in this run; both embeddings scored."""
+    import anndata as ad
+    from sklearn.metrics import adjusted_rand_score
+
+    out = work / f"compare_{name}"
+    rlae = monitored(
+        [sys.executable, "-m", "rlae_sc", "run", str(counts), "--out", str(out), "--label-key", label_key],
+        log=work / f"compare_{name}_rlae.log",
+    )
+    base = str(work / f"compare_{name}_scanpy")
+    scanpy = monitored(
+        [sys.executable, __file__, "--scanpy-worker", str(counts), base, label_key], log=work / f"{name}_scanpy.log"
+    )
+    emb = ad.read_h5ad(out / "embedding.h5ad", backed="r")
+    labels = emb.obs[label_key].astype(str).str.strip().to_numpy()
+    X = np.asarray(emb.obsm["X_rlae"])
+    sample = np.random.default_rng(0).choice(len(X), min(5000, len(X)), replace=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    theirs = json.loads(Path(base + ".json").read_text())
+    their_labels = ad.read_h5ad(counts, backed="r").obs[label_key].astype(str).str.strip()
+    their_labels = their_labels.loc[theirs["obs_names"]].to_numpy()
+    Y = np.load(base + ".X_pca.npy")
+    sample_y = np.random.default_rng(0).choice(len(Y), min(5000, len(Y)), replace=False)
+    has = ~np.isin(their_labels, list(MISSING))
+    return {
+        "dataset": name,
+        "n_cells": int(emb.n_obs),
+        "rlae_seconds": rlae["seconds"],
+        "rlae_peak_gb": rlae["peak_gb"],
+        "scanpy_seconds": scanpy["seconds"],
+        "scanpy_peak_gb": scanpy["peak_gb"],
+        "ratio": rlae["seconds"] / scanpy["seconds"],
+        "scanpy_steps": theirs["times"],
+        "rlae_label_agreement": label_agreement(X, labels, sample),
+        "scanpy_label_agreement": label_agreement(Y, their_labels, sample_y),
+        "rlae_knn_recall": graph_recall(X, emb.obsp["distances"], sample),
+        "rlae_ari": metrics.get("ari"),
+        "rlae_n_clusters": metrics["n_clusters"],
+        "scanpy_ari": float(adjusted_rand_score(their_labels[has], np.asarray(theirs["leiden"])[has])),
+        "scanpy_n_clusters": len(set(theirs["leiden"])),
+        "rlae_metrics": {k: v for k, v in metrics.items() if k.endswith("seconds")},
+    }
+
+
+def atlas(counts: Path, work: Path) -> dict:
+    """The workflow on ``counts`` with streaming, in a work directory of its own; per-stage numbers."""
+    import anndata as ad
+
+    wd = work / f"atlas_wd_{counts.stem}"
+    (wd / "config").mkdir(parents=True, exist_ok=True)
+    (wd / "config" / "config.yaml").write_text(
+        f"datasets:\n  atlas:\n    path: {counts}\n    label_key: cell_type\n    passes:\n      streaming: true\n"
+    )
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2", "--directory", str(wd)]
+    total = monitored(cmd, log=work / f"{counts.stem}_snakemake.log")
+    stages = {}
+    for stage in STAGES:
+        path = wd / "logs" / "atlas" / f"{stage}.benchmark.tsv"
+        if path.exists():
+            head, row = path.read_text().splitlines()[:2]
+            values = dict(zip(head.split("\t"), row.split("\t"), strict=True))
+            stages[stage] = {"seconds": float(values["s"]), "peak_gb": float(values["max_rss"]) / 1024}
+    result = {"n_cells_in": int(counts.stem.split("_")[-1]), "total": total, "stages": stages}
+    emb_path = wd / "results" / "atlas" / "embedding.h5ad"
+    if emb_path.exists():
+        emb = ad.read_h5ad(emb_path, backed="r")
+        metrics = json.loads((wd / "results" / "atlas" / "metrics.json").read_text())
+        X = np.asarray(emb.obsm["X_rlae"])
+        sample = np.random.default_rng(0).choice(len(X), 2000, replace=False)
+        labels = emb.obs["cell_type"].astype(str).str.strip().to_numpy()
+        result.update(
+            metrics=metrics,
+            knn_recall=graph_recall(X, emb.obsp["distances"], sample),
+            label_agreement=label_agreement(X, labels, sample),
+            preprocessed_gb=(wd / "results" / "atlas" / "preprocessed.h5ad").stat().st_size / 1e9,
+            dense_gb=emb.n_obs * metrics["n_genes"] * 4 / 1e9,
+        )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cells", type=int, default=1_000_000, help="0 to skip the atlas run")
+    parser.add_argument("--compare", type=int, default=100_000, help="0 to skip")
+    parser.add_argument("--kang", type=Path, default=ROOT.parent / "shared" / "data" / "kang_se_12261.h5ad")
+    parser.add_argument("--scanpy-gb", type=float, default=20.0)
+    parser.add_argument("--scanpy-minutes", type=float, default=15.0)
+    parser.add_argument("--work", type=Path, default=HERE / "data")
+    parser.add_argument("--scanpy-worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.scanpy_worker:
+        scanpy_pipeline(*args.scanpy_worker)
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    report = {"machine": machine(), "date": str(date.today()), "compare": [], "atlas": None, "scanpy_atlas": None}
+    if args.compare:
+        report["compare"].append(compare(counts_file(args.compare, args.work), f"resampled_{args.compare}", args.work))
+        _save(report)
+    if args.kang and args.kang.exists():
+        report["compare"].append(compare(args.kang, "kang_se_12261", args.work))
+        _save(report)
+    if args.cells:
+        counts = counts_file(args.cells, args.work)
+        report["atlas"] = atlas(counts, args.work)
+        _save(report)
+        log = args.work / f"scanpy_{args.cells}.log"
+        run = monitored(
+            [sys.executable, __file__, "--scanpy-worker", str(counts), str(args.work / f"scanpy_{args.cells}"), "x"],
+            limit_gb=args.scanpy_gb,
+            limit_s=args.scanpy_minutes * 60,
+            log=log,
+        )
+        steps = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("step ")]
+        report["scanpy_atlas"] = {**run, "last_step": steps[-1] if steps else ""}
+        _save(report)
+
+
+def _save(report: dict) -> None:
+    (HERE / "atlas.json").write_text(json.dumps(report, indent=1, default=float))
+    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=1, default=float)[:4000], flush=True)
+
+
+if __name__ == "__main__":
+    main()
