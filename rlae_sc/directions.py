@@ -24,7 +24,7 @@ QC_COUNTS = (
 )
 
 
-def compare_with_pca(model: RLAEModel, X, *, client=None) -> tuple[dict, dict]:
+def compare_with_pca(model: RLAEModel, X, *, client=None, device: str = "auto") -> tuple[dict, dict]:
     """Compare the model's directions with exact PCA (``scipy.linalg.eigh``) of ``X`` (n x m; an array or
     the rows of :mod:`rlae_sc.chunks`, the scatter pass on Dask when ``client`` is given).
 
@@ -33,11 +33,12 @@ def compare_with_pca(model: RLAEModel, X, *, client=None) -> tuple[dict, dict]:
     ``transpose_distance``, ``singular_value_error`` and more. ``reference``
     holds the exact ``eigenvalues`` (k,), per-component ``alignment`` (k,),
     ``eigengaps`` (k,; ``e_i / e_{i+1}``, the last against ``e_{k+1}``) and
-    ``pca_seconds`` (the exact eigensolver's time, scatter pass included).
+    ``pca_seconds`` (the exact eigensolver's time, scatter pass included). ``device``: where the
+    scatter pass's products run (see :func:`rlae_sc.passes.scatter_matrix`).
     """
     k = model.n_components
     t0 = time.perf_counter()
-    C = scatter_matrix(X, client=client)
+    C = scatter_matrix(X, client=client, device=device)
     e, U = theory.exact_pca(C, min(k + 1, C.shape[0]))
     pca_seconds = time.perf_counter() - t0
     gaps = theory.eigengaps(e) if len(e) > k else np.append(theory.eigengaps(e), np.nan)
@@ -59,7 +60,9 @@ def compare_with_pca(model: RLAEModel, X, *, client=None) -> tuple[dict, dict]:
     return metrics, reference
 
 
-def directions_adata(model: RLAEModel, pre: ad.AnnData, *, client=None) -> tuple[ad.AnnData, dict]:
+def directions_adata(
+    model: RLAEModel, pre: ad.AnnData, *, client=None, device: str = "auto"
+) -> tuple[ad.AnnData, dict]:
     """Embedding and directions in scanpy's slots, plus the metrics of :func:`compare_with_pca`.
 
     ``pre`` may be backed (its matrix is then read block by block, on Dask
@@ -69,10 +72,11 @@ def directions_adata(model: RLAEModel, pre: ad.AnnData, *, client=None) -> tuple
     ``varm['rlae_directions']`` the directions (all input genes x k, zero rows
     for genes not used), ``var['rlae_used']`` marks used genes, and
     ``uns['rlae']`` the eigenvalues, variance ratios, lambda, parameters and
-    the comparison with exact PCA.
+    the comparison with exact PCA. ``device``: where the passes' products run (``"auto"``: CUDA when
+    available; see :func:`rlae_sc.passes.torch_device`).
     """
     matrix = trained_rows(pre)
-    metrics, reference = compare_with_pca(model, matrix, client=client)
+    metrics, reference = compare_with_pca(model, matrix, client=client, device=device)
     if pre.raw is not None:
         X, genes = pre.raw.X, pre.raw.var_names
         X = X.to_memory() if hasattr(X, "to_memory") else X  # backed raw
@@ -85,7 +89,7 @@ def directions_adata(model: RLAEModel, pre: ad.AnnData, *, client=None) -> tuple
     out.var["rlae_used"] = np.zeros(out.n_vars, dtype=bool)
     out.var.iloc[rows, out.var.columns.get_loc("rlae_used")] = True
     out.varm[DIRECTIONS_KEY] = loadings
-    out.obsm[EMBEDDING_KEY] = model.scores(matrix, client=client)
+    out.obsm[EMBEDDING_KEY] = model.scores(matrix, client=client, device=device)
     out.uns["rlae"] = {
         "eigenvalues": model.eigenvalues,
         "variance": model.explained_variance,

@@ -29,7 +29,7 @@ from rlae_sc.lae.theory import decoder_directions
 from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.modelfile import load as load_file
 from rlae_sc.modelfile import save as save_file
-from rlae_sc.passes import scatter_matrix, scores
+from rlae_sc.passes import scatter_matrix, scores, torch_device
 from rlae_sc.preprocess import Recipe, cell_qc, mito_mask, trained_rows
 
 
@@ -85,9 +85,10 @@ class RLAEModel:
     def explained_variance(self) -> np.ndarray:
         return self.eigenvalues / (self.n_cells - 1)
 
-    def scores(self, X, *, client=None) -> np.ndarray:
-        """PCA scores ``X P`` (n x k, float32) of a preprocessed matrix X (n x m; see :func:`rlae_sc.passes.scores`)."""
-        return scores(X, self.directions, client=client)
+    def scores(self, X, *, client=None, device: str = "auto") -> np.ndarray:
+        """PCA scores ``X P`` (n x k, float32) of a preprocessed matrix X (n x m), the products on ``device``
+        (see :func:`rlae_sc.passes.scores`)."""
+        return scores(X, self.directions, client=client, device=device)
 
     def embed(
         self,
@@ -217,7 +218,8 @@ def fit(
     seed
         Seed of the random start (and of mini-batches).
     device
-        Torch device for training; ``"auto"`` picks CUDA when available.
+        Torch device for the pass that builds ``C`` (on the workers' CPUs with ``client``) and for
+        training; ``"auto"`` picks CUDA when available.
     checkpoint
         A file to checkpoint to and resume from: the learning rules' state
         (see :func:`rlae_sc.lae.rules.train_rule`), and, when ``pre`` is
@@ -244,7 +246,9 @@ def fit(
     t0 = time.perf_counter()
     matrix = trained_rows(pre)
     scatter_checkpoint = scatter_checkpoint_path(checkpoint) if pre.isbacked and checkpoint else None
-    C_np = scatter_matrix(matrix, precision=scatter_precision, client=client, checkpoint=scatter_checkpoint)
+    C_np = scatter_matrix(
+        matrix, precision=scatter_precision, client=client, checkpoint=scatter_checkpoint, device=device
+    )
     return fit_scatter(
         C_np,
         n_cells=n,
@@ -304,9 +308,7 @@ def fit_scatter(
     """
     if batch_size and solver != "tied_exact" and X is None:
         raise InputError(source, "mini-batch training needs the cells, not only C", "Set batch_size to none.")
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    dev = torch_device(device)
     C = torch.from_numpy(C_np).to(dev)
     t1 = time.perf_counter()
     recorder = TraceRecorder(C, n_components) if (trace_metrics or solver != "tied_exact") else None

@@ -1,7 +1,8 @@
 """Passes over the preprocessed matrix: the centred scatter matrix and the scores.
 
-Both run through :func:`rlae_sc.chunks.run_pass`, so the matrix may be in
-memory or in an ``.h5ad`` file read block by block, serially or on Dask.
+The matrix may be in memory or in an ``.h5ad`` file read block by block,
+serially or on Dask (through :func:`rlae_sc.chunks.run_pass`); each block's
+products run through torch on a device (CUDA or the CPU: one code path).
 """
 
 from __future__ import annotations
@@ -9,38 +10,60 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
+import torch
 
 from rlae_sc.chunks import CHUNK_SIZE, InMemory, run_pass
+from rlae_sc.progress import progress
 
 IN_MEMORY_BLOCK = 1 << 17  # rows per product for an in-memory array of the product's dtype (131,072)
+STAGING_ROWS = 1 << 14  # rows per block copied to a CUDA device (16,384; pinned host buffers of 128 MiB at m = 2,000)
+
+
+def torch_device(device: str | torch.device = "auto") -> torch.device:
+    """The torch device named by ``device``: ``"auto"`` is CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def scatter_matrix(
-    X, *, precision: str = "float64", chunk_size: int = CHUNK_SIZE, client=None, checkpoint=None
+    X,
+    *,
+    precision: str = "float64",
+    chunk_size: int = CHUNK_SIZE,
+    client=None,
+    checkpoint=None,
+    device: str | torch.device = "auto",
 ) -> np.ndarray:
-    """Centred scatter ``C = (X - 1 mu^T)^T (X - 1 mu^T)`` (m x m, float64, sum over cells).
+    """Centred scatter ``C = (X - 1 mu^T)^T (X - 1 mu^T)`` (m x m, float64 numpy on the host, sum over cells).
 
     One pass over the rows of ``X`` (n x m: an array, or rows to read such as
     :class:`InMemory`, :class:`rlae_sc.chunks.H5adMatrix` or
     :class:`rlae_sc.preprocess.ScaledRows`) in blocks; memory beyond ``C`` is one block. Each
-    block's product ``block^T block`` and column sums are computed in
+    block's product ``block^T block`` and column sums are computed through torch in
     ``precision`` and accumulated in float64 (blocks of ``chunk_size`` rows; of
     ``IN_MEMORY_BLOCK`` rows for an in-memory array already in ``precision``,
     whose blocks are views): ``"float64"`` is exact to
     rounding; ``"float32"`` is about twice as fast, with relative errors of
-    about 1e-6 in the entries of ``C``. ``client``: run on Dask; ``checkpoint``:
-    save progress there and resume from it (see :func:`rlae_sc.chunks.run_pass`).
+    about 1e-6 in the entries of ``C``. ``device`` (see :func:`torch_device`): where the products run
+    and ``C`` accumulates; blocks are read on the host and copied there (through pinned memory on
+    CUDA). ``client``: run on Dask, the blocks' products on the workers' CPUs; ``checkpoint``:
+    save progress there and resume from it (see :func:`rlae_sc.chunks.run_pass`; each block's
+    products then return to the host).
     """
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be float32 or float64, got {precision!r}")
     matrix = _rows(X)
     if isinstance(matrix, InMemory) and isinstance(matrix.array, np.ndarray) and matrix.array.dtype == precision:
         chunk_size = max(chunk_size, IN_MEMORY_BLOCK)  # blocks are views here: fewer, larger products
-    fn = partial(_scatter_block, precision=precision)
-    sums, _ = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="scatter pass", checkpoint=checkpoint)
-    n = sums["n"]
-    mu = sums["sum"] / n
-    C = sums["C"]
+    dev = torch.device("cpu") if client is not None else torch_device(device)
+    if client is None and checkpoint is None:
+        C, total, n = _scatter_on_device(matrix, precision=precision, chunk_size=chunk_size, device=dev)
+    else:
+        fn = partial(_scatter_block, precision=precision, device=str(dev))
+        sums, _ = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="scatter pass", checkpoint=checkpoint)
+        C, total, n = sums["C"], sums["sum"], sums["n"]
+    mu = total / n
     C -= n * np.outer(mu, mu)
     return C
 
@@ -50,18 +73,70 @@ def _rows(X):
     return X if hasattr(X, "read") else InMemory(X)
 
 
-def _scatter_block(block, start: int, *, precision: str) -> tuple[dict, dict]:
-    B = np.asarray(block.toarray() if hasattr(block, "toarray") else block, dtype=precision)
-    ones = np.ones(len(B), dtype=precision)
-    return {"C": (B.T @ B).astype(np.float64), "sum": (ones @ B).astype(np.float64), "n": len(B)}, {}
+def _dense(block, dtype: str) -> np.ndarray:
+    """A block (rows x m, dense or CSR) as a dense numpy array of ``dtype`` (a view when it already is one)."""
+    return np.asarray(block.toarray() if hasattr(block, "toarray") else block, dtype=dtype)
 
 
-def scores(X, P: np.ndarray, *, chunk_size: int = CHUNK_SIZE, client=None) -> np.ndarray:
-    """``X P`` (n x k, float32) for ``X`` (n x m; as in :func:`scatter_matrix`) and directions ``P`` (m x k)."""
+def _block_products(B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``B^T B`` (m x m) and the column sums ``1^T B`` (m,) of a block ``B`` (rows x m), computed in ``B``'s
+    precision on ``B``'s device and returned in float64 there."""
+    ones = torch.ones(B.shape[0], dtype=B.dtype, device=B.device)
+    return (B.T @ B).double(), (ones @ B).double()
+
+
+def _scatter_block(block, start: int, *, precision: str, device: str = "cpu") -> tuple[dict, dict]:
+    """One block's products (float64 numpy on the host) for :func:`rlae_sc.chunks.run_pass`."""
+    BtB, total = _block_products(torch.from_numpy(_dense(block, precision)).to(device))
+    return {"C": BtB.cpu().numpy(), "sum": total.cpu().numpy(), "n": block.shape[0]}, {}
+
+
+def _scatter_on_device(
+    matrix, *, precision: str, chunk_size: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Uncentred ``X^T X`` (m x m), column sums (m,) (float64, returned on the host) and n, accumulated on ``device``.
+
+    Serial. On CUDA, blocks have at most ``STAGING_ROWS`` rows; each is copied into one of two pinned host
+    buffers and from there to the device without waiting, so reading and copying the next block overlaps the
+    device's copy and product of this one.
+    """
+    n, m = matrix.shape
+    dtype = getattr(torch, precision)
+    C = torch.zeros(m, m, dtype=torch.float64, device=device)
+    total = torch.zeros(m, dtype=torch.float64, device=device)
+    cuda = device.type == "cuda"
+    if cuda:
+        chunk_size = min(chunk_size, STAGING_ROWS)
+    staging = [torch.empty(min(chunk_size, n), m, dtype=dtype, pin_memory=True) for _ in range(2)] if cuda else []
+    copied: list = [None, None]  # the event after each staging buffer's last copy to the device
+    with progress(total=n, desc="scatter pass") as bar:
+        for i, start in enumerate(range(0, n, chunk_size)):
+            B = torch.from_numpy(_dense(matrix.read(start, min(n, start + chunk_size)), precision))
+            if cuda:
+                if copied[i % 2] is not None:
+                    copied[i % 2].synchronize()
+                buffer = staging[i % 2][: B.shape[0]]
+                buffer.copy_(B)
+                B = buffer.to(device, non_blocking=True)
+                copied[i % 2] = torch.cuda.Event()
+                copied[i % 2].record()
+            BtB, sums = _block_products(B)
+            C += BtB
+            total += sums
+            bar.update(B.shape[0])
+    return C.cpu().numpy(), total.cpu().numpy(), n
+
+
+def scores(X, P: np.ndarray, *, chunk_size: int = CHUNK_SIZE, client=None, device: str = "auto") -> np.ndarray:
+    """``X P`` (n x k, float32 numpy on the host) for ``X`` (n x m; as in :func:`scatter_matrix`) and
+    directions ``P`` (m x k); the products in float64 on ``device`` (see :func:`torch_device`; the workers'
+    CPUs with a Dask ``client``)."""
     matrix = _rows(X)
-    fn = partial(_scores_block, P=np.asarray(P, dtype=np.float64))
+    dev = "cpu" if client is not None else str(torch_device(device))
+    fn = partial(_scores_block, P=np.asarray(P, dtype=np.float64), device=dev)
     return run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="embedding")[1]["scores"]
 
 
-def _scores_block(block, start: int, *, P: np.ndarray) -> tuple[dict, dict]:
-    return {}, {"scores": (np.asarray(block, dtype=np.float64) @ P).astype(np.float32)}
+def _scores_block(block, start: int, *, P: np.ndarray, device: str) -> tuple[dict, dict]:
+    B = torch.from_numpy(_dense(block, "float64")).to(device)
+    return {}, {"scores": (B @ torch.from_numpy(P).to(device)).float().cpu().numpy()}

@@ -64,15 +64,9 @@ def ridge_decoder(C: torch.Tensor, W1: torch.Tensor, lam: float) -> torch.Tensor
 
     ``W2 = C W1^T (W1 C W1^T + lam I)^{-1}`` (m x k).
     """
-    return _ridge_step(C, W1, lam)[0]
-
-
-def _ridge_step(C: torch.Tensor, W1: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`ridge_decoder`, and the products ``C W1^T`` (m x k) and ``W1 C W1^T`` (k x k) it was built from."""
     CW = C @ W1.T
-    G = W1 @ CW
-    A = G + lam * torch.eye(W1.shape[0], dtype=C.dtype, device=C.device)
-    return torch.linalg.solve(A, CW.T).T, CW, G
+    A = W1 @ CW + lam * torch.eye(W1.shape[0], dtype=C.dtype, device=C.device)
+    return torch.linalg.solve(A, CW.T).T
 
 
 def fit_tied_exact(
@@ -111,20 +105,26 @@ def fit_tied_exact(
         Lambda in the units of ``C``. By default ``lambda_frac`` times a lower
         estimate of ``e_{k+p}`` taken after 20 warm-up iterations (the
         subspace sequence does not depend on lambda, so they are not wasted).
+        The read-out, its check and the warm-up's Ritz values use the host
+        for their kk x kk algebra, the device for products with ``C``.
     oversample
         Extra latent units p trained and dropped (clipped to ``m - k``).
     max_iter, tol, check_every
-        After every iteration the top-k read-out (Rayleigh-Ritz in the
-        trained units' span, from ``W^T C W``, which the step computes anyway)
-        is compared with the previous one; training stops when their subspace
-        distance (mean squared sine of the principal angles) is below ``tol``.
-        The distance to exact PCA is then typically ten times ``tol``. The
-        trace records every ``check_every`` iterations and the last one.
+        Every ``check_every`` iterations (and at the last) the top-k read-out
+        (Rayleigh-Ritz in the trained units' span, from ``W^T C W``, which the
+        step computes anyway) is compared with the one ``check_every``
+        iterations earlier; training stops when their subspace distance (mean
+        squared sine of the principal angles) is below ``tol``. The trace
+        records at these checks. Between checks the iterations run on ``C``'s
+        device without waiting for it (launch-light on a GPU).
     seed
-        Seed of the random start.
+        Seed of the random start, drawn on the CPU (a seeded CPU generator)
+        and moved to ``C``'s device, so that lambda and the directions do
+        not depend on the device.
     iteration_dtype
-        Precision of the first training iterations (float32 by default: about
-        1.6x faster). When ``tol`` is below ``FLOAT32_FLOOR`` and the read-out
+        Precision of the training iterations after the warm-up (which runs in
+        ``C``'s precision, so that lambda does not depend on the device's
+        rounding); float32 by default: about 1.6x faster. When ``tol`` is below ``FLOAT32_FLOOR`` and the read-out
         moves less than that floor, or float32 stops improving for
         ``STALL_ITERATIONS`` iterations, training continues in the precision
         of ``C`` (float64) until it moves less than ``tol``. The final
@@ -151,13 +151,12 @@ def fit_tied_exact(
     if not 0 < k < m:
         raise ValueError(f"k must be between 1 and {m - 1} (number of genes - 1), got {k}")
     kk = min(k + oversample, m)
-    gen = torch.Generator(device=C.device).manual_seed(seed)
-    Ci = C.to(iteration_dtype)
-    W = torch.linalg.qr(torch.randn(m, kk, dtype=iteration_dtype, device=C.device, generator=gen))[0]
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: start, lambda and directions do not depend on the device
+    W = torch.linalg.qr(torch.randn(m, kk, dtype=C.dtype, generator=gen))[0].to(C.device)
     n_warmup = 20
-    for _ in range(n_warmup):  # lambda = 0: the same subspace sequence, no lambda needed yet
-        W_prev, W, G = W, *_ridge_step(Ci, W.T, 0.0)[::2]
-    ritz = _ritz(W_prev, G)[0].cpu().numpy()
+    for _ in range(n_warmup):  # lambda = 0: the same subspace sequence, no lambda needed yet; in C's precision
+        W = _tied_step(C, W, 0.0)[0]
+    ritz, S = _ritz(W, W.T @ (C @ W))
     if lam is None:
         lam = lambda_frac * float(ritz[-1])
         rule = f"{lambda_frac:g} x e_{kk} estimate (smallest Ritz value after {n_warmup} warm-up iterations)"
@@ -172,49 +171,54 @@ def fit_tied_exact(
             f"(estimated e_{collapsed[0] + 1} = {ritz[collapsed[0]]:.4g}): those units would collapse to zero. "
             f"Choose lambda below {ritz[k - 1]:.4g} or fewer components."
         )
-    Cn = C.cpu().numpy()
+    Ci = C.to(iteration_dtype)
+    W = W.to(iteration_dtype)
+    reference = (W, S[:, :k])  # the last checked iterate and its top-k Ritz coefficients
     trace_C = float(torch.trace(C))
     trace: dict[str, list[float]] = {"iteration": [], "loss": [], "transpose_distance": []}
     readout_change: list[float] = []
     trace_seconds = 0.0
-    basis = None
     best, best_it = np.inf, 0  # smallest change so far, to notice when float32 stops improving
-    it = 0
+    it, converged = 0, False
     with progress(total=max_iter, desc="train (tied exact)") as bar:
         for it in range(1, max_iter + 1):
-            W_new, CW, G = _ridge_step(Ci, W.T, lam)  # CW = C W, G = W^T C W: reused by the check and the trace
-            new = _ritz(W, G)[1][:, :k]
-            change = 1.0 if basis is None else _subspace_change(basis, new)
-            basis = new
+            W_new, CW, G = _tied_step(Ci, W, lam)  # on the device, without waiting for it
+            bar.update(1)
+            if it % check_every and it != max_iter:
+                W = W_new
+                continue
+            if not bool(torch.isfinite(W_new).all()):
+                raise ValueError("training diverged: W^T C W + lambda I is not positive definite")
+            S = _ritz(W, G)[1][:, :k]
+            change = _subspace_change(*reference, W, S)
+            reference = (W, S)
             if change < best:
                 best, best_it = change, it
             converged = change < tol and (Ci.dtype == C.dtype or tol >= FLOAT32_FLOOR)
-            if it % check_every == 0 or converged or it == max_iter:
-                readout_change.append(change)
-                Wd, Wd_new = W.to(C.dtype), W_new.to(C.dtype)
-                if recorder is None:
-                    trace["iteration"].append(n_warmup + it)
-                    rec = trace_C - 2 * torch.sum(W_new * CW) + torch.sum(G * (W_new.T @ W_new))
-                    trace["loss"].append(float(rec + lam * (W.square().sum() + W_new.square().sum())))
-                    trace["transpose_distance"].append(
-                        float(torch.linalg.norm(Wd_new - Wd) / torch.linalg.norm(Wd_new))
-                    )
-                else:
-                    t1 = time.perf_counter()
-                    recorder.record(n_warmup + it, Wd.T, Wd_new, lam)
-                    trace_seconds += time.perf_counter() - t1
-            bar.update(1)
+            readout_change.append(change)
+            Wd, Wd_new = W.to(C.dtype), W_new.to(C.dtype)
+            if recorder is None:
+                trace["iteration"].append(n_warmup + it)
+                rec = trace_C - 2 * torch.sum(W_new * CW) + torch.sum(G * (W_new.T @ W_new))
+                trace["loss"].append(float(rec + lam * (W.square().sum() + W_new.square().sum())))
+                trace["transpose_distance"].append(float(torch.linalg.norm(Wd_new - Wd) / torch.linalg.norm(Wd_new)))
+            else:
+                t1 = time.perf_counter()
+                recorder.record(n_warmup + it, Wd.T, Wd_new, lam)
+                trace_seconds += time.perf_counter() - t1
             W = W_new
             if converged:
                 break
             if Ci.dtype != C.dtype and (change < FLOAT32_FLOOR or it - best_it >= STALL_ITERATIONS):
                 Ci, W = C, W.to(C.dtype)  # float32 has done its part: finish in C's precision
                 best, best_it = np.inf, it
-    readout = rayleigh_ritz_decoder(Cn, W.cpu().numpy().astype(np.float64), lam)[:, :k]
+    Q, R = torch.linalg.qr(W.to(C.dtype))  # on the device; only k x k and m x k matrices travel to the host
+    QCQ = (Q.T @ (C @ Q)).cpu().numpy()
+    readout = (Q @ torch.from_numpy(rayleigh_ritz_decoder(QCQ, np.eye(kk), lam)[:, :k]).to(C.device)).cpu().numpy()
     trace = {**(recorder.rows if recorder is not None else trace), "readout_change": readout_change}
     W1 = readout.T.copy()
     W2 = ridge_decoder(C, torch.from_numpy(W1).to(C.device), lam).cpu().numpy()
-    raw_P = np.linalg.svd(W.cpu().numpy().astype(np.float64), full_matrices=False)[0][:, :10]
+    raw_P = (Q @ torch.from_numpy(np.linalg.svd(R.cpu().numpy())[0][:, :10]).to(C.device)).cpu().numpy()  # W = Q R
     ritz_P = np.linalg.svd(readout[:, :10], full_matrices=False)[0]
     return LAEFit(
         encoder=W1,
@@ -234,19 +238,37 @@ def fit_tied_exact(
     )
 
 
-def _ritz(W: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ritz values (decreasing) and orthonormal Ritz vectors (m x kk, float64) of ``C`` in ``range(W)``.
+def _tied_step(C: torch.Tensor, W: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One tied exact step ``W_new = C W (W^T C W + lam I)^{-1}`` on ``C``'s device, launch-light: a handful of
+    kernels and no wait for the device (Cholesky without its error check; :func:`fit_tied_exact` checks the
+    iterate for non-finite values when it checks convergence).
 
-    From ``G = W^T C W`` alone: with ``W = Q R`` (Cholesky QR, ``R^T R = W^T W``),
-    ``Q^T C Q = R^-T G R^-1``, so no product with ``C`` is needed.
+    ``C`` (m x m) and ``W`` (m x kk) share a device and precision; lambda is in the units of ``C``.
+    Returns ``W_new``, ``C W`` (m x kk) and ``G = W^T C W`` (kk x kk), all on the device.
     """
-    Wd, Gd = W.double(), G.double()
-    R = torch.linalg.cholesky(Wd.T @ Wd, upper=True)
-    Rinv = torch.linalg.solve_triangular(R, torch.eye(R.shape[0], dtype=R.dtype, device=R.device), upper=True)
-    r, V = torch.linalg.eigh(Rinv.T @ ((Gd + Gd.T) / 2) @ Rinv)
-    return r.flip(0), Wd @ (Rinv @ V.flip(1))
+    CW = C @ W
+    G = W.T @ CW
+    L = torch.linalg.cholesky_ex(G + lam * torch.eye(G.shape[0], dtype=G.dtype, device=G.device))[0]
+    return torch.cholesky_solve(CW.T, L).T, CW, G
 
 
-def _subspace_change(Qa: torch.Tensor, Qb: torch.Tensor) -> float:
-    """Subspace distance ``1 - ||Qa^T Qb||_F^2 / k`` between two orthonormal m x k bases."""
-    return float(max(0.0, 1.0 - torch.linalg.norm(Qa.T @ Qb) ** 2 / Qa.shape[1]))
+def _ritz(W: torch.Tensor, G: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    """Ritz values (kk,, decreasing, float64 numpy) and coefficients S (kk x kk, float64, on ``W``'s device) of
+    ``C`` in ``range(W)``: the orthonormal Ritz vectors are ``W S``.
+
+    From ``G = W^T C W`` (kk x kk) alone, on the host (kk x kk algebra is faster there than a device's
+    launches): with ``W = Q R`` (Cholesky QR, ``R^T R = W^T W``), ``Q^T C Q = R^-T G R^-1``, so no second
+    product with ``C`` is needed.
+    """
+    Wd = W.double()
+    G, H = torch.stack([G.double(), Wd.T @ Wd]).cpu().numpy()
+    Rinv = np.linalg.inv(np.linalg.cholesky(H).T)
+    r, V = np.linalg.eigh(Rinv.T @ ((G + G.T) / 2) @ Rinv)
+    return r[::-1].copy(), torch.from_numpy(Rinv @ V[:, ::-1]).to(W.device)
+
+
+def _subspace_change(W_a: torch.Tensor, S_a: torch.Tensor, W_b: torch.Tensor, S_b: torch.Tensor) -> float:
+    """Subspace distance ``1 - ||Qa^T Qb||_F^2 / k`` between the orthonormal m x k bases ``Qa = W_a S_a`` and
+    ``Qb = W_b S_b`` (``W``: m x kk, ``S``: kk x k, one device), from ``W_a^T W_b`` (no m x k product)."""
+    M = S_a.T @ (W_a.double().T @ W_b.double()) @ S_b
+    return float(max(0.0, 1.0 - torch.linalg.norm(M) ** 2 / S_a.shape[1]))

@@ -1,0 +1,96 @@
+"""The torch path of the passes and the solver, run on the CPU: it gives exact linear algebra's results, and the
+solver's random start comes from a CPU generator (so CUDA gives the CPU's lambda and directions)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from rlae_sc.chunks import InMemory
+from rlae_sc.lae import solvers
+from rlae_sc.lae.theory import alignment, decoder_directions
+from rlae_sc.passes import _scatter_on_device, scatter_matrix, scores, torch_device
+
+
+def cells(n: int = 900, m: int = 40, seed: int = 0) -> np.ndarray:
+    """Low rank plus noise, not centred (n x m, float64)."""
+    rng = np.random.default_rng(seed)
+    signal = (rng.standard_normal((n, 8)) * (np.arange(1, 9) ** -0.7)) @ rng.standard_normal((8, m))
+    return signal + 0.3 * rng.standard_normal((n, m)) + 1.0
+
+
+def test_torch_device_auto_is_cpu_without_cuda():
+    assert torch_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert torch_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("precision, rtol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_scatter_on_the_torch_path_equals_the_centred_product(precision, rtol):
+    X = cells()
+    Xc = X - X.mean(axis=0)
+    exact = Xc.T @ Xc
+    for source in (X.astype(precision), InMemory(sp.csr_matrix(X))):  # views and CSR blocks
+        C = scatter_matrix(source, precision=precision, chunk_size=128, device="cpu")
+        np.testing.assert_allclose(C, exact, rtol=rtol, atol=rtol * np.abs(exact).max())
+
+
+def test_device_accumulation_sums_blocks_in_float64():
+    X = cells(n=500).astype(np.float32)
+    C, total, n = _scatter_on_device(InMemory(X), precision="float32", chunk_size=64, device=torch.device("cpu"))
+    blocks = [X[i : i + 64] for i in range(0, 500, 64)]
+    expected = sum((B.T @ B).astype(np.float64) for B in blocks)  # float32 products per block, float64 sums
+    assert n == 500 and C.dtype == np.float64 and total.dtype == np.float64
+    np.testing.assert_allclose(C, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_allclose(total, X.astype(np.float64).sum(axis=0), rtol=1e-5)
+
+
+def test_scores_on_the_torch_path_equal_x_p():
+    X = cells()
+    P = np.linalg.qr(np.random.default_rng(1).standard_normal((X.shape[1], 5)))[0]
+    S = scores(X, P, chunk_size=100, device="cpu")
+    assert S.shape == (X.shape[0], 5) and S.dtype == np.float32
+    np.testing.assert_allclose(S, X @ P, rtol=1e-6, atol=1e-5)
+
+
+def test_random_start_is_drawn_on_the_cpu(monkeypatch):
+    """The start comes from a seeded CPU generator, whatever the global RNG state, and is then moved."""
+    draws = []
+    randn = torch.randn
+
+    def spy(*args, **kwargs):
+        draws.append((kwargs.get("generator"), kwargs.get("device")))
+        return randn(*args, **kwargs)
+
+    monkeypatch.setattr(solvers.torch, "randn", spy)
+    X = cells()
+    C = torch.from_numpy(scatter_matrix(X, device="cpu"))
+    torch.manual_seed(123)
+    a = solvers.fit_tied_exact(C, 5, oversample=10)
+    torch.manual_seed(456)
+    b = solvers.fit_tied_exact(C, 5, oversample=10)
+    assert draws and all(g is not None and g.device.type == "cpu" and d is None for g, d in draws)
+    assert a.lam == b.lam
+    np.testing.assert_array_equal(a.decoder, b.decoder)
+
+
+def test_solver_gives_exact_directions():
+    X = cells(m=60)
+    Cn = scatter_matrix(X, device="cpu")
+    fit = solvers.fit_tied_exact(torch.from_numpy(Cn), 10, oversample=20)
+    U = np.linalg.eigh(Cn)[1][:, ::-1]
+    P = decoder_directions(fit.decoder, fit.lam)[0]
+    assert fit.converged
+    assert alignment(P, U[:, :10]).min() >= 1 - 1e-9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_gives_the_cpu_lambda_and_directions():
+    X = cells(m=60)
+    C = torch.from_numpy(scatter_matrix(X.astype(np.float32), precision="float32", device="cpu"))
+    C_gpu = torch.from_numpy(scatter_matrix(X.astype(np.float32), precision="float32", device="cuda")).cuda()
+    cpu, gpu = solvers.fit_tied_exact(C, 10), solvers.fit_tied_exact(C_gpu, 10)
+    assert gpu.lam == pytest.approx(cpu.lam, rel=1e-9)
+    P_cpu, P_gpu = (decoder_directions(f.decoder, f.lam)[0] for f in (cpu, gpu))
+    assert alignment(P_cpu, P_gpu).min() >= 1 - 1e-9
