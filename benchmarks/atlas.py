@@ -59,7 +59,8 @@ def monitored(cmd: list[str], *, limit_gb: float = 1e9, limit_s: float = 1e9, lo
     whether it was stopped at ``limit_gb`` or ``limit_s``."""
     t0 = time.perf_counter()
     out = open(log, "w") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # rules' python
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     peak, stopped = 0.0, ""
 
     def watch() -> None:

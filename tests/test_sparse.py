@@ -24,10 +24,11 @@ def test_scaling_on_the_fly_equals_the_dense_matrix(small_counts, clip):
     assert sp.issparse(stored.X) and stored.uns["rlae_preprocess"]["X"] == LOG_NORMALIZED
     assert stored.X.nnz < 0.6 * np.prod(stored.shape)
     rows = trained_rows(stored)
-    np.testing.assert_array_equal(rows.read(0, stored.n_obs), dense.X)  # the same float64 arithmetic, then float32
-    np.testing.assert_array_equal(rows.read(100, 250), dense.X[100:250])
+    scale = np.abs(dense.X).max()
+    np.testing.assert_allclose(rows.read(0, stored.n_obs), dense.X, rtol=0, atol=1e-6 * scale)  # float32 arithmetic
+    np.testing.assert_array_equal(rows.read(100, 250), rows.read(0, stored.n_obs)[100:250])
     np.testing.assert_allclose(trained_matrix(stored), dense.X, atol=1e-5)  # independent recomputation
-    for precision, tol in (("float64", 1e-12), ("float32", 1e-5)):  # float32: products of other block sizes
+    for precision, tol in (("float64", 1e-6), ("float32", 1e-5)):  # inputs differ by float32 rounding (1e-7)
         C_dense = scatter_matrix(dense.X, precision=precision)
         C_sparse = scatter_matrix(rows, precision=precision, chunk_size=128)
         np.testing.assert_allclose(C_sparse, C_dense, rtol=0, atol=tol * np.abs(C_dense).max())

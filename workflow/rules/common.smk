@@ -90,6 +90,15 @@ def mem_mb_for(base, per_input_mb):
     return lambda wildcards, input: math.ceil(base + per_input_mb * input_mb(input))
 
 
+def preprocess_mem_mb(base, per_input_mb):
+    """The preprocess stage's ``mem_mb``: ``base`` MB with streaming (one block of cells at a time), else as
+    :func:`mem_mb_for` (the counts are loaded whole)."""
+    in_memory = mem_mb_for(base, per_input_mb)
+    return lambda wildcards, input: (
+        base if stage_params(wildcards.dataset, "passes").get("streaming") else in_memory(wildcards, input)
+    )
+
+
 def runtime_for(base, per_input_gb):
     """A ``runtime`` request in minutes: ``base`` plus ``per_input_gb`` minutes for each GB of input."""
     return lambda wildcards, input: math.ceil(base + per_input_gb * input_mb(input) / 1024)

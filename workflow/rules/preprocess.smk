@@ -16,7 +16,7 @@ rule preprocess:
         passes=lambda wc: pass_flags(wc.dataset, streaming=True),
     threads: pass_threads
     resources:
-        mem_mb=mem_mb_for(2000, 3),
+        mem_mb=preprocess_mem_mb(2000, 3),
         runtime=runtime_for(10, 4),
     conda:
         "../envs/rlae-sc.yaml"
