@@ -153,12 +153,12 @@ def label_agreement(X: np.ndarray, labels: np.ndarray, sample: np.ndarray) -> fl
 
 
 def graph_recall(X: np.ndarray, distances, sample: np.ndarray) -> float:
-    """Recall of the stored kNN graph (``obsp['distances']``, the cell itself left out) against exact
-    neighbours in ``X``, over the sampled cells."""
-    k = int(np.diff(distances.indptr).max())
+    """Recall of the stored kNN graph (``obsp['distances']``; the cell itself, stored by some transformers at
+    distance 0, left out) against the same number of exact nearest other cells in ``X``, over the sampled cells."""
+    stored = [np.setdiff1d(distances[i].indices, [i]) for i in sample]
+    k = min(len(s) for s in stored)
     nn = neighbours_of(X, sample, k)
-    hits = [len(np.intersect1d(distances[i].indices, row)) / k for i, row in zip(sample, nn, strict=True)]
-    return float(np.mean(hits))
+    return float(np.mean([len(np.intersect1d(s, row)) / len(s) for s, row in zip(stored, nn, strict=True)]))
 
 
 def compare(counts: Path, name: str, work: Path, *, label_key: str = "cell_type") -> dict:
