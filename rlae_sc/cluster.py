@@ -97,6 +97,8 @@ def cluster(
     seconds = {}
     t0 = time.perf_counter()
     index = _neighbors(adata, n_neighbors=n_neighbors, n_dims=n_dims, seed=seed)
+    if index is None:  # the exact graph came from scikit-learn: index the cells for mapping here
+        index = build_index(X, seed=seed)
     seconds["neighbors_seconds"] = time.perf_counter() - t0
     sketched = adata.n_obs > sketch_cells
     if sketched:
@@ -136,7 +138,7 @@ def cluster(
 
 def _neighbors(adata: ad.AnnData, *, n_neighbors: int, n_dims: int, seed: int):
     """scanpy's ``neighbors`` on ``obsm['X_rlae']``: exact up to ``EXACT_MAX_CELLS`` cells, else through
-    :class:`rlae_sc.neighbors.IndexTransformer`; returns the faiss index of the cells."""
+    :class:`rlae_sc.neighbors.IndexTransformer`; returns that transformer's faiss index (``None`` when exact)."""
     exact = adata.n_obs <= EXACT_MAX_CELLS
     transformer = "sklearn" if exact else IndexTransformer(n_neighbors, seed=seed)
     with warnings.catch_warnings():
@@ -150,9 +152,7 @@ def _neighbors(adata: ad.AnnData, *, n_neighbors: int, n_dims: int, seed: int):
             random_state=seed,
         )
     log.info("neighbours of %d cells: %s", adata.n_obs, "exact" if exact else "faiss IVF-flat")
-    if exact:
-        return build_index(adata.obsm[EMBEDDING_KEY][:, :n_dims], seed=seed)
-    return transformer.index_
+    return None if exact else transformer.index_
 
 
 def _leiden_umap(adata: ad.AnnData, *, resolution: float, seed: int) -> None:
