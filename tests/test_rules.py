@@ -9,7 +9,7 @@ import scipy.stats
 import torch
 
 from rlae_sc.figures import paper_matrix
-from rlae_sc.lae.model import regularized_loss
+from rlae_sc.lae.losses import regularized_loss
 from rlae_sc.lae.rules import FEEDBACK_RULES, RULES, exact_encoder, feedback_step, train_rule
 
 

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from rlae_sc import checkpoint as checkpoint_file
-from rlae_sc.lae.model import LOSSES, regularized_loss
+from rlae_sc.lae.losses import LOSSES, regularized_loss
 from rlae_sc.lae.solvers import LAEFit, ridge_decoder
 from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.progress import progress

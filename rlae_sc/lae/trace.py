@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from rlae_sc.lae import theory
-from rlae_sc.lae.model import regularized_loss
+from rlae_sc.lae.losses import regularized_loss
 
 
 class TraceRecorder:
