@@ -2,7 +2,7 @@
 
 :func:`fit` trains on a preprocessed AnnData (from :func:`rlae_sc.preprocess`);
 :class:`RLAEModel` embeds new cells from raw counts and saves to / loads from
-the portable model file (:mod:`rlae_sc.modelfile`).
+the portable model file (:mod:`rlae_sc.model_file`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from rlae_sc.lae.rules import RULES, train_rule
 from rlae_sc.lae.solvers import fit_tied_exact
 from rlae_sc.lae.theory import decoder_directions
 from rlae_sc.lae.trace import TraceRecorder
-from rlae_sc.modelfile import load as load_file
-from rlae_sc.modelfile import save as save_file
+from rlae_sc.model_file import load as load_file
+from rlae_sc.model_file import save as save_file
 from rlae_sc.passes import scatter_matrix, scores, torch_device
 from rlae_sc.preprocess import Recipe, cell_qc, mito_mask, trained_rows
 

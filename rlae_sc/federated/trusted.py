@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlae_sc import modelfile
+from rlae_sc import model_file
 from rlae_sc.errors import InputError
 from rlae_sc.federated.coordinator import write_summary
 from rlae_sc.federated.plan import Plan, new_plan
@@ -60,7 +60,7 @@ def summarize(
         "params": current.params,
         "genes": list(site.genes) if request["round"] == "qc" else None,
     }
-    modelfile.save(out, manifest, {key: np.asarray(val, dtype=np.float64) for key, val in stats.items()})
+    model_file.save(out, manifest, {key: np.asarray(val, dtype=np.float64) for key, val in stats.items()})
     log.info("summarize %s: round %s -> %s", counts, request["round"], out)
     return manifest
 
@@ -74,7 +74,7 @@ def combine(files: list[str | Path], out: str | Path, *, train_params: dict | No
     writes ``out/model.npz`` and ``out/federation.json`` and returns the model's path.
     """
     out = Path(out)
-    loaded = [modelfile.load(f) for f in files]
+    loaded = [model_file.load(f) for f in files]
     for f, (manifest, _) in zip(files, loaded, strict=True):
         if manifest.get("kind") != KIND:
             raise InputError(f, "is not a site statistics file", "Give the files written by `rlae-sc summarize`.")
