@@ -8,7 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from rlae_sc.keys import DIRECTIONS_KEY, EMBEDDING_KEY
+from rlae_sc.keys import DIRECTIONS_KEY, EMBEDDING_KEY, UNS_KEY
 from rlae_sc.lae import theory
 from rlae_sc.model import RLAEModel
 from rlae_sc.passes import scatter_matrix
@@ -90,21 +90,7 @@ def directions_adata(
     out.var.iloc[rows, out.var.columns.get_loc("rlae_used")] = True
     out.varm[DIRECTIONS_KEY] = loadings
     out.obsm[EMBEDDING_KEY] = model.scores(matrix, client=client, device=device)
-    out.uns["rlae"] = {
-        "eigenvalues": model.eigenvalues,
-        "variance": model.explained_variance,
-        "variance_ratio": model.variance_ratio,
-        "singular_values": model.singular_values,
-        "lambda": model.lam,
-        "params": {key: val for key, val in model.params.items()},
-        "reference_pca": {
-            "eigenvalues": reference["eigenvalues"],
-            "variance_ratio": reference["eigenvalues"] / model.total_scatter,
-            "alignment": reference["alignment"],
-            "eigengaps": reference["eigengaps"],
-        },
-        "trace": {key: np.asarray(val) for key, val in model.trace.items()},
-    }
+    out.uns[UNS_KEY] = summary(model, reference)
     qc = pre.uns.get("rlae_preprocess", {})
     metrics = {
         **{key: int(qc[key]) for key in QC_COUNTS if key in qc},
@@ -119,3 +105,25 @@ def directions_adata(
         **metrics,
     }
     return out, metrics
+
+
+def summary(model: RLAEModel, reference: dict) -> dict:
+    """What ``uns['rlae']`` holds: the model's ``eigenvalues``, ``variance`` and ``variance_ratio`` (k,),
+    ``singular_values`` (k,), ``lambda``, training ``params`` and ``trace``, and ``reference_pca``: exact PCA's
+    ``eigenvalues``, ``variance_ratio``, per-component ``alignment`` and ``eigengaps`` (k,) from ``reference``
+    (the second value of :func:`compare_with_pca`)."""
+    return {
+        "eigenvalues": model.eigenvalues,
+        "variance": model.explained_variance,
+        "variance_ratio": model.variance_ratio,
+        "singular_values": model.singular_values,
+        "lambda": model.lam,
+        "params": dict(model.params),
+        "reference_pca": {
+            "eigenvalues": reference["eigenvalues"],
+            "variance_ratio": reference["eigenvalues"] / model.total_scatter,
+            "alignment": reference["alignment"],
+            "eigengaps": reference["eigengaps"],
+        },
+        "trace": {key: np.asarray(val) for key, val in model.trace.items()},
+    }

@@ -1,25 +1,95 @@
-"""One function per report figure; each takes the embedding AnnData and returns a matplotlib Figure."""
+"""Plots of a trained LAE, each drawn into one matplotlib Axes (``ax=``, or a new figure) and returning it.
+
+The style (:data:`STYLE`) applies only while a plot draws; nothing in matplotlib's global state changes.
+The per-model plots read ``uns[key]`` as written by :func:`rlae_sc.tl.rlae` (and by the pipeline's
+``directions`` stage): ``variance_ratio``, ``singular_values``, ``lambda``, ``reference_pca`` and ``trace``.
+"""
 
 from __future__ import annotations
 
+import functools
+
 import anndata as ad
-import matplotlib
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from rlae_sc.keys import DIRECTIONS_KEY, UNS_KEY
+from rlae_sc.lae.theory import mode_fixed_point
 
-from rlae_sc.keys import DIRECTIONS_KEY  # noqa: E402
+STYLE = {"figure.dpi": 110, "font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
+RASTER_MIN_CELLS = 50_000  # from this many points on, scatter plots are drawn as density-shaded rasters
 
-plt.rcParams.update({"figure.dpi": 110, "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+# trace column -> (axis label, log scale): what :func:`training` can draw
+TRAINING_METRICS = {
+    "loss": ("sum loss (units of C)", False),
+    "transpose_distance": ("||W1 - W2^T|| / ||W2||", True),
+    "subspace_distance": ("subspace distance to exact PCA", True),
+    "readout_change": ("change of the top-k read-out", True),
+}
 
 
-def variance_ratio(adata: ad.AnnData) -> plt.Figure:
-    """Variance ratio per component, LAE (from decoder singular values) beside exact PCA."""
-    u = adata.uns["rlae"]
+def styled(draw):
+    """Run a plot function inside ``matplotlib.rc_context(STYLE)``, so its style stays inside its own figure."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with mpl.rc_context(STYLE):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
+    """``ax`` itself, or the axes of a new pyplot figure of ``figsize`` inches (shown inline in a notebook)."""
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt  # only when the caller asked for a new figure
+
+    return plt.figure(figsize=figsize).add_subplot()
+
+
+def offscreen_figure(
+    figsize: tuple[float, float], nrows: int = 1, ncols: int = 1, **kwargs
+) -> tuple[Figure, np.ndarray]:
+    """A figure outside pyplot (no backend, no global state) and its axes (nrows x ncols), in :data:`STYLE`.
+
+    ``kwargs`` go to :meth:`matplotlib.figure.Figure.subplots`.
+    """
+    with mpl.rc_context(STYLE):
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+
+
+def _uns(adata: ad.AnnData, key: str) -> dict:
+    if key not in adata.uns:
+        raise KeyError(f"adata.uns has no {key!r}: run rlae_sc.tl.rlae(adata) first (or pass its key_added as key)")
+    return adata.uns[key]
+
+
+@styled
+def variance_ratio(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = None) -> Axes:
+    """Variance ratio per component: the LAE's (from the decoder's singular values) beside exact PCA's.
+
+    Parameters
+    ----------
+    adata
+        Annotated by :func:`rlae_sc.tl.rlae`.
+    key
+        The entry of ``adata.uns`` to read (``key_added`` of :func:`rlae_sc.tl.rlae`).
+    ax
+        Axes to draw into; a new figure when ``None``.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn into.
+    """
+    u = _uns(adata, key)
+    ax = new_axes(ax, (6, 3.4))
     i = np.arange(1, len(u["variance_ratio"]) + 1)
-    fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.plot(i, u["reference_pca"]["variance_ratio"], "o", ms=7, mfc="none", color="0.3", label="exact PCA (eigh)")
     ax.plot(i, u["variance_ratio"], ".", ms=5, color="C3", label="LAE: lam / (1 - s_i^2) / tr(C)")
     ax.set_yscale("log")
@@ -27,33 +97,53 @@ def variance_ratio(adata: ad.AnnData) -> plt.Figure:
     ax.set_ylabel("fraction of total variance")
     ax.set_title("Variance ratio per component")
     ax.legend(frameon=False)
-    fig.tight_layout()
-    return fig
+    return ax
 
 
-def alignment(adata: ad.AnnData) -> plt.Figure:
-    """``1 - |cos(p_i, u_i)|`` per component (log scale) with the eigengap ``e_i / e_{i+1}`` beside it."""
-    ref = adata.uns["rlae"]["reference_pca"]
+@styled
+def alignment(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = None) -> Axes:
+    """``1 - |cos(p_i, u_i)|`` per component between the LAE's directions and exact PCA's (log scale, floor 1e-16).
+
+    Parameters and the return value are those of :func:`variance_ratio`.
+    """
+    ref = _uns(adata, key)["reference_pca"]
+    ax = new_axes(ax, (6, 3))
     i = np.arange(1, len(ref["alignment"]) + 1)
-    fig, (ax, gx) = plt.subplots(2, 1, figsize=(6, 4.6), sharex=True, height_ratios=[3, 2])
     ax.semilogy(i, np.maximum(1 - ref["alignment"], 1e-16), "o-", ms=3, color="C0")
     ax.axhline(1e-3, ls=":", color="0.5")
     ax.text(i[-1], 7e-4, "|cos| = 0.999", ha="right", va="top", color="0.4", fontsize=8)
+    ax.set_xlabel("component i")
     ax.set_ylabel("1 - |cos(LAE_i, PCA_i)|")
     ax.set_title("Per-component alignment with exact PCA (floor 1e-16)")
-    gx.semilogy(i, ref["eigengaps"] - 1, "s-", ms=3, color="C2")
-    gx.set_ylabel("relative eigengap\ne_i / e_(i+1) - 1")
-    gx.set_xlabel("component i")
-    fig.tight_layout()
-    return fig
+    return ax
 
 
-def singular_values(adata: ad.AnnData) -> plt.Figure:
-    """Decoder singular values against ``e_i / lambda`` with the theory curve ``sqrt(max(0, 1 - lam/e))``."""
-    u = adata.uns["rlae"]
+@styled
+def eigengaps(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = None) -> Axes:
+    """Relative eigengap ``e_i / e_(i+1) - 1`` of exact PCA per component (log scale): where it is near zero,
+    the directions of that cluster of eigenvalues are not identifiable one by one.
+
+    Parameters and the return value are those of :func:`variance_ratio`.
+    """
+    ref = _uns(adata, key)["reference_pca"]
+    ax = new_axes(ax, (6, 2.4))
+    i = np.arange(1, len(ref["eigengaps"]) + 1)
+    ax.semilogy(i, ref["eigengaps"] - 1, "s-", ms=3, color="C2")
+    ax.set_xlabel("component i")
+    ax.set_ylabel("relative eigengap\ne_i / e_(i+1) - 1")
+    return ax
+
+
+@styled
+def shrinkage(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = None) -> Axes:
+    """Decoder singular values against ``e_i / lambda`` with the theory curve ``sqrt(max(0, 1 - lambda / e))``.
+
+    Parameters and the return value are those of :func:`variance_ratio`.
+    """
+    u = _uns(adata, key)
+    ax = new_axes(ax, (6, 3.4))
     ratio = u["reference_pca"]["eigenvalues"] / u["lambda"]
     x = np.logspace(np.log10(min(ratio.min(), 1) * 0.5), np.log10(ratio.max() * 2), 300)
-    fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.plot(x, np.sqrt(np.clip(1 - 1 / x, 0, None)), color="0.3", label="theory: sqrt(max(0, 1 - lam/e))")
     ax.plot(ratio, u["singular_values"], "o", ms=4, color="C3", label="decoder singular values s_i")
     ax.set_xscale("log")
@@ -61,40 +151,88 @@ def singular_values(adata: ad.AnnData) -> plt.Figure:
     ax.set_ylabel("singular value")
     ax.set_title(f"Shrinkage of the decoder (lambda = {u['lambda']:.4g})")
     ax.legend(frameon=False, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return ax
 
 
-def training(adata: ad.AnnData) -> plt.Figure:
-    """Training history against iterations (log scales): loss, transpose distance, and, where traced,
-    the subspace distance to exact PCA and the read-out change of the default solver."""
-    t = adata.uns["rlae"]["trace"]
-    panels = [
-        ("loss", "sum loss (units of C)", False),
-        ("transpose_distance", "||W1 - W2^T|| / ||W2||", True),
-        ("subspace_distance", "subspace distance to exact PCA", True),
-        ("readout_change", "change of the top-k read-out", True),
-    ]
-    panels = [p for p in panels if p[0] in t]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3), squeeze=False)
-    for ax, (key, label, logy) in zip(axes[0], panels):
-        ax.plot(t["iteration"], np.maximum(t[key], 1e-16) if logy else t[key], ".-", ms=3)
-        if logy:
-            ax.set_yscale("log")
-        ax.set_xlabel("iteration")
-        ax.set_title(label, fontsize=9)
-    fig.suptitle("Training history", fontsize=10)
-    fig.tight_layout()
-    return fig
+@styled
+def training(
+    adata: ad.AnnData, *, metric: str = "transpose_distance", key: str = UNS_KEY, ax: Axes | None = None
+) -> Axes:
+    """One column of the training history against iterations.
+
+    Parameters
+    ----------
+    adata
+        Annotated by :func:`rlae_sc.tl.rlae`.
+    metric
+        A key of :data:`TRAINING_METRICS` that the trace holds: ``"loss"`` (linear scale), or the
+        dimensionless ``"transpose_distance"``, ``"subspace_distance"`` (traced with
+        ``trace_metrics``) and ``"readout_change"`` (default solver) on a log scale (floor 1e-16).
+    key, ax
+        As in :func:`variance_ratio`.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn into.
+    """
+    trace = _uns(adata, key)["trace"]
+    if metric not in TRAINING_METRICS or metric not in trace:
+        traced = [name for name in TRAINING_METRICS if name in trace]
+        raise ValueError(f"the trace holds no {metric!r}; use one of {', '.join(traced)}")
+    label, logy = TRAINING_METRICS[metric]
+    ax = new_axes(ax, (4, 3))
+    values = np.asarray(trace[metric])
+    ax.plot(trace["iteration"], np.maximum(values, 1e-16) if logy else values, ".-", ms=3)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_title(label, fontsize=9)
+    return ax
 
 
-RASTER_MIN_CELLS = 50_000  # from this many points on, scatter plots are drawn as density-shaded rasters
+@styled
+def mode_strengths(adata: ad.AnnData, *, n_modes: int = 10, key: str = UNS_KEY, ax: Axes | None = None) -> Axes:
+    """Strength ``u_i^T W2 W1 u_i`` of the first principal modes during training, with each mode's fixed point
+    ``1 - lambda / e_i`` (dashed; Saxe et al.'s analysis, :func:`rlae_sc.lae.theory.mode_fixed_point`).
+
+    Parameters
+    ----------
+    adata
+        Annotated by :func:`rlae_sc.tl.rlae` trained with ``trace_metrics=True`` (the default), whose trace
+        holds ``strength_1``, ``strength_2``, ...
+    n_modes
+        How many modes to draw, from the largest eigenvalue down.
+    key, ax
+        As in :func:`variance_ratio`.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn into.
+    """
+    u = _uns(adata, key)
+    trace = u["trace"]
+    if "strength_1" not in trace:
+        raise ValueError("the trace holds no mode strengths: train with trace_metrics=True")
+    e = np.asarray(u["reference_pca"]["eigenvalues"])[:n_modes]
+    fixed = mode_fixed_point(e, u["lambda"])
+    ax = new_axes(ax, (6, 3.4))
+    colors = mpl.colormaps["viridis"](np.linspace(0, 0.9, len(e)))
+    for i, color in enumerate(colors):
+        ax.plot(trace["iteration"], trace[f"strength_{i + 1}"], ".-", ms=3, lw=0.8, color=color, label=f"mode {i + 1}")
+        ax.axhline(fixed[i], ls="--", lw=0.7, color=color)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("mode strength u_i^T W2 W1 u_i")
+    ax.set_title("Mode strengths (dashed: fixed points 1 - lambda / e_i)")
+    ax.legend(frameon=False, fontsize=7, ncol=2, loc="lower right")
+    return ax
 
 
-def _scatter_categories(ax: plt.Axes, xy: np.ndarray, values, title: str) -> None:
+def _scatter_categories(ax: Axes, xy: np.ndarray, values, title: str) -> None:
     values = values.astype(str)
     cats = sorted(values.unique(), key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
-    cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10")
+    cmap = mpl.colormaps["tab20" if len(cats) > 10 else "tab10"]
     colors = [cmap(j % cmap.N) for j in range(len(cats))]
     if len(values) >= RASTER_MIN_CELLS:
         codes = pd.Categorical(values, categories=cats).codes
@@ -132,86 +270,70 @@ def _category_raster(xy: np.ndarray, codes: np.ndarray, colors: list, *, size: i
     return image.reshape(size, size, 4), (lo[0], hi[0], lo[1], hi[1])
 
 
-def umap(adata: ad.AnnData, label_key: str | None = None) -> plt.Figure:
-    """UMAP of the LAE embedding coloured by Leiden cluster, and by the labels beside it when given."""
-    keys = ["leiden"] + ([label_key] if label_key else [])
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.8 * len(keys), 5.6), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        name = "Leiden cluster" if key == "leiden" else f"label ({key})"
-        _scatter_categories(ax, adata.obsm["X_umap"], adata.obs[key], f"coloured by {name}")
-    fig.suptitle("UMAP of the LAE embedding", fontsize=10)
-    fig.tight_layout()
-    return fig
+@styled
+def umap(adata: ad.AnnData, *, color: str = "leiden", ax: Axes | None = None) -> Axes:
+    """UMAP (``obsm['X_umap']``) coloured by the categories of ``obs[color]``, drawn as a density-shaded raster
+    from :data:`RASTER_MIN_CELLS` cells on; returns the axes."""
+    ax = new_axes(ax, (4.8, 5.6))
+    name = "Leiden cluster" if color == "leiden" else f"label ({color})"
+    _scatter_categories(ax, adata.obsm["X_umap"], adata.obs[color], f"coloured by {name}")
+    return ax
 
 
-def top_genes(adata: ad.AnnData, *, n_directions: int = 6, n_genes: int = 10) -> plt.Figure:
-    """Genes with the largest |loading| on each of the first directions."""
+@styled
+def top_genes(adata: ad.AnnData, *, direction: int = 0, n_genes: int = 10, ax: Axes | None = None) -> Axes:
+    """The ``n_genes`` genes with the largest |loading| on direction ``direction`` (0-based) of
+    ``varm['rlae_directions']``; returns the axes."""
     L = adata.varm[DIRECTIONS_KEY]
-    n_directions = min(n_directions, L.shape[1])
-    ncol = 3
-    nrow = int(np.ceil(n_directions / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(9, 2.6 * nrow), squeeze=False)
-    names = np.asarray(adata.var_names)
-    for d, ax in enumerate(axes.ravel()):
-        if d >= n_directions:
-            ax.axis("off")
-            continue
-        order = np.argsort(-np.abs(L[:, d]))[:n_genes][::-1]
-        ax.barh(range(len(order)), L[order, d], color=np.where(L[order, d] > 0, "C3", "C0"))
-        ax.set_yticks(range(len(order)), names[order], fontsize=7)
-        ax.set_title(f"direction {d + 1}", fontsize=9)
-        ax.axvline(0, color="0.5", lw=0.6)
-        ax.set_xlabel("loading (unit vector)", fontsize=8)
-    fig.suptitle("Top genes of the first principal directions", fontsize=10)
-    fig.tight_layout()
-    return fig
+    ax = new_axes(ax, (3, 2.6))
+    order = np.argsort(-np.abs(L[:, direction]))[:n_genes][::-1]
+    ax.barh(range(len(order)), L[order, direction], color=np.where(L[order, direction] > 0, "C3", "C0"))
+    ax.set_yticks(range(len(order)), np.asarray(adata.var_names)[order], fontsize=7)
+    ax.set_title(f"direction {direction + 1}", fontsize=9)
+    ax.axvline(0, color="0.5", lw=0.6)
+    ax.set_xlabel("loading (unit vector)", fontsize=8)
+    return ax
 
 
-def mapped_umap(reference: ad.AnnData, query: ad.AnnData) -> plt.Figure:
-    """Reference UMAP in grey with query cells on top, coloured by their transferred label."""
-    fig, ax = plt.subplots(figsize=(6.2, 5.6))
+@styled
+def mapped_umap(reference: ad.AnnData, query: ad.AnnData, *, ax: Axes | None = None) -> Axes:
+    """Reference UMAP in grey with query cells on top, coloured by their transferred label; returns the axes."""
+    ax = new_axes(ax, (6.2, 5.6))
     ref = reference.obsm["X_umap"]
     ax.scatter(ref[:, 0], ref[:, 1], s=3, color="0.85", lw=0, label=f"reference ({reference.n_obs})", rasterized=True)
     _scatter_categories(ax, query.obsm["X_umap"], query.obs["rlae_label"], "query cells placed in the reference UMAP")
-    return fig
+    return ax
 
 
-def confidence(query: ad.AnnData) -> plt.Figure:
-    """Box plot of the label-transfer confidence per predicted label."""
+@styled
+def confidence(query: ad.AnnData, *, ax: Axes | None = None) -> Axes:
+    """Box plot of the label-transfer confidence per predicted label; returns the axes."""
     labels = query.obs["rlae_label"].astype(str)
     cats = sorted(labels.unique())
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax = new_axes(ax, (6, 3.4))
     ax.boxplot([query.obs["rlae_label_confidence"][labels == c] for c in cats], tick_labels=cats)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("confidence (weight share, 0-1)")
     ax.set_xlabel("transferred label")
     ax.tick_params(axis="x", rotation=30)
     ax.set_title("Label transfer confidence")
-    fig.tight_layout()
-    return fig
+    return ax
 
 
-def confusion(query: ad.AnnData, truth_key: str) -> plt.Figure:
-    """Counts of known labels (rows) against transferred labels (columns)."""
-    import pandas as pd
-
+@styled
+def confusion(query: ad.AnnData, truth_key: str, *, ax: Axes | None = None) -> Axes:
+    """Counts of known labels ``obs[truth_key]`` (rows) against transferred labels (columns) as a heat map,
+    each count written in its cell; returns the axes."""
     table = pd.crosstab(query.obs[truth_key].astype(str), query.obs["rlae_label"].astype(str))
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * table.shape[1], 1.2 + 0.5 * table.shape[0]))
-    ax.imshow(table.to_numpy(), cmap="Blues")
+    counts = table.to_numpy()
+    ax = new_axes(ax, (1.2 + 0.7 * table.shape[1], 1.2 + 0.5 * table.shape[0]))
+    ax.imshow(counts, cmap="Blues")
     ax.set_xticks(range(table.shape[1]), table.columns, rotation=30, ha="right")
     ax.set_yticks(range(table.shape[0]), table.index)
-    for (i, j), v in np.ndenumerate(table.to_numpy()):
-        ax.text(
-            j,
-            i,
-            str(v),
-            ha="center",
-            va="center",
-            fontsize=8,
-            color="white" if v > table.to_numpy().max() / 2 else "black",
-        )
+    for (i, j), v in np.ndenumerate(counts):
+        color = "white" if v > counts.max() / 2 else "black"
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color=color)
     ax.set_xlabel("transferred label")
     ax.set_ylabel(f"known label ({truth_key})")
     ax.set_title("Known vs transferred labels (cells)")
-    fig.tight_layout()
-    return fig
+    return ax

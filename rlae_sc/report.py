@@ -8,65 +8,125 @@ import json
 from pathlib import Path
 
 import anndata as ad
-import matplotlib.pyplot as plt
+import matplotlib as mpl
+from matplotlib.figure import Figure
 
 from rlae_sc import plots
 from rlae_sc.atomic import atomic_path
+from rlae_sc.keys import DIRECTIONS_KEY, UNS_KEY
 
-# name -> (function of (adata, label_key), caption: what it shows / what the theory predicts).
-# workflow/report/<name>.rst repeats each caption for `snakemake --report` (a test keeps them equal).
+
+def _single(draw, figsize: tuple[float, float]):
+    """A report figure of one plot: ``draw(ax)`` into an off-screen figure of ``figsize`` inches."""
+    fig, axes = plots.offscreen_figure(figsize)
+    draw(axes[0, 0])
+    fig.tight_layout()
+    return fig
+
+
+def _alignment_figure(adata: ad.AnnData) -> Figure:
+    fig, axes = plots.offscreen_figure((6, 4.6), 2, 1, sharex=True, height_ratios=[3, 2])
+    plots.alignment(adata, ax=axes[0, 0])
+    axes[0, 0].set_xlabel("")
+    plots.eigengaps(adata, ax=axes[1, 0])
+    fig.tight_layout()
+    return fig
+
+
+def _training_figure(adata: ad.AnnData) -> Figure:
+    metrics = [name for name in plots.TRAINING_METRICS if name in adata.uns[UNS_KEY]["trace"]]
+    fig, axes = plots.offscreen_figure((3 * len(metrics), 3), 1, len(metrics))
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        plots.training(adata, metric=metric, ax=ax)
+    fig.suptitle("Training history", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _umap_figure(adata: ad.AnnData, label_key: str | None) -> Figure:
+    keys = ["leiden"] + ([label_key] if label_key else [])
+    fig, axes = plots.offscreen_figure((4.8 * len(keys), 5.6), 1, len(keys))
+    for ax, key in zip(axes[0], keys, strict=True):
+        plots.umap(adata, color=key, ax=ax)
+    fig.suptitle("UMAP of the LAE embedding", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _top_genes_figure(adata: ad.AnnData, *, n_directions: int = 6, ncol: int = 3) -> Figure:
+    n_directions = min(n_directions, adata.varm[DIRECTIONS_KEY].shape[1])
+    nrow = -(-n_directions // ncol)
+    fig, axes = plots.offscreen_figure((9, 2.6 * nrow), nrow, ncol)
+    for d, ax in enumerate(axes.ravel()):
+        if d < n_directions:
+            plots.top_genes(adata, direction=d, ax=ax)
+        else:
+            ax.axis("off")
+    fig.suptitle("Top genes of the first principal directions", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# name -> (function of (adata, label_key) returning an off-screen Figure, caption: what it shows / what the theory
+# predicts). workflow/report/<name>.rst repeats each caption for `snakemake --report` (a test keeps them equal).
 FIGURES = {
     "variance_ratio": (
-        lambda a, key: plots.variance_ratio(a),
+        lambda a, key: _single(lambda ax: plots.variance_ratio(a, ax=ax), (6, 3.4)),
         "Fraction of the total variance carried by each component: LAE values come from the decoder's singular "
         "values alone (e_i = lambda / (1 - s_i^2)); open circles are exact PCA of the same matrix. "
         "Theory: at the optimum of the sum-regularized loss the two coincide.",
     ),
     "alignment": (
-        lambda a, key: plots.alignment(a),
+        lambda a, key: _alignment_figure(a),
         "Top: 1 - |cos| between each LAE direction (left singular vector of the decoder) and the matching exact "
         "principal direction; lower is better. Bottom: relative eigengap e_i / e_(i+1) - 1. Theory: a direction is "
         "identifiable only where its gap is clearly above zero; inside a near-degenerate cluster it may mix.",
     ),
     "singular_values": (
-        lambda a, key: plots.singular_values(a),
+        lambda a, key: _single(lambda ax: plots.shrinkage(a, ax=ax), (6, 3.4)),
         "Decoder singular values against each component's eigenvalue in units of lambda. Theory (Kunin et al. 2019): "
         "s_i = sqrt(max(0, 1 - lambda / e_i)); components with e_i below lambda would collapse to zero.",
     ),
     "training": (
-        lambda a, key: plots.training(a),
+        lambda a, key: _training_figure(a),
         "Training history of the tied exact updates: the sum loss, the transpose distance between the encoder and "
         "its optimal (ridge) decoder, and the change of the top-k read-out between checks. Theory: every critical "
         "point of the sum loss has W1 = W2^T, so the transpose distance falls towards zero.",
     ),
     "umap": (
-        plots.umap,
+        _umap_figure,
         "UMAP of the cells from the LAE embedding (exact kNN graph), coloured by Leiden cluster and, where a label "
         "column is configured, by the known labels (agreement: ARI and NMI in the table). The embedding equals PCA "
         "scores, so clusters should match a standard PCA-based analysis.",
     ),
     "top_genes": (
-        lambda a, key: plots.top_genes(a),
+        lambda a, key: _top_genes_figure(a),
         "Genes with the largest loadings on the first directions (unit vectors over the genes used). "
         "Signs are arbitrary per direction; genes on one side of a direction are co-expressed across cells.",
     ),
 }
 
+
+def _confusion_figure(query: ad.AnnData, truth_key: str) -> Figure:
+    shape = query.obs[truth_key].nunique(), query.obs["rlae_label"].nunique()
+    return _single(lambda ax: plots.confusion(query, truth_key, ax=ax), (1.2 + 0.7 * shape[1], 1.2 + 0.5 * shape[0]))
+
+
 # The mapping page's figures: name -> (function of (reference, query, truth_key), caption).
 MAPPING_FIGURES = {
     "mapped_umap": (
-        lambda ref, query, truth: plots.mapped_umap(ref, query),
+        lambda ref, query, truth: _single(lambda ax: plots.mapped_umap(ref, query, ax=ax), (6.2, 5.6)),
         "Reference cells (grey) in their UMAP, with the query cells placed at the mean position of their nearest "
         "reference cells in the model's embedding, coloured by the transferred label. Query cells far from any "
         "reference population signal cell states the reference lacks.",
     ),
     "confidence": (
-        lambda ref, query, truth: plots.confidence(query),
+        lambda ref, query, truth: _single(lambda ax: plots.confidence(query, ax=ax), (6, 3.4)),
         "Per-cell confidence of the transferred label (weight share of the winning label among the nearest "
         "reference cells), per predicted label. Low values mark cells between reference populations.",
     ),
     "confusion": (
-        lambda ref, query, truth: plots.confusion(query, truth),
+        lambda ref, query, truth: _confusion_figure(query, truth),
         "Known query labels ({truth_key}) against transferred labels, as counts; a good mapping puts most cells "
         "on matching labels.",
     ),
@@ -124,7 +184,7 @@ def write_page(
     title: str,
     intro: str,
     table: list[tuple[str, str, object]],
-    figures: list[tuple[str, plt.Figure, str]],
+    figures: list[tuple[str, Figure, str]],
     page: str = "report.html",
 ) -> Path:
     """Save each ``(name, figure, caption)`` as ``figures/<name>.png`` and write a self-contained HTML page.
@@ -138,9 +198,12 @@ def write_page(
     sections = []
     for name, fig, caption in figures:
         png = fig_dir / f"{name}.png"
-        with atomic_path(png) as tmp:
+        with atomic_path(png) as tmp, mpl.rc_context(plots.STYLE):
             fig.savefig(tmp, format="png", bbox_inches="tight")
-        plt.close(fig)
+        if fig.canvas.manager is not None:  # a pyplot figure (the papers'): pyplot holds it until closed
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
         data = base64.b64encode(png.read_bytes()).decode()
         sections.append(
             f'<figure id="{name}"><img src="data:image/png;base64,{data}" alt="{html.escape(name)}">'

@@ -1,0 +1,60 @@
+"""Preprocessing, as scanpy's ``pp``: functions that change an AnnData in place (or a copy of it)."""
+
+from __future__ import annotations
+
+import anndata as ad
+
+from rlae_sc.preprocess import preprocess
+
+
+def recipe(adata: ad.AnnData, *, copy: bool = False, **params) -> ad.AnnData | None:
+    """Preprocess counts with rlae-sc's replayable recipe, in place.
+
+    Fits a :class:`~rlae_sc.preprocess.Recipe` on ``adata`` (QC, normalisation to a common total, ``log1p``,
+    highly variable genes, per-gene centring and scaling; see :func:`rlae_sc.preprocess.preprocess`) and
+    applies it: ``adata`` keeps the cells that pass QC and the genes used, and its ``X`` becomes the matrix
+    :func:`rlae_sc.tl.rlae` trains on.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes, raw counts in ``X`` (or log-normalised values with ``input_kind="log_normalized"``).
+    copy
+        Return a preprocessed copy and leave ``adata`` as it is.
+    **params
+        Keyword arguments of :func:`rlae_sc.preprocess.preprocess`: ``input_kind``, ``min_genes``,
+        ``min_cells``, ``max_pct_mito``, ``target_sum``, ``n_top_genes``, ``hvg_flavor``, ``clip``;
+        their defaults are that function's.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        The copy when ``copy``, else ``None``. The AnnData is subset to n cells passing QC x m genes used
+        (every other slot subset alike) and holds:
+
+        ``X``
+            The centred, scaled matrix (n x m, dense float32).
+        ``raw``
+            Log-normalised values of all input genes.
+        ``obs``
+            QC metrics: ``n_genes``, ``total_counts``, ``pct_mito`` (percent; NaN without mitochondrial genes).
+        ``var``
+            Per-gene ``mean`` and ``std`` (ddof=1) of the log-normalised values.
+        ``uns['rlae_recipe']``
+            The recipe as JSON, replayed on new cells by :func:`rlae_sc.tl.embed`.
+        ``uns['rlae_preprocess']``
+            Cells and genes in, removed by each filter, and kept.
+    """
+    pre, fitted = preprocess(adata, **params)
+    adata = adata.copy() if copy else adata
+    keep = fitted.qc_pass(adata)  # the recipe's own cell filter, as preprocess applied it
+    adata._inplace_subset_obs(keep)  # as scanpy's pp.filter_cells does
+    adata._inplace_subset_var(adata.var_names.get_indexer(fitted.genes))
+    adata.X = pre.X
+    adata.raw = pre.raw.to_adata()
+    qc = pre.obs.iloc[:, adata.obs.shape[1] :]  # pre.obs is the input's obs, then the QC table
+    for frame, target in ((qc, adata.obs), (pre.var, adata.var)):
+        for column, values in frame.items():
+            target[column] = values.to_numpy()
+    adata.uns.update(pre.uns)
+    return adata if copy else None

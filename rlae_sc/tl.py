@@ -1,0 +1,129 @@
+"""Tools, as scanpy's ``tl``: train the autoencoder on a preprocessed AnnData, embed new cells with a model."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+
+from rlae_sc.directions import compare_with_pca, summary
+from rlae_sc.errors import InputError
+from rlae_sc.keys import DIRECTIONS_KEY, EMBEDDING_KEY, UNS_KEY
+from rlae_sc.model import RLAEModel, fit
+from rlae_sc.preprocess import trained_rows
+
+PASS_OPTIONS = ("client", "device")  # fit's keywords that also choose where the embedding and the PCA check run
+
+
+def rlae(
+    adata: ad.AnnData,
+    *,
+    n_comps: int | None = None,
+    key_added: str | None = None,
+    copy: bool = False,
+    **params,
+) -> ad.AnnData | None:
+    """Principal directions and embedding from the sum-regularized linear autoencoder, as :func:`scanpy.pp.pca`.
+
+    Trains on ``adata`` as left by :func:`rlae_sc.pp.recipe` (:func:`rlae_sc.model.fit`), embeds its cells,
+    and checks the directions against exact PCA of the same matrix (:func:`rlae_sc.directions.compare_with_pca`).
+
+    Parameters
+    ----------
+    adata
+        Preprocessed by :func:`rlae_sc.pp.recipe`: n cells x m genes, the recipe in ``uns['rlae_recipe']``.
+    n_comps
+        Latent units k (``n_components`` of :func:`rlae_sc.model.fit`, whose default applies when ``None``).
+    key_added
+        Where to store the results. ``None``: ``obsm['X_rlae']``, ``varm['rlae_directions']`` and
+        ``uns['rlae']``; otherwise ``obsm[key_added]``, ``varm[key_added]`` and ``uns[key_added]``
+        (as scanpy's ``key_added`` of ``pp.pca``).
+    copy
+        Return an annotated copy and leave ``adata`` as it is.
+    **params
+        Other keyword arguments of :func:`rlae_sc.model.fit` (``solver``, ``lambda_frac``, ``lam``, ``tol``,
+        ``seed``, ``device``, ...); ``device`` and ``client`` also run the embedding and the PCA check.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        The copy when ``copy``, else ``None``. Sets:
+
+        ``obsm['X_rlae']``
+            The embedding: PCA scores ``X P`` (n x k, float32).
+        ``varm['rlae_directions']``
+            The principal directions P (m x k, float32): the decoder's left singular vectors.
+        ``uns['rlae']``
+            ``eigenvalues``, ``variance`` (eigenvalues / (n - 1)), ``variance_ratio``, ``singular_values``
+            and ``lambda`` (units of ``C = X^T X``, a sum over cells); ``metrics`` and ``reference_pca``, the
+            checks against exact PCA (``min_abs_cos_top10``, ``subspace_distance``, per-component
+            ``alignment``, ...); ``params``, the call's and the training's parameters; ``trace``, the training
+            history; and the model itself (``encoder``, ``decoder``, ``total_scatter``, ``n_cells``), read back
+            by :func:`rlae_sc.get.model`.
+    """
+    adata = adata.copy() if copy else adata
+    if "rlae_recipe" not in adata.uns:
+        raise InputError(
+            "adata", "has no uns['rlae_recipe']: it was not preprocessed by rlae-sc", "Run rl.pp.recipe(adata) first."
+        )
+    genes = json.loads(adata.uns["rlae_recipe"])["genes"]
+    if list(adata.var_names) != genes:
+        raise InputError(
+            "adata",
+            f"its {adata.n_vars} genes are not the {len(genes)} genes of its recipe, in order",
+            "Train on the AnnData as rl.pp.recipe left it, without subsetting genes.",
+        )
+    if n_comps is not None:
+        params["n_components"] = n_comps
+    model = fit(adata, source="adata", **params)
+    passes = {name: params[name] for name in PASS_OPTIONS if name in params}
+    matrix = trained_rows(adata)
+    metrics, reference = compare_with_pca(model, matrix, **passes)
+    obsm_key, varm_key, uns_key = (
+        (EMBEDDING_KEY, DIRECTIONS_KEY, UNS_KEY) if key_added is None else (key_added, key_added, key_added)
+    )
+    adata.obsm[obsm_key] = model.scores(matrix, **passes)
+    adata.varm[varm_key] = model.directions.astype(np.float32)
+    called = {name: value for name, value in params.items() if name != "client" and value is not None}
+    adata.uns[uns_key] = {
+        **summary(model, reference),
+        "metrics": metrics,
+        "params": {**model.params, **called, "n_components": model.n_components},
+        "encoder": model.encoder,
+        "decoder": model.decoder,
+        "total_scatter": model.total_scatter,
+        "n_cells": model.n_cells,
+    }
+    return adata if copy else None
+
+
+def embed(adata: ad.AnnData, model: RLAEModel, *, copy: bool = False, **params) -> ad.AnnData | None:
+    """Embed new cells with a trained model, without refitting anything (as :func:`scanpy.tl.ingest` maps
+    onto a reference).
+
+    The model's recipe is replayed on ``adata``'s counts (genes matched by name) and the cells are projected
+    on its principal directions (:meth:`rlae_sc.model.RLAEModel.embed`).
+
+    Parameters
+    ----------
+    adata
+        New cells x genes, raw counts in ``X`` (the model's input kind), any genes in any order.
+    model
+        From :func:`rlae_sc.get.model` or :func:`rlae_sc.read_model`.
+    copy
+        Return an annotated copy and leave ``adata`` as it is.
+    **params
+        Other keyword arguments of :meth:`rlae_sc.model.RLAEModel.embed` (``min_overlap``, ``matrix``,
+        ``client``).
+
+    Returns
+    -------
+    anndata.AnnData or None
+        The copy when ``copy``, else ``None``. Sets ``obsm['X_rlae']`` (cells x k, float32),
+        ``obs['rlae_qc_pass']`` (False for cells the model's QC would have removed; they are embedded all the
+        same) and ``uns['rlae_embed']``.
+    """
+    adata = adata.copy() if copy else adata
+    model.embed(adata, source="adata", **params)
+    return adata if copy else None
