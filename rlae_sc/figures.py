@@ -40,7 +40,7 @@ COMPARED_RULES = {  # rule -> loss used in the comparison
     "gha": "nonuniform",
     "oja": "sum",
     "alternating": "sum",
-    "tied_exact": "sum",
+    "tied_ridge": "sum",
 }
 AXIS_THRESHOLD = 1e-2
 FIGURE_NAMES = (  # the files figures/<name>.png; workflow/rules/figures.smk lists the same names
@@ -250,7 +250,7 @@ def fig7_directions(X: np.ndarray, name: str, k: int = 10, n_iter: int = 2000) -
     C = scatter_matrix(X)
     e, U = theory.exact_pca(C, k + 1)
     lam = 0.3 * e[k - 1]
-    fit = train_rule("tied_exact", k=k, lam=lam, C=torch.from_numpy(C), n_iter=n_iter, trace_every=100)
+    fit = train_rule("tied_ridge", k=k, lam=lam, C=torch.from_numpy(C), n_iter=n_iter, trace_every=100)
     P, _, _ = theory.decoder_directions(fit.decoder, lam)
     cos = theory.alignment(P, U[:, :k])
     gaps = theory.eigengaps(e)
@@ -267,7 +267,7 @@ def fig7_directions(X: np.ndarray, name: str, k: int = 10, n_iter: int = 2000) -
     fig.suptitle(f"Fig. 7: the first nine learned directions against PCA's ({name}, one point per gene)", fontsize=10)
     fig.tight_layout()
     caption = (
-        f"Gene loadings of the first nine left singular vectors of the decoder (tied exact updates from a random "
+        f"Gene loadings of the first nine left singular vectors of the decoder (tied ridge updates from a random "
         f"start, {n_iter} iterations, k = {k}, lambda = 0.3 e_k) against exact PCA of the same {X.shape[0]} x "
         f"{X.shape[1]} matrix; each point is a gene, the line is y = x. Theory: the decoder's singular vectors are "
         f"the principal directions. Measured |cos| for directions 1-9: min {cos[:9].min():.4f}; components with an "
@@ -344,7 +344,7 @@ def bao_rules(C: np.ndarray, k: int, name: str, n_iter: int) -> tuple[plt.Figure
     caption = (
         f"Axis alignment (mean 1 - max cos^2 between principal directions and decoder columns) and subspace distance "
         f"against iterations for each rule on {name}, k = {k}; non-uniform lambda_i = e_k x linspace(0.1, 0.5) for "
-        "GD, Adam, rotation-augmented GD and GHA, uniform 0.3 e_k for Oja, alternating and tied exact updates. "
+        "GD, Adam, rotation-augmented GD and GHA, uniform 0.3 e_k for Oja, alternating and tied ridge updates. "
         "Theory (Bao et al.): every rule finds the subspace quickly; only ordered (non-uniform or GHA) rules align "
         "the columns with the axes, plain GD slowly, the rotation-augmented gradient fast; uniform rules leave the "
         "columns rotated. Measured final axis alignment: "

@@ -66,7 +66,7 @@ def test_rotation_augmented_gradient_orders_and_axis_aligns(paper):
     assert plain.trace["axis_alignment"][-1] > 100 * fit.trace["axis_alignment"][-1]
 
 
-@pytest.mark.parametrize("rule", ["oja", "gha", "alternating", "tied_exact", "gd"])
+@pytest.mark.parametrize("rule", ["oja", "gha", "alternating", "tied_ridge", "gd"])
 def test_sum_loss_rules_reach_the_closed_form(paper, rule):
     _, C, e, U = paper
     fit = run(rule, C, lam=10.0, n_iter={"gd": 4000}.get(rule, 3000))
@@ -130,7 +130,7 @@ def test_unknown_rule_and_bad_combinations_are_named(paper):
         "oja",
         "gha",
         "alternating",
-        "tied_exact",
+        "tied_ridge",
         "gd_oja",
         *FEEDBACK_RULES,
     }

@@ -17,7 +17,10 @@ Rules (``RULES``):
   ``W1 += eta (W1 C - lowertri(W1 C W1^T) W1 - lam W1)`` (ordered components);
 * ``alternating``: exact decoder ``W2 = C W1^T (W1 C W1^T + lam I)^{-1}``, then
   the exact encoder for that decoder (sum loss, full batch);
-* ``tied_exact``: ``W <- C W (W^T C W + lam I)^{-1}`` (full batch);
+* ``tied_ridge``: the decoder set to its ridge solution for the encoder and the
+  encoder tied to it, ``W <- C W (W^T C W + lam I)^{-1}`` (full batch): the step of
+  the default solver (:func:`rlae_sc.lae.solvers.fit_tied_exact`) on k units,
+  without its oversampling, stopping rule and read-out;
 * ``gd_oja``: gradient descent plus the regularized Oja term on the encoder,
   ``W1 += lr OJA_WEIGHT (W1 C - (W1 C W1^T) W1 - lam W1)`` (Oja's rule as a
   stabiliser of error-driven learning, Shervani-Tabar, Mirhoseini, Rosenbaum);
@@ -52,16 +55,15 @@ import numpy as np
 import torch
 
 from rlae_sc import checkpoint as checkpoint_file
+from rlae_sc.lae import FEEDBACK_RULES, RULES
 from rlae_sc.lae.losses import LOSSES, regularized_loss
 from rlae_sc.lae.solvers import LAEFit, ridge_decoder
 from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.progress import progress
 
 GRADIENT_RULES = ("gd", "adam", "rotation", "gd_oja")
-FEEDBACK_RULES = ("feedback_alignment", "kolen_pollack", "weight_mirror")
-TIED_RULES = ("oja", "gha", "tied_exact")
-FULL_BATCH_ONLY = ("alternating", "tied_exact")
-RULES = ("gd", "adam", "rotation", "oja", "gha", "alternating", "tied_exact", "gd_oja", *FEEDBACK_RULES)
+TIED_RULES = ("oja", "gha", "tied_ridge")
+FULL_BATCH_ONLY = ("alternating", "tied_ridge")
 OJA_WEIGHT = 1.0  # weight of Oja's term in the encoder's update of ``gd_oja``
 # default step x (e_1 + lam): on Kunin et al.'s 20 x 20 matrix from the N(0, 1/m) start, 0.5 diverges with a
 # feedback B and leaves gd_oja far from the minimum after 3,000 steps; 0.2 converges (also on pbmc68k_reduced)
@@ -296,7 +298,7 @@ def train_rule(
             elif rule == "alternating":
                 W2 = ridge_decoder(Ct, W1, float(lam))
                 W1 = exact_encoder(Ct, W2, float(lam))
-            elif rule == "tied_exact":
+            elif rule == "tied_ridge":
                 W2 = ridge_decoder(Ct, W1, float(lam))
                 W1 = W2.T
             if it % trace_every == 0 or it == n_iter:
