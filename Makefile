@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 CORES ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint clean
+.PHONY: install run test docs lint clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,9 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+docs: install
+	$(BIN)/sphinx-build -W -b html docs build/docs
 
 lint: install
 	$(BIN)/ruff check rlae_sc tests benchmarks

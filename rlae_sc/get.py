@@ -24,9 +24,9 @@ def model(adata: ad.AnnData, *, key: str = UNS_KEY) -> RLAEModel:
 
     Returns
     -------
-    rlae_sc.model.RLAEModel
+    rlae_sc.RLAEModel
         The recipe (``uns['rlae_recipe']``), encoder and decoder, lambda, training parameters and history;
-        :meth:`~rlae_sc.model.RLAEModel.save` writes it as a portable model file.
+        :meth:`~rlae_sc.RLAEModel.save` writes it as a portable model file.
     """
     if key not in adata.uns or "decoder" not in adata.uns[key]:
         raise KeyError(f"adata.uns[{key!r}] holds no model: train one with rlae_sc.tl.rlae(adata)")

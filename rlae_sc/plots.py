@@ -104,7 +104,7 @@ def variance_ratio(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = N
 def alignment(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = None) -> Axes:
     """``1 - |cos(p_i, u_i)|`` per component between the LAE's directions and exact PCA's (log scale, floor 1e-16).
 
-    Parameters and the return value are those of :func:`variance_ratio`.
+    Parameters and the return value are those of :func:`rlae_sc.pl.variance_ratio`.
     """
     ref = _uns(adata, key)["reference_pca"]
     ax = new_axes(ax, (6, 3))
@@ -123,7 +123,7 @@ def eigengaps(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = None) 
     """Relative eigengap ``e_i / e_(i+1) - 1`` of exact PCA per component (log scale): where it is near zero,
     the directions of that cluster of eigenvalues are not identifiable one by one.
 
-    Parameters and the return value are those of :func:`variance_ratio`.
+    Parameters and the return value are those of :func:`rlae_sc.pl.variance_ratio`.
     """
     ref = _uns(adata, key)["reference_pca"]
     ax = new_axes(ax, (6, 2.4))
@@ -138,7 +138,7 @@ def eigengaps(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = None) 
 def shrinkage(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = None) -> Axes:
     """Decoder singular values against ``e_i / lambda`` with the theory curve ``sqrt(max(0, 1 - lambda / e))``.
 
-    Parameters and the return value are those of :func:`variance_ratio`.
+    Parameters and the return value are those of :func:`rlae_sc.pl.variance_ratio`.
     """
     u = _uns(adata, key)
     ax = new_axes(ax, (6, 3.4))
@@ -165,11 +165,11 @@ def training(
     adata
         Annotated by :func:`rlae_sc.tl.rlae`.
     metric
-        A key of :data:`TRAINING_METRICS` that the trace holds: ``"loss"`` (linear scale), or the
+        A column that the trace holds: ``"loss"`` (linear scale), or the
         dimensionless ``"transpose_distance"``, ``"subspace_distance"`` (traced with
         ``trace_metrics``) and ``"readout_change"`` (default solver) on a log scale (floor 1e-16).
     key, ax
-        As in :func:`variance_ratio`.
+        As in :func:`rlae_sc.pl.variance_ratio`.
 
     Returns
     -------
@@ -194,7 +194,7 @@ def training(
 @styled
 def mode_strengths(adata: ad.AnnData, *, n_modes: int = 10, key: str = UNS_KEY, ax: Axes | None = None) -> Axes:
     """Strength ``u_i^T W2 W1 u_i`` of the first principal modes during training, with each mode's fixed point
-    ``1 - lambda / e_i`` (dashed; Saxe et al.'s analysis, :func:`rlae_sc.lae.theory.mode_fixed_point`).
+    ``1 - lambda / e_i`` (dashed; Saxe et al.'s analysis, ``rlae_sc.lae.theory.mode_fixed_point``).
 
     Parameters
     ----------
@@ -204,7 +204,7 @@ def mode_strengths(adata: ad.AnnData, *, n_modes: int = 10, key: str = UNS_KEY, 
     n_modes
         How many modes to draw, from the largest eigenvalue down.
     key, ax
-        As in :func:`variance_ratio`.
+        As in :func:`rlae_sc.pl.variance_ratio`.
 
     Returns
     -------

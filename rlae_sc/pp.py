@@ -10,8 +10,8 @@ from rlae_sc.preprocess import preprocess
 def recipe(adata: ad.AnnData, *, copy: bool = False, **params) -> ad.AnnData | None:
     """Preprocess counts with rlae-sc's replayable recipe, in place.
 
-    Fits a :class:`~rlae_sc.preprocess.Recipe` on ``adata`` (QC, normalisation to a common total, ``log1p``,
-    highly variable genes, per-gene centring and scaling; see :func:`rlae_sc.preprocess.preprocess`) and
+    Fits a :class:`~rlae_sc.Recipe` on ``adata`` (QC, normalisation to a common total, ``log1p``,
+    highly variable genes, per-gene centring and scaling; see :func:`rlae_sc.preprocess`) and
     applies it: ``adata`` keeps the cells that pass QC and the genes used, and its ``X`` becomes the matrix
     :func:`rlae_sc.tl.rlae` trains on.
 
@@ -22,7 +22,7 @@ def recipe(adata: ad.AnnData, *, copy: bool = False, **params) -> ad.AnnData | N
     copy
         Return a preprocessed copy and leave ``adata`` as it is.
     **params
-        Keyword arguments of :func:`rlae_sc.preprocess.preprocess`: ``input_kind``, ``min_genes``,
+        Keyword arguments of :func:`rlae_sc.preprocess`: ``input_kind``, ``min_genes``,
         ``min_cells``, ``max_pct_mito``, ``target_sum``, ``n_top_genes``, ``hvg_flavor``, ``clip``;
         their defaults are that function's.
 

@@ -24,9 +24,9 @@ def rlae(
     copy: bool = False,
     **params,
 ) -> ad.AnnData | None:
-    """Principal directions and embedding from the sum-regularized linear autoencoder, as :func:`scanpy.pp.pca`.
+    """Principal directions and embedding from the sum-regularized linear autoencoder, as ``scanpy.pp.pca``.
 
-    Trains on ``adata`` as left by :func:`rlae_sc.pp.recipe` (:func:`rlae_sc.model.fit`), embeds its cells,
+    Trains on ``adata`` as left by :func:`rlae_sc.pp.recipe` (:func:`rlae_sc.fit`), embeds its cells,
     and checks the directions against exact PCA of the same matrix (:func:`rlae_sc.directions.compare_with_pca`).
 
     Parameters
@@ -34,7 +34,7 @@ def rlae(
     adata
         Preprocessed by :func:`rlae_sc.pp.recipe`: n cells x m genes, the recipe in ``uns['rlae_recipe']``.
     n_comps
-        Latent units k (``n_components`` of :func:`rlae_sc.model.fit`, whose default applies when ``None``).
+        Latent units k (``n_components`` of :func:`rlae_sc.fit`, whose default applies when ``None``).
     key_added
         Where to store the results. ``None``: ``obsm['X_rlae']``, ``varm['rlae_directions']`` and
         ``uns['rlae']``; otherwise ``obsm[key_added]``, ``varm[key_added]`` and ``uns[key_added]``
@@ -42,7 +42,7 @@ def rlae(
     copy
         Return an annotated copy and leave ``adata`` as it is.
     **params
-        Other keyword arguments of :func:`rlae_sc.model.fit` (``solver``, ``lambda_frac``, ``lam``, ``tol``,
+        Other keyword arguments of :func:`rlae_sc.fit` (``solver``, ``lambda_frac``, ``lam``, ``tol``,
         ``seed``, ``device``, ...); ``device`` and ``client`` also run the embedding and the PCA check.
 
     Returns
@@ -99,11 +99,11 @@ def rlae(
 
 
 def embed(adata: ad.AnnData, model: RLAEModel, *, copy: bool = False, **params) -> ad.AnnData | None:
-    """Embed new cells with a trained model, without refitting anything (as :func:`scanpy.tl.ingest` maps
+    """Embed new cells with a trained model, without refitting anything (as ``scanpy.tl.ingest`` maps
     onto a reference).
 
     The model's recipe is replayed on ``adata``'s counts (genes matched by name) and the cells are projected
-    on its principal directions (:meth:`rlae_sc.model.RLAEModel.embed`).
+    on its principal directions (:meth:`rlae_sc.RLAEModel.embed`).
 
     Parameters
     ----------
@@ -114,7 +114,7 @@ def embed(adata: ad.AnnData, model: RLAEModel, *, copy: bool = False, **params) 
     copy
         Return an annotated copy and leave ``adata`` as it is.
     **params
-        Other keyword arguments of :meth:`rlae_sc.model.RLAEModel.embed` (``min_overlap``, ``matrix``,
+        Other keyword arguments of :meth:`rlae_sc.RLAEModel.embed` (``min_overlap``, ``matrix``,
         ``client``).
 
     Returns
