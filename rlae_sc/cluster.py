@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -25,10 +26,11 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from rlae_sc.errors import InputError
 from rlae_sc.keys import EMBEDDING_KEY
-from rlae_sc.neighbors import EXACT_MAX_CELLS, IndexTransformer, build_index, search
+from rlae_sc.neighbors import EXACT_MAX_CELLS, build_index, knn, save_index, search, umap_graph
 
 MISSING_LABELS = ("", "?", "nan", "NaN", "unknown", "Unknown", "NA")
 SKETCH_CELLS = 50_000  # Leiden and UMAP run on at most this many cells (a seeded uniform sample)
+EXTEND_BLOCK = 65_536  # cells outside the sketch voted and placed at a time
 
 log = logging.getLogger("rlae_sc")
 
@@ -58,29 +60,32 @@ def cluster(
     label_key: str | None = None,
     seed: int = 0,
     sketch_cells: int = SKETCH_CELLS,
+    index_out: str | Path | None = None,
     source: str = "input",
-):
-    """kNN graph on ``obsm['X_rlae']``, Leiden and UMAP, in place; returns ``(result, index)``.
+) -> dict:
+    """kNN graph on ``obsm['X_rlae']``, Leiden and UMAP, in place; returns the run's numbers.
 
     Neighbours are found on the first ``n_dims`` components (all when
-    ``None``): exactly (scikit-learn, as scanpy's ``transformer="sklearn"``)
-    up to :data:`rlae_sc.neighbors.EXACT_MAX_CELLS` cells, with faiss's
-    IVF-flat index above. Fills ``obsp['distances'|'connectivities']`` and
-    ``uns['neighbors']`` (scanpy's ``neighbors``), ``obs['leiden']`` and
-    ``obsm['X_umap']``; above ``sketch_cells`` cells, Leiden and UMAP run on a
-    sketch (see the module's doc) and ``obs['rlae_sketch']`` marks its cells.
-    The call's parameters go to ``uns['rlae_cluster']``. With ``label_key``,
-    returns ``ari`` and ``nmi`` between Leiden clusters and the labels, over
-    cells with a label (values in ``MISSING_LABELS`` or NaN are left out).
+    ``None``) with a faiss index: exact (flat) up to
+    :data:`rlae_sc.neighbors.EXACT_MAX_CELLS` cells, IVF-flat above. Fills
+    ``obsp['distances'|'connectivities']`` and ``uns['neighbors']`` as
+    scanpy's ``neighbors`` does (UMAP connectivities, the same graph as
+    ``sc.pp.neighbors(adata, use_rep='X_rlae')`` below the threshold),
+    ``obs['leiden']`` and ``obsm['X_umap']``; above ``sketch_cells`` cells,
+    Leiden and UMAP run on a sketch (see the module's doc) and
+    ``obs['rlae_sketch']`` marks its cells. With ``index_out``, the index of
+    all cells is written there (faiss's format, for mapping queries onto
+    them; :func:`rlae_sc.neighbors.load_index`) and dropped from memory
+    before the graph is built; its SHA-256 goes to
+    ``uns['rlae_cluster']['index_sha256']`` with the call's parameters.
 
     Returns
     -------
-    result
-        dict with ``n_clusters``, the seconds of each step and, with labels,
-        ``ari``, ``nmi``, ``n_labelled``.
-    index
-        The faiss index of all cells' embedding (first ``n_dims`` components),
-        for mapping queries onto them (:func:`rlae_sc.neighbors.save_index`).
+    dict
+        ``n_clusters``, the seconds of each step and, with ``label_key``,
+        ``ari`` and ``nmi`` between Leiden clusters and the labels over the
+        ``n_labelled`` cells with a label (values in ``MISSING_LABELS`` or NaN
+        are left out).
     """
     if label_key is not None and label_key not in adata.obs:
         raise InputError(
@@ -96,15 +101,13 @@ def cluster(
     X = np.ascontiguousarray(adata.obsm[EMBEDDING_KEY][:, :n_dims], dtype=np.float32)
     seconds = {}
     t0 = time.perf_counter()
-    index = _neighbors(adata, n_neighbors=n_neighbors, n_dims=n_dims, seed=seed)
-    if index is None:  # the exact graph came from scikit-learn: index the cells for mapping here
-        index = build_index(X, seed=seed)
+    index_sha256 = _neighbors(adata, X, n_neighbors=n_neighbors, seed=seed, index_out=index_out)
     seconds["neighbors_seconds"] = time.perf_counter() - t0
     sketched = adata.n_obs > sketch_cells
     if sketched:
         sketch = np.sort(np.random.default_rng(seed).choice(adata.n_obs, sketch_cells, replace=False))
         small = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[sketch]), obsm={EMBEDDING_KEY: X[sketch]})
-        _neighbors(small, n_neighbors=n_neighbors, n_dims=n_dims, seed=seed)
+        _neighbors(small, X[sketch], n_neighbors=n_neighbors, seed=seed)
     else:
         small = adata
     t0 = time.perf_counter()
@@ -130,29 +133,40 @@ def cluster(
         "resolution": resolution,
         "label_key": label_key or "",
         "seed": seed,
-        "neighbors": "exact (scikit-learn)" if adata.n_obs <= EXACT_MAX_CELLS else "approximate (faiss IVF-flat)",
+        "neighbors": "exact (faiss flat)" if adata.n_obs <= EXACT_MAX_CELLS else "approximate (faiss IVF-flat)",
         "sketch_cells": int(sketch_cells) if sketched else 0,
     }
-    return result, index
+    if index_sha256 is not None:
+        adata.uns["rlae_cluster"]["index_sha256"] = index_sha256
+    return result
 
 
-def _neighbors(adata: ad.AnnData, *, n_neighbors: int, n_dims: int, seed: int):
-    """scanpy's ``neighbors`` on ``obsm['X_rlae']``: exact up to ``EXACT_MAX_CELLS`` cells, else through
-    :class:`rlae_sc.neighbors.IndexTransformer`; returns that transformer's faiss index (``None`` when exact)."""
-    exact = adata.n_obs <= EXACT_MAX_CELLS
-    transformer = "sklearn" if exact else IndexTransformer(n_neighbors, seed=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.pp.neighbors(
-            adata,
-            use_rep=EMBEDDING_KEY,
-            n_pcs=n_dims,
-            n_neighbors=n_neighbors,
-            transformer=transformer,
-            random_state=seed,
-        )
-    log.info("neighbours of %d cells: %s", adata.n_obs, "exact" if exact else "faiss IVF-flat")
-    return None if exact else transformer.index_
+def _neighbors(
+    adata: ad.AnnData, X: np.ndarray, *, n_neighbors: int, seed: int, index_out: str | Path | None = None
+) -> str | None:
+    """scanpy's neighbour graph of the cells ``X`` (n x n_dims, float32) into ``adata``; with ``index_out``,
+    writes the index there first and returns its SHA-256."""
+    index = build_index(X, seed=seed)
+    dist, idx = knn(index, X, n_neighbors)
+    sha256 = save_index(index, index_out) if index_out is not None else None
+    del index
+    adata.obsp["distances"], adata.obsp["connectivities"] = umap_graph(dist, idx)
+    adata.uns["neighbors"] = {
+        "connectivities_key": "connectivities",
+        "distances_key": "distances",
+        "params": {
+            "n_neighbors": n_neighbors,
+            "method": "umap",
+            "random_state": seed,
+            "metric": "euclidean",
+            "use_rep": EMBEDDING_KEY,
+            "n_pcs": X.shape[1],
+        },
+    }
+    log.info(
+        "neighbours of %d cells: %s", len(X), "exact" if len(X) <= EXACT_MAX_CELLS else "faiss IVF-flat"
+    )
+    return sha256
 
 
 def _leiden_umap(adata: ad.AnnData, *, resolution: float, seed: int) -> None:
@@ -164,19 +178,21 @@ def _leiden_umap(adata: ad.AnnData, *, resolution: float, seed: int) -> None:
 
 def _extend_sketch(adata, small, sketch: np.ndarray, X: np.ndarray, *, n_neighbors: int, seed: int) -> None:
     """Give every cell outside the sketch the kernel-weighted majority cluster of its ``n_neighbors`` nearest
-    sketch cells and their mean UMAP position; sketch cells keep their own."""
+    sketch cells and their mean UMAP position, ``EXTEND_BLOCK`` cells at a time; sketch cells keep their own."""
     rest = np.setdiff1d(np.arange(adata.n_obs), sketch)
     index = build_index(X[sketch], seed=seed, exact=False)
-    dist, idx = search(index, X[rest], n_neighbors)
     clusters = small.obs["leiden"]
-    votes = kernel_votes(dist, clusters.cat.codes.to_numpy()[idx], len(clusters.cat.categories))
+    sketch_codes, sketch_xy = clusters.cat.codes.to_numpy(), small.obsm["X_umap"]
     codes = np.empty(adata.n_obs, dtype=np.int64)
-    codes[sketch] = clusters.cat.codes.to_numpy()
-    codes[rest] = votes.argmax(axis=1)
-    adata.obs["leiden"] = pd.Categorical.from_codes(codes, categories=clusters.cat.categories)
+    codes[sketch] = sketch_codes
     xy = np.empty((adata.n_obs, 2), dtype=np.float32)
-    xy[sketch] = small.obsm["X_umap"]
-    xy[rest] = small.obsm["X_umap"][idx].mean(axis=1)
+    xy[sketch] = sketch_xy
+    for start in range(0, len(rest), EXTEND_BLOCK):
+        cells = rest[start : start + EXTEND_BLOCK]
+        dist, idx = search(index, X[cells], n_neighbors)
+        codes[cells] = kernel_votes(dist, sketch_codes[idx], len(clusters.cat.categories)).argmax(axis=1)
+        xy[cells] = sketch_xy[idx].mean(axis=1)
+    adata.obs["leiden"] = pd.Categorical.from_codes(codes, categories=clusters.cat.categories)
     adata.obsm["X_umap"] = xy
     adata.obs["rlae_sketch"] = np.isin(np.arange(adata.n_obs), sketch)
     adata.uns["leiden"] = small.uns["leiden"]  # the parameters of the sketch's Leiden and UMAP runs

@@ -23,6 +23,7 @@ from rlae_sc.errors import InputError
 EXACT_MAX_CELLS = 50_000  # up to this many cells, neighbours are exact
 NPROBE = 16  # IVF lists searched per query (recall@15 >= 0.95 in benchmarks/knn.md)
 TRAIN_PER_LIST = 64  # cells per IVF list used to train the coarse quantiser
+DISTANCE_BLOCK = 16_384  # cells whose neighbour distances are recomputed at a time (~100 MB at k=15, d=50)
 
 
 def build_index(X: np.ndarray, *, seed: int = 0, exact: bool | None = None):
@@ -53,31 +54,69 @@ def search(index, Y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sqrt(np.maximum(D, 0)), idx
 
 
-def knn_graph(index, X: np.ndarray, k: int) -> sp.csr_matrix:
-    """Distances from each row of ``X`` (the indexed cells, n x d) to its ``k`` nearest cells, itself
-    included, as a CSR matrix (n x n, k entries a row): the form scanpy's ``neighbors`` takes from a transformer."""
-    D, idx = search(index, X, k)
+def knn(index, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each indexed cell's ``k`` nearest cells, itself first: Euclidean distances (n x k, float32, recomputed
+    from ``X`` in float64 for the pairs found, so they do not carry the index's rounding) and row numbers
+    (n x k, int64). ``X`` (n x d) holds the cells ``index`` was built on, in order.
+
+    An approximate search can rank a duplicate cell (distance 0) before the cell itself, or miss the cell;
+    either way the cell takes column 0 at distance 0 and the ``k - 1`` other cells follow, nearest first.
+    """
     n = len(X)
+    dist, idx = search(index, X, k)
     if (idx < 0).any():  # IVF lists near an isolated cell held fewer than k cells
         raise ValueError("the neighbour search returned fewer than k neighbours; raise NPROBE")
-    return sp.csr_matrix((D.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+    rows = np.arange(n)
+    is_self = idx == rows[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k - 1)
+    keep = np.ones((n, k), dtype=bool)
+    keep[rows, drop] = False
+    idx = np.hstack([rows[:, None], idx[keep].reshape(n, k - 1)])
+    for start in range(0, n, DISTANCE_BLOCK):
+        block = slice(start, start + DISTANCE_BLOCK)
+        diff = X[idx[block]].astype(np.float64) - X[block, None, :]
+        dist[block] = np.sqrt(np.einsum("ikd,ikd->ik", diff, diff))
+    order = np.argsort(dist[:, 1:], axis=1, kind="stable") + 1
+    idx[:, 1:] = np.take_along_axis(idx, order, axis=1)
+    dist[:, 1:] = np.take_along_axis(dist, order, axis=1)
+    return dist, idx
 
 
-class IndexTransformer:
-    """scanpy's ``transformer`` for :func:`scanpy.pp.neighbors`: the kNN graph of the cells from
-    :func:`build_index` (scikit-learn's ``KNeighborsTransformer`` interface, ``mode="distance"``)."""
+def umap_graph(dist: np.ndarray, idx: np.ndarray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """scanpy's neighbour graph (``method="umap"``) from each cell's ``k`` nearest cells, itself first
+    (``dist`` float32 and ``idx``: n x k, as from :func:`knn`).
 
-    def __init__(self, n_neighbors: int, *, seed: int = 0) -> None:
-        self.n_neighbors = n_neighbors
-        self.seed = seed
-        self.index_ = None
+    Returns
+    -------
+    distances
+        n x n CSR, float32: the ``k - 1`` nearest other cells of each row and their Euclidean distances
+        (``obsp['distances']``).
+    connectivities
+        n x n CSR, float32, symmetric: UMAP's fuzzy union ``a + a^T - a * a^T`` of the per-cell membership
+        strengths (``obsp['connectivities']``), as scanpy's ``neighbors`` computes it with umap-learn's
+        functions, but with 32-bit indices and one temporary at a time, so that a graph of 1M cells costs
+        about 0.5 GB beyond the result.
+    """
+    from umap.umap_ import compute_membership_strengths, smooth_knn_dist
 
-    def get_params(self, deep: bool = True) -> dict:
-        return {"n_neighbors": self.n_neighbors, "seed": self.seed}
-
-    def fit_transform(self, X: np.ndarray) -> sp.csr_matrix:
-        self.index_ = build_index(X, seed=self.seed)
-        return knn_graph(self.index_, X, self.n_neighbors)
+    n, k = idx.shape
+    distances = sp.csr_matrix(
+        (dist[:, 1:].ravel(), idx[:, 1:].ravel().astype(np.int32), np.arange(0, n * (k - 1) + 1, k - 1)),
+        shape=(n, n),
+    )
+    distances.sort_indices()
+    sigmas, rhos = smooth_knn_dist(dist, float(k), local_connectivity=1.0)
+    _, cols, vals, _ = compute_membership_strengths(idx, dist, sigmas, rhos)
+    a = sp.csr_matrix((vals.astype(np.float32), cols.astype(np.int32), np.arange(0, n * k + 1, k)), shape=(n, n))
+    del cols, vals
+    a.eliminate_zeros()  # the cell itself
+    a_t = a.T.tocsr()
+    both = a.multiply(a_t).tocsr()
+    union = a + a_t
+    del a, a_t
+    connectivities = union - both
+    connectivities.sort_indices()
+    return distances, connectivities
 
 
 def save_index(index, path: str | Path) -> str:

@@ -26,7 +26,7 @@ from rlae_sc.errors import InputError
 from rlae_sc.io import detect_format, read, write_h5ad, write_json
 from rlae_sc.mapping import map_query
 from rlae_sc.model import fit, load_model, scatter_checkpoint_path
-from rlae_sc.neighbors import load_index, save_index
+from rlae_sc.neighbors import load_index
 from rlae_sc.preprocess import (
     LOG_NORMALIZED,
     Recipe,
@@ -293,8 +293,7 @@ def cluster_file(
     """
     with _backed_stage(directions, "directions") as backed:
         adata = _without_x(backed)
-    result, index = cluster(adata, label_key=label_key, source=str(directions), **params)
-    adata.uns["rlae_cluster"]["index_sha256"] = save_index(index, index_path(out))
+    result = cluster(adata, label_key=label_key, index_out=index_path(out), source=str(directions), **params)
     metrics = {**adata.uns.pop("rlae_metrics"), **result}
     adata.uns["rlae"]["metrics"] = metrics
     write_h5ad(adata, out, x_from=directions)

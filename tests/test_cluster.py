@@ -6,6 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scanpy as sc
 from sklearn.neighbors import NearestNeighbors
 
 from rlae_sc import neighbors
@@ -25,16 +26,29 @@ def blobs(n: int, *, d: int = 20, n_types: int = 5, seed: int = 0) -> ad.AnnData
     return ad.AnnData(obs=obs, obsm={EMBEDDING_KEY: X})
 
 
-def test_below_the_threshold_the_graph_is_exact():
+def test_below_the_threshold_the_graph_is_scanpys_exact_graph():
     a = blobs(800)
     cluster(a)
-    nn = NearestNeighbors(n_neighbors=15).fit(a.obsm[EMBEDDING_KEY])
-    dist, idx = nn.kneighbors(a.obsm[EMBEDDING_KEY])
-    D = a.obsp["distances"]
-    for i in range(0, 800, 37):
-        row = D[i].toarray().ravel()
-        assert set(np.flatnonzero(row)) == set(idx[i, 1:])  # scanpy drops the cell itself
-        np.testing.assert_allclose(row[idx[i, 1:]], dist[i, 1:], rtol=1e-5)
+    b = ad.AnnData(obsm={EMBEDDING_KEY: a.obsm[EMBEDDING_KEY].copy()})
+    sc.pp.neighbors(b, use_rep=EMBEDDING_KEY, n_neighbors=15, transformer="sklearn")
+    for key in ("distances", "connectivities"):  # same cells, distances and weights as scanpy's exact graph
+        diff = a.obsp[key] - b.obsp[key]
+        assert (a.obsp[key] != 0).nnz == (b.obsp[key] != 0).nnz
+        assert abs(diff).max() <= 1e-5 * abs(b.obsp[key]).max()
+    assert a.uns["neighbors"]["params"]["use_rep"] == EMBEDDING_KEY
+
+
+def test_duplicate_cells_keep_themselves_first():
+    X = blobs(300).obsm[EMBEDDING_KEY]
+    X = np.vstack([X, X[:50]])  # cells 300-349 duplicate cells 0-49: distance 0 to another cell
+    dist, idx = neighbors.knn(neighbors.build_index(X), X, 15)
+    np.testing.assert_array_equal(idx[:, 0], np.arange(len(X)))
+    assert (dist[:, 0] == 0).all() and (idx[:50, 1] == np.arange(300, 350)).all() and (dist[:50, 1] == 0).all()
+    exact, _ = NearestNeighbors(n_neighbors=15).fit(X).kneighbors(X)
+    np.testing.assert_allclose(dist, exact, atol=1e-6)
+    distances, connectivities = neighbors.umap_graph(dist, idx)
+    assert distances.diagonal().sum() == 0 and distances.getnnz(axis=1).tolist() == [14] * len(X)
+    assert abs(connectivities - connectivities.T).max() == 0 and connectivities.diagonal().sum() == 0
 
 
 def test_ivf_index_recall_above_the_threshold(monkeypatch):
@@ -54,7 +68,7 @@ def test_ivf_index_recall_above_the_threshold(monkeypatch):
 
 def test_sketch_cells_vote_for_the_rest():
     a = blobs(1500, seed=3)
-    result, _ = cluster(a, sketch_cells=400, label_key="type")
+    result = cluster(a, sketch_cells=400, label_key="type")
     sketch = a.obs["rlae_sketch"].to_numpy()
     assert sketch.sum() == 400 and a.uns["rlae_cluster"]["sketch_cells"] == 400
     assert result["n_clusters"] == a.obs["leiden"].nunique() and result["ari"] > 0.9
