@@ -169,12 +169,7 @@ def training(
         dimensionless ``"transpose_distance"``, ``"subspace_distance"`` (traced with
         ``trace_metrics``) and ``"readout_change"`` (default solver) on a log scale (floor 1e-16).
     key, ax
-        As in :func:`rlae_sc.pl.variance_ratio`.
-
-    Returns
-    -------
-    matplotlib.axes.Axes
-        The axes drawn into.
+        As in :func:`rlae_sc.pl.variance_ratio`, which returns the axes as this does.
     """
     trace = _uns(adata, key)["trace"]
     if metric not in TRAINING_METRICS or metric not in trace:
@@ -204,12 +199,7 @@ def mode_strengths(adata: ad.AnnData, *, n_modes: int = 10, key: str = UNS_KEY, 
     n_modes
         How many modes to draw, from the largest eigenvalue down.
     key, ax
-        As in :func:`rlae_sc.pl.variance_ratio`.
-
-    Returns
-    -------
-    matplotlib.axes.Axes
-        The axes drawn into.
+        As in :func:`rlae_sc.pl.variance_ratio`, which returns the axes as this does.
     """
     u = _uns(adata, key)
     trace = u["trace"]
@@ -224,8 +214,8 @@ def mode_strengths(adata: ad.AnnData, *, n_modes: int = 10, key: str = UNS_KEY, 
         ax.axhline(fixed[i], ls="--", lw=0.7, color=color)
     ax.set_xlabel("iteration")
     ax.set_ylabel("mode strength u_i^T W2 W1 u_i")
-    ax.set_title("Mode strengths (dashed: fixed points 1 - lambda / e_i)")
-    ax.legend(frameon=False, fontsize=7, ncol=2, loc="lower right")
+    ax.set_title("Mode strengths (dashed: 1 - lambda / e_i)")
+    ax.legend(frameon=False, fontsize=7, ncol=2)
     return ax
 
 

@@ -33,24 +33,24 @@ def _alignment_figure(adata: ad.AnnData) -> Figure:
     return fig
 
 
-def _training_figure(adata: ad.AnnData) -> Figure:
-    metrics = [name for name in plots.TRAINING_METRICS if name in adata.uns[UNS_KEY]["trace"]]
-    fig, axes = plots.offscreen_figure((3 * len(metrics), 3), 1, len(metrics))
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        plots.training(adata, metric=metric, ax=ax)
-    fig.suptitle("Training history", fontsize=10)
+def _row(draw, keys: list[str], panel: tuple[float, float], title: str) -> Figure:
+    """A row of panels of ``panel`` inches, ``draw(ax, key)`` for each of ``keys``, under ``title``."""
+    fig, axes = plots.offscreen_figure((panel[0] * len(keys), panel[1]), 1, len(keys))
+    for ax, key in zip(axes[0], keys, strict=True):
+        draw(ax, key)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _training_figure(adata: ad.AnnData) -> Figure:
+    metrics = [name for name in plots.TRAINING_METRICS if name in adata.uns[UNS_KEY]["trace"]]
+    return _row(lambda ax, metric: plots.training(adata, metric=metric, ax=ax), metrics, (3, 3), "Training history")
 
 
 def _umap_figure(adata: ad.AnnData, label_key: str | None) -> Figure:
     keys = ["leiden"] + ([label_key] if label_key else [])
-    fig, axes = plots.offscreen_figure((4.8 * len(keys), 5.6), 1, len(keys))
-    for ax, key in zip(axes[0], keys, strict=True):
-        plots.umap(adata, color=key, ax=ax)
-    fig.suptitle("UMAP of the LAE embedding", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _row(lambda ax, key: plots.umap(adata, color=key, ax=ax), keys, (4.8, 5.6), "UMAP of the LAE embedding")
 
 
 def _top_genes_figure(adata: ad.AnnData, *, n_directions: int = 6, ncol: int = 3) -> Figure:
