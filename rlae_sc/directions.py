@@ -11,6 +11,7 @@ import pandas as pd
 from rlae_sc.keys import DIRECTIONS_KEY, EMBEDDING_KEY, UNS_KEY
 from rlae_sc.lae import theory
 from rlae_sc.model import RLAEModel
+from rlae_sc.params import TrainParams
 from rlae_sc.passes import scatter_matrix
 from rlae_sc.preprocess import trained_rows
 
@@ -24,7 +25,7 @@ QC_COUNTS = (
 )
 
 
-def compare_with_pca(model: RLAEModel, X, *, client=None, device: str = "auto") -> tuple[dict, dict]:
+def compare_with_pca(model: RLAEModel, X, *, client=None, device: str = TrainParams.device) -> tuple[dict, dict]:
     """Compare the model's directions with exact PCA (``scipy.linalg.eigh``) of ``X`` (n x m; an array or
     the rows of :mod:`rlae_sc.chunks`, the scatter pass on Dask when ``client`` is given).
 
@@ -61,7 +62,7 @@ def compare_with_pca(model: RLAEModel, X, *, client=None, device: str = "auto") 
 
 
 def directions_adata(
-    model: RLAEModel, pre: ad.AnnData, *, client=None, device: str = "auto"
+    model: RLAEModel, pre: ad.AnnData, *, client=None, device: str = TrainParams.device
 ) -> tuple[ad.AnnData, dict]:
     """Embedding and directions in scanpy's slots, plus the metrics of :func:`compare_with_pca`.
 

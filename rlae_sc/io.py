@@ -14,14 +14,12 @@ import scipy.sparse as sp
 
 from rlae_sc.atomic import atomic_path
 from rlae_sc.errors import InputError
+from rlae_sc.params import ReadParams
 
-INPUT_KINDS = ("counts", "log_normalized")
 INTEGER_TOLERANCE = 1e-6
 
 
 FORMATS = ("h5ad", "10x_mtx", "10x_h5", "loom", "csv")
-ORIENTATIONS = ("cells_x_genes", "genes_x_cells")
-VAR_NAMES = ("gene_symbols", "gene_ids")
 
 
 def detect_format(path: Path) -> str:
@@ -50,10 +48,10 @@ def detect_format(path: Path) -> str:
 def read(
     path: str | Path,
     *,
-    layer: str | None = None,
-    input_kind: str = "counts",
-    orientation: str = "cells_x_genes",
-    var_names: str = "gene_symbols",
+    layer: str | None = ReadParams.layer,
+    input_kind: str = ReadParams.input_kind,
+    orientation: str = ReadParams.orientation,
+    var_names: str = ReadParams.var_names,
 ) -> ad.AnnData:
     """Read a matrix of cells x genes in any supported format and validate its values.
 
@@ -64,27 +62,16 @@ def read(
         ``features.tsv[.gz]`` or the older ``genes.tsv``, and ``barcodes.tsv[.gz]``);
         a 10x ``.h5``; a ``.loom``; or a dense ``.csv``/``.tsv`` (optionally gzipped)
         with cell or gene names in the first column and a header row.
-    layer
-        ``.h5ad`` and ``.loom``: take the matrix from this layer instead of ``X``/``matrix``.
-    input_kind
-        ``"counts"`` (raw counts: whole numbers within 1e-6) or ``"log_normalized"``.
-    orientation
-        Text files only: ``"cells_x_genes"`` (rows are cells) or ``"genes_x_cells"``.
-    var_names
-        10x inputs: ``"gene_symbols"`` or ``"gene_ids"`` as gene names (the other kept in ``var``).
+    layer, input_kind, orientation, var_names
+        The reader options (:class:`rlae_sc.params.ReadParams`). Counts must be
+        whole numbers within 1e-6.
 
     Returns
     -------
     AnnData with the validated matrix in ``X`` (CSR, float32) and unique gene names.
     """
     path = Path(path)
-    for value, allowed, what in (
-        (input_kind, INPUT_KINDS, "input_kind"),
-        (orientation, ORIENTATIONS, "orientation"),
-        (var_names, VAR_NAMES, "var_names"),
-    ):
-        if value not in allowed:
-            raise InputError(path, f"unknown {what} {value!r}", f"Use one of {', '.join(allowed)}.")
+    ReadParams.of(layer=layer, input_kind=input_kind, orientation=orientation, var_names=var_names, source=path)
     if not path.exists():
         raise InputError(path, "file not found", "Check the path in the config or on the command line.")
     fmt = detect_format(path)

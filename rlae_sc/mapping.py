@@ -15,6 +15,7 @@ from rlae_sc.cluster import kernel_votes, labelled_mask
 from rlae_sc.errors import InputError
 from rlae_sc.keys import EMBEDDING_KEY
 from rlae_sc.neighbors import build_index, search
+from rlae_sc.params import MappingParams
 
 
 def transfer_labels(
@@ -22,7 +23,7 @@ def transfer_labels(
     query: ad.AnnData,
     *,
     label_key: str,
-    n_neighbors: int = 15,
+    n_neighbors: int = MappingParams.n_neighbors,
     index=None,
     source: str = "reference",
 ) -> pd.DataFrame:
@@ -65,7 +66,9 @@ def transfer_labels(
     )
 
 
-def place_in_umap(reference: ad.AnnData, query: ad.AnnData, *, n_neighbors: int = 15, index=None) -> np.ndarray:
+def place_in_umap(
+    reference: ad.AnnData, query: ad.AnnData, *, n_neighbors: int = MappingParams.n_neighbors, index=None
+) -> np.ndarray:
     """Query positions (n_query x 2) in the reference UMAP: the mean UMAP position of each cell's
     ``n_neighbors`` nearest reference cells in ``obsm['X_rlae']`` (through ``index``, the reference's
     saved neighbour index, when given). The reference UMAP is not recomputed."""
@@ -85,7 +88,7 @@ def map_query(
     query: ad.AnnData,
     *,
     label_key: str | None = None,
-    n_neighbors: int = 15,
+    n_neighbors: int = MappingParams.n_neighbors,
     truth_key: str | None = None,
     index=None,
     source: str = "reference",

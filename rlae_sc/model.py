@@ -23,12 +23,14 @@ import torch
 from rlae_sc.chunks import H5adMatrix, InMemory, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.keys import EMBEDDING_KEY
-from rlae_sc.lae.rules import RULES, train_rule
+from rlae_sc.lae import SOLVER
+from rlae_sc.lae.rules import train_rule
 from rlae_sc.lae.solvers import fit_tied_exact
 from rlae_sc.lae.theory import decoder_directions
 from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.model_file import load as load_file
 from rlae_sc.model_file import save as save_file
+from rlae_sc.params import MappingParams, TrainParams
 from rlae_sc.passes import scatter_matrix, scores, torch_device
 from rlae_sc.preprocess import Recipe, cell_qc, mito_mask, trained_rows
 
@@ -85,7 +87,7 @@ class RLAEModel:
     def explained_variance(self) -> np.ndarray:
         return self.eigenvalues / (self.n_cells - 1)
 
-    def scores(self, X, *, client=None, device: str = "auto") -> np.ndarray:
+    def scores(self, X, *, client=None, device: str = TrainParams.device) -> np.ndarray:
         """PCA scores ``X P`` (n x k, float32) of a preprocessed matrix X (n x m), the products on ``device``
         (see :func:`rlae_sc.passes.scores`)."""
         return scores(X, self.directions, client=client, device=device)
@@ -94,7 +96,7 @@ class RLAEModel:
         self,
         adata: ad.AnnData,
         *,
-        min_overlap: float = 0.5,
+        min_overlap: float = MappingParams.min_overlap,
         source: str = "query",
         matrix: InMemory | H5adMatrix | None = None,
         client=None,
@@ -167,23 +169,10 @@ def load_model(path: str | Path) -> RLAEModel:
 def fit(
     pre: ad.AnnData,
     *,
-    n_components: int = 50,
-    solver: str = "tied_exact",
-    lambda_frac: float = 0.1,
-    lam: float | None = None,
-    oversample: int = 40,
-    max_iter: int = 1000,
-    tol: float = 1e-8,
-    scatter_precision: str = "float32",
-    lr: float | None = None,
-    batch_size: int | None = None,
-    trace_every: int = 10,
-    trace_metrics: bool = True,
-    seed: int = 0,
-    device: str = "auto",
     checkpoint: str | Path | None = None,
     client=None,
     source: str = "preprocessed input",
+    **params,
 ) -> RLAEModel:
     """Train the sum-regularized linear autoencoder on a preprocessed AnnData.
 
@@ -195,31 +184,6 @@ def fit(
         is backed (``anndata.read_h5ad(path, backed="r")``), the pass that
         builds ``C`` reads ``X`` from the file block by block; the mini-batch
         rules load it.
-    n_components
-        Latent units k.
-    solver
-        ``"tied_exact"`` (default; :func:`rlae_sc.lae.solvers.fit_tied_exact`,
-        with ``oversample`` and ``tol``) or a learning rule of
-        :data:`rlae_sc.lae.rules.RULES` run for ``max_iter`` steps on the sum
-        loss, with step size ``lr`` and, for the rules that allow it,
-        mini-batches of ``batch_size`` cells.
-    lambda_frac, lam
-        Lambda is ``lam`` when given, else ``lambda_frac`` times an estimate of
-        the smallest eigenvalue the trained units see (``e_{k+oversample}``
-        for ``tied_exact``, the exact ``e_k`` for the rules); always in the
-        units of ``C = X^T X`` (sum over cells), also with mini-batches.
-    scatter_precision
-        Precision of the products in the pass that builds ``C`` (accumulated in
-        float64): ``"float32"`` (default, about twice as fast) or ``"float64"``.
-    trace_every, trace_metrics
-        Trace stride; with ``trace_metrics`` the trace holds the THEORY.md
-        metrics against exact PCA (``scipy.linalg.eigh``, not counted in the
-        fit time). The rules always trace them.
-    seed
-        Seed of the random start (and of mini-batches).
-    device
-        Torch device for the pass that builds ``C`` (on the workers' CPUs with ``client``) and for
-        training; ``"auto"`` picks CUDA when available.
     checkpoint
         A file to checkpoint to and resume from: the learning rules' state
         (see :func:`rlae_sc.lae.rules.train_rule`), and, when ``pre`` is
@@ -229,46 +193,41 @@ def fit(
     client
         A ``dask.distributed.Client`` to run the pass that builds ``C`` on
         (``pre`` must then be backed); ``None``: in this process.
+    source
+        Names the input in error messages.
+    **params
+        The training parameters, fields of :class:`rlae_sc.params.TrainParams`
+        (``n_components``, ``solver``, ``lambda_frac``, ``lam``, ...); those
+        not given take their defaults. Lambda is always in the units of
+        ``C = X^T X`` (a sum over cells), also with mini-batches; the trace
+        metrics are computed against ``scipy.linalg.eigh`` and not counted in
+        the fit time.
 
     Returns
     -------
     RLAEModel
     """
+    p = TrainParams.of(params, source=source)
     n, m = pre.shape
-    if n_components + 1 > min(n, m):
+    if p.n_components + 1 > min(n, m):
         raise InputError(
             source,
-            f"{n} cells x {m} genes is too small for n_components={n_components}",
+            f"{n} cells x {m} genes is too small for n_components={p.n_components}",
             f"Use n_components at most {min(n, m) - 1}, or give more cells/genes.",
         )
-    if solver != "tied_exact" and solver not in RULES:
-        raise InputError(source, f"unknown solver {solver!r}", f"Use tied_exact or one of {', '.join(RULES)}.")
     t0 = time.perf_counter()
     matrix = trained_rows(pre)
     scatter_checkpoint = scatter_checkpoint_path(checkpoint) if pre.isbacked and checkpoint else None
     C_np = scatter_matrix(
-        matrix, precision=scatter_precision, client=client, checkpoint=scatter_checkpoint, device=device
+        matrix, precision=p.scatter_precision, client=client, checkpoint=scatter_checkpoint, device=p.device
     )
     return fit_scatter(
         C_np,
         n_cells=n,
         recipe=Recipe.from_dict(json.loads(pre.uns["rlae_recipe"])),
+        params=p,
         scatter_seconds=time.perf_counter() - t0,
-        X=np.asarray(matrix.read(0, n), dtype=np.float64) if batch_size and solver != "tied_exact" else None,
-        n_components=n_components,
-        solver=solver,
-        lambda_frac=lambda_frac,
-        lam=lam,
-        oversample=oversample,
-        max_iter=max_iter,
-        tol=tol,
-        scatter_precision=scatter_precision,
-        lr=lr,
-        batch_size=batch_size,
-        trace_every=trace_every,
-        trace_metrics=trace_metrics,
-        seed=seed,
-        device=device,
+        X=np.asarray(matrix.read(0, n), dtype=np.float64) if p.batch_size and p.solver != SOLVER else None,
         checkpoint=checkpoint,
         source=source,
     )
@@ -279,22 +238,9 @@ def fit_scatter(
     *,
     n_cells: int,
     recipe: Recipe,
+    params: TrainParams,
     scatter_seconds: float = 0.0,
     X: np.ndarray | None = None,
-    n_components: int = 50,
-    solver: str = "tied_exact",
-    lambda_frac: float = 0.1,
-    lam: float | None = None,
-    oversample: int = 40,
-    max_iter: int = 1000,
-    tol: float = 1e-8,
-    scatter_precision: str = "float32",
-    lr: float | None = None,
-    batch_size: int | None = None,
-    trace_every: int = 10,
-    trace_metrics: bool = True,
-    seed: int = 0,
-    device: str = "auto",
     checkpoint: str | Path | None = None,
     source: str = "preprocessed input",
 ) -> RLAEModel:
@@ -303,63 +249,63 @@ def fit_scatter(
 
     ``recipe`` is stored in the model; ``scatter_seconds`` (the time taken to
     build ``C``) is counted in ``fit_seconds``; ``X`` (n x m, float64) is needed
-    only by the mini-batch rules (``batch_size``). The other parameters are
-    :func:`fit`'s. Returns an :class:`RLAEModel`.
+    only by the mini-batch rules (``batch_size``). ``checkpoint`` and ``source``
+    are :func:`fit`'s. Returns an :class:`RLAEModel`.
     """
-    if batch_size and solver != "tied_exact" and X is None:
+    p = params
+    if p.batch_size and p.solver != SOLVER and X is None:
         raise InputError(source, "mini-batch training needs the cells, not only C", "Set batch_size to none.")
-    dev = torch_device(device)
+    dev = torch_device(p.device)
     C = torch.from_numpy(C_np).to(dev)
     t1 = time.perf_counter()
-    recorder = TraceRecorder(C, n_components) if (trace_metrics or solver != "tied_exact") else None
+    recorder = TraceRecorder(C, p.n_components) if (p.trace_metrics or p.solver != SOLVER) else None
     reference_seconds = time.perf_counter() - t1
     try:
-        if solver == "tied_exact":
+        if p.solver == SOLVER:
             result = fit_tied_exact(
                 C,
-                n_components,
-                lam=lam,
-                lambda_frac=lambda_frac,
-                oversample=oversample,
-                max_iter=max_iter,
-                tol=tol,
-                check_every=trace_every,
-                seed=seed,
+                p.n_components,
+                lam=p.lam,
+                lambda_frac=p.lambda_frac,
+                oversample=p.oversample,
+                max_iter=p.max_iter,
+                tol=p.tol,
+                check_every=p.trace_every,
+                seed=p.seed,
                 recorder=recorder,
             )
         else:
-            rule = "given"
+            lam, rule = p.lam, "given"
             if lam is None:
-                lam = lambda_frac * float(recorder.e[-1])
-                rule = f"{lambda_frac:g} x exact e_{n_components}"
-            X = torch.from_numpy(X).to(dev) if batch_size else None
+                lam = p.lambda_frac * float(recorder.e[-1])
+                rule = f"{p.lambda_frac:g} x exact e_{p.n_components}"
             result = train_rule(
-                solver,
-                k=n_components,
+                p.solver,
+                k=p.n_components,
                 lam=lam,
                 C=C,
-                X=X,
-                lr=lr,
-                n_iter=max_iter,
-                batch_size=batch_size,
-                trace_every=trace_every,
-                seed=seed,
+                X=torch.from_numpy(X).to(dev) if p.batch_size else None,
+                lr=p.lr,
+                n_iter=p.max_iter,
+                batch_size=p.batch_size,
+                trace_every=p.trace_every,
+                seed=p.seed,
                 recorder=recorder,
                 checkpoint=checkpoint,
             )
             result.lambda_rule = rule
     except ValueError as exc:
         raise InputError(source, str(exc), "Adjust the training parameters.") from None
-    params = {
+    record = {
         "solver": result.solver,
         "lambda_rule": result.lambda_rule,
-        "lambda_frac": lambda_frac,
-        "oversample": oversample,
-        "max_iter": max_iter,
-        "tol": tol,
-        "scatter_precision": scatter_precision,
-        "batch_size": batch_size or 0,
-        "seed": seed,
+        "lambda_frac": p.lambda_frac,
+        "oversample": p.oversample,
+        "max_iter": p.max_iter,
+        "tol": p.tol,
+        "scatter_precision": p.scatter_precision,
+        "batch_size": p.batch_size or 0,
+        "seed": p.seed,
         "device": str(dev),
         "n_iter": result.n_iter,
         "converged": result.converged,
@@ -375,7 +321,7 @@ def fit_scatter(
         lam=result.lam,
         total_scatter=float(np.trace(C_np)),
         n_cells=n_cells,
-        params=params,
+        params=record,
         trace=result.trace,
     )
 

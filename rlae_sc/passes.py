@@ -13,13 +13,14 @@ import numpy as np
 import torch
 
 from rlae_sc.chunks import CHUNK_SIZE, InMemory, run_pass
+from rlae_sc.params import TrainParams
 from rlae_sc.progress import progress
 
 IN_MEMORY_BLOCK = 1 << 17  # rows per product for an in-memory array of the product's dtype (131,072)
 STAGING_ROWS = 1 << 14  # rows per block copied to a CUDA device (16,384; pinned host buffers of 128 MiB at m = 2,000)
 
 
-def torch_device(device: str | torch.device = "auto") -> torch.device:
+def torch_device(device: str | torch.device = TrainParams.device) -> torch.device:
     """The torch device named by ``device``: ``"auto"`` is CUDA when available, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -33,7 +34,7 @@ def scatter_matrix(
     chunk_size: int = CHUNK_SIZE,
     client=None,
     checkpoint=None,
-    device: str | torch.device = "auto",
+    device: str | torch.device = TrainParams.device,
 ) -> np.ndarray:
     """Centred scatter ``C = (X - 1 mu^T)^T (X - 1 mu^T)`` (m x m, float64 numpy on the host, sum over cells).
 
@@ -127,7 +128,9 @@ def _scatter_on_device(
     return C.cpu().numpy(), total.cpu().numpy(), n
 
 
-def scores(X, P: np.ndarray, *, chunk_size: int = CHUNK_SIZE, client=None, device: str = "auto") -> np.ndarray:
+def scores(
+    X, P: np.ndarray, *, chunk_size: int = CHUNK_SIZE, client=None, device: str = TrainParams.device
+) -> np.ndarray:
     """``X P`` (n x k, float32 numpy on the host) for ``X`` (n x m; as in :func:`scatter_matrix`) and
     directions ``P`` (m x k); the products in float64 on ``device`` (see :func:`torch_device`; the workers'
     CPUs with a Dask ``client``)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from contextlib import contextmanager
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from rlae_sc.io import detect_format, read, write_h5ad, write_json
 from rlae_sc.mapping import map_query
 from rlae_sc.model import fit, load_model, scatter_checkpoint_path
 from rlae_sc.neighbors import load_index
+from rlae_sc.params import MappingParams, PassParams, PreprocessParams, ReadParams, split
 from rlae_sc.preprocess import (
     LOG_NORMALIZED,
     Recipe,
@@ -73,24 +75,15 @@ def _backed_stage(path: str | Path, stage: str):
         adata.file.close()
 
 
-def preprocess_file(
-    counts: str | Path,
-    out: str | Path,
-    *,
-    layer: str | None = None,
-    input_kind: str = "counts",
-    orientation: str = "cells_x_genes",
-    var_names: str = "gene_symbols",
-    label_key: str | None = None,
-    streaming: bool = False,
-    dask: str | int | None = None,
-    **params,
-) -> dict:
+def preprocess_file(counts: str | Path, out: str | Path, *, label_key: str | None = None, **params) -> dict:
     """Read a counts file (any format of :func:`rlae_sc.io.read`), preprocess it
     (see :func:`rlae_sc.preprocess.preprocess`), write ``out``.
 
-    ``label_key``, when given, must name a column of the input's ``obs``
-    (checked here, before any work). The recipe is stored as JSON in
+    ``params`` are fields of :class:`~rlae_sc.params.ReadParams` (how ``counts``
+    is read), :class:`~rlae_sc.params.PassParams` and
+    :class:`~rlae_sc.params.PreprocessParams`; those not given take their
+    defaults. ``label_key``, when given, must name a column of the input's
+    ``obs`` (checked here, before any work). The recipe is stored as JSON in
     ``uns['rlae_recipe']``; returns the QC counts.
 
     With ``streaming``, ``counts`` must be an ``.h5ad`` (counts in ``X`` or
@@ -100,13 +93,14 @@ def preprocess_file(
     block; ``out`` then has no ``raw``. ``dask`` (a number of local worker
     processes or a scheduler address) runs the passes on Dask.
     """
-    if streaming:
-        recipe = _preprocess_streaming(counts, out, layer, input_kind, label_key, dask, params)
+    options, passes, steps = split(params, ReadParams, PassParams, PreprocessParams, source=str(counts))
+    if passes.streaming:
+        recipe = _preprocess_streaming(counts, out, options, label_key, passes.dask, steps)
     else:
-        adata = read(counts, layer=layer, input_kind=input_kind, orientation=orientation, var_names=var_names)
+        adata = read(counts, **asdict(options))
         _check_label_key(adata.obs, label_key, counts)
-        pre, recipe = preprocess(adata, input_kind=input_kind, source=str(counts), scale=False, **params)
-        _record_input(pre, counts, layer, input_kind)
+        pre, recipe = preprocess(adata, input_kind=options.input_kind, source=str(counts), scale=False, **asdict(steps))
+        _record_input(pre, counts, options.layer, options.input_kind)
         write_h5ad(pre, out)
     log.info("preprocess %s: %s -> %s", counts, ", ".join(f"{k} {v}" for k, v in recipe.stats.items()), out)
     return recipe.stats
@@ -159,14 +153,22 @@ def _reading(path: str | Path):
         ) from None
 
 
-def _preprocess_streaming(counts, out, layer, input_kind, label_key, dask, params) -> Recipe:
-    matrix, obs, genes = _open_streaming(counts, layer)
+def _preprocess_streaming(
+    counts, out, options: ReadParams, label_key: str | None, dask, steps: PreprocessParams
+) -> Recipe:
+    matrix, obs, genes = _open_streaming(counts, options.layer)
     _check_label_key(obs, label_key, counts)
     with dask_client(dask) as client, _reading(counts):
         recipe, qc = fit_recipe(
-            matrix, genes, input_kind=input_kind, source=str(counts), validate=True, client=client, **params
+            matrix,
+            genes,
+            input_kind=options.input_kind,
+            source=str(counts),
+            validate=True,
+            client=client,
+            **asdict(steps),
         )
-        write_preprocessed(matrix, obs, recipe, qc, out, counts=counts, layer=layer, client=client)
+        write_preprocessed(matrix, obs, recipe, qc, out, counts=counts, layer=options.layer, client=client)
     return recipe
 
 
@@ -218,8 +220,11 @@ def write_preprocessed(
             run_pass(matrix, fn, client=client, desc="write", consume=write)
 
 
-def train_file(preprocessed: str | Path, out: str | Path, *, dask: str | int | None = None, **params) -> dict:
-    """Train on ``preprocessed.h5ad`` (see :func:`rlae_sc.model.fit`) and write the model file ``out``.
+def train_file(
+    preprocessed: str | Path, out: str | Path, *, dask: str | int | None = PassParams.dask, **params
+) -> dict:
+    """Train on ``preprocessed.h5ad`` (see :func:`rlae_sc.model.fit`; ``params`` are fields of
+    :class:`~rlae_sc.params.TrainParams`) and write the model file ``out``.
 
     The matrix is read from the file block by block (on Dask when ``dask`` is
     a number of local workers or a scheduler address), never loaded whole,
@@ -261,7 +266,7 @@ def trace_path(model_path: str | Path) -> Path:
 
 
 def directions_file(
-    preprocessed: str | Path, model_path: str | Path, out: str | Path, *, dask: str | int | None = None
+    preprocessed: str | Path, model_path: str | Path, out: str | Path, *, dask: str | int | None = PassParams.dask
 ) -> dict:
     """Directions, embedding and exact-PCA comparison -> ``directions.h5ad`` (metrics in ``uns['rlae_metrics']``).
 
@@ -330,39 +335,25 @@ def run(
     counts: str | Path,
     out_dir: str | Path,
     *,
-    layer: str | None = None,
-    input_kind: str = "counts",
-    orientation: str = "cells_x_genes",
-    var_names: str = "gene_symbols",
     label_key: str | None = None,
     preprocess_params: dict | None = None,
     train_params: dict | None = None,
     cluster_params: dict | None = None,
     dataset: str | None = None,
-    streaming: bool = False,
-    dask: str | int | None = None,
+    **params,
 ) -> dict:
     """Every stage in order, outputs under ``out_dir`` with the names in ``OUTPUTS``; returns the metrics.
 
-    ``streaming`` and ``dask`` are those of :func:`preprocess_file`; ``dask`` also runs the passes of
-    :func:`train_file` and :func:`directions_file` on Dask.
+    ``params`` are fields of :class:`~rlae_sc.params.ReadParams` and :class:`~rlae_sc.params.PassParams`,
+    as in :func:`preprocess_file`; ``dask`` also runs the passes of :func:`train_file` and
+    :func:`directions_file` on Dask. The ``*_params`` are those of each stage's function.
     """
+    _, passes = split(params, ReadParams, PassParams, source=str(counts))
     out = Path(out_dir)
     files = {key: out / name for key, name in OUTPUTS.items()}
-    preprocess_file(
-        counts,
-        files["preprocessed"],
-        layer=layer,
-        input_kind=input_kind,
-        orientation=orientation,
-        var_names=var_names,
-        label_key=label_key,
-        streaming=streaming,
-        dask=dask,
-        **(preprocess_params or {}),
-    )
-    train_file(files["preprocessed"], files["model"], dask=dask, **(train_params or {}))
-    directions_file(files["preprocessed"], files["model"], files["directions"], dask=dask)
+    preprocess_file(counts, files["preprocessed"], label_key=label_key, **params, **(preprocess_params or {}))
+    train_file(files["preprocessed"], files["model"], dask=passes.dask, **(train_params or {}))
+    directions_file(files["preprocessed"], files["model"], files["directions"], dask=passes.dask)
     metrics = cluster_file(
         files["directions"], files["embedding"], files["metrics"], label_key=label_key, **(cluster_params or {})
     )
@@ -370,36 +361,31 @@ def run(
     return metrics
 
 
-def embed_file(
-    model_path: str | Path,
-    counts: str | Path,
-    out: str | Path | None,
-    *,
-    layer: str | None = None,
-    orientation: str = "cells_x_genes",
-    var_names: str = "gene_symbols",
-    min_overlap: float = 0.5,
-    streaming: bool = False,
-    dask: str | int | None = None,
-) -> ad.AnnData:
+def embed_file(model_path: str | Path, counts: str | Path, out: str | Path | None, **params) -> ad.AnnData:
     """Embed the cells of ``counts`` (any format of :func:`rlae_sc.io.read`) with a trained model and, unless
     ``out`` is None, write them, with ``obsm['X_rlae']``, to ``out``.
 
-    With ``streaming``, ``counts`` must be an ``.h5ad``; its matrix is read block
-    by block (on Dask when ``dask`` is given) and ``out`` holds ``obs``, ``var``,
-    ``obsm['X_rlae']`` and ``uns`` but no matrix.
+    ``params`` are fields of :class:`~rlae_sc.params.ReadParams` (but ``input_kind``, which is the
+    model's), :class:`~rlae_sc.params.PassParams` and :class:`~rlae_sc.params.MappingParams` (its
+    ``min_overlap``). With ``streaming``, ``counts`` must
+    be an ``.h5ad``; its matrix is read block by block (on Dask when ``dask``
+    is given) and ``out`` holds ``obs``, ``var``, ``obsm['X_rlae']`` and ``uns``
+    but no matrix.
     """
     model = load_model(model_path)
-    if streaming:
-        matrix, obs, genes = _open_streaming(counts, layer)
+    if "input_kind" in params:
+        raise InputError(counts, "input_kind is the model's, not an option here", "Leave input_kind unset.")
+    options, passes, mapping = split(
+        {**params, "input_kind": model.recipe.input_kind}, ReadParams, PassParams, MappingParams, source=str(counts)
+    )
+    if passes.streaming:
+        matrix, obs, genes = _open_streaming(counts, options.layer)
         adata = ad.AnnData(obs=obs, var=pd.DataFrame(index=genes))
-        with dask_client(dask) as client, _reading(counts):
-            model.embed(adata, min_overlap=min_overlap, source=str(counts), matrix=matrix, client=client)
+        with dask_client(passes.dask) as client, _reading(counts):
+            model.embed(adata, min_overlap=mapping.min_overlap, source=str(counts), matrix=matrix, client=client)
     else:
-        adata = read(
-            counts, layer=layer, input_kind=model.recipe.input_kind, orientation=orientation, var_names=var_names
-        )
-        model.embed(adata, min_overlap=min_overlap, source=str(counts))
+        adata = read(counts, **asdict(options))
+        model.embed(adata, min_overlap=mapping.min_overlap, source=str(counts))
     adata.uns["rlae_embed"]["model"] = str(model_path)
     if out is not None:
         write_h5ad(adata, out)
@@ -419,16 +405,14 @@ def map_file(
     *,
     label_key: str | None = None,
     truth_key: str | None = None,
-    layer: str | None = None,
-    orientation: str = "cells_x_genes",
-    var_names: str = "gene_symbols",
-    n_neighbors: int = 15,
-    min_overlap: float = 0.5,
     title: str | None = None,
+    **params,
 ) -> dict:
     """Embed ``counts`` with the reference's model, transfer labels, place cells in the reference UMAP.
 
     ``reference`` is the reference dataset's ``embedding.h5ad`` (same model).
+    ``params`` are fields of :class:`~rlae_sc.params.ReadParams` (but ``input_kind``, the model's) and
+    :class:`~rlae_sc.params.MappingParams`.
     Writes ``mapped.h5ad`` (query cells: ``obsm['X_rlae']``, ``obsm['X_umap']``,
     ``obs['rlae_label']``, ``obs['rlae_label_confidence']``, ``obs['rlae_qc_pass']``),
     ``mapping.json`` and ``report.html`` with figures into ``out_dir``; returns the summary.
@@ -437,20 +421,13 @@ def map_file(
     with _backed_stage(reference, "cluster") as backed:
         ref = _without_x(backed)
     index = load_index(index_path(reference), sha256=ref.uns["rlae_cluster"]["index_sha256"])
-    query = embed_file(
-        model_path,
-        counts,
-        None,  # written once below, with the mapping
-        layer=layer,
-        orientation=orientation,
-        var_names=var_names,
-        min_overlap=min_overlap,
-    )
+    mapping = split(params, ReadParams, MappingParams, source=str(counts))[1]
+    query = embed_file(model_path, counts, None, **params)  # written once below, with the mapping
     summary = map_query(
         ref,
         query,
         label_key=label_key,
-        n_neighbors=n_neighbors,
+        n_neighbors=mapping.n_neighbors,
         truth_key=truth_key,
         index=index,
         source=str(reference),

@@ -21,8 +21,8 @@ import scipy.sparse as sp
 from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, matrix_of, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.io import validate_matrix
+from rlae_sc.params import MappingParams, PreprocessParams, ReadParams
 
-HVG_FLAVORS = ("seurat_v3", "seurat", "cell_ranger")
 MITO_PREFIXES = ("MT-", "mt-")
 
 
@@ -33,19 +33,13 @@ class Recipe:
     Attributes
     ----------
     input_kind
-        ``"counts"`` or ``"log_normalized"`` (normalisation and log1p skipped).
-    min_genes, min_cells, max_pct_mito
-        QC thresholds: genes detected per cell, cells detecting a gene, and the
-        largest percentage of counts from mitochondrial genes (``None``: off).
-    target_sum
-        Counts per cell after normalisation (the median of the reference's
-        totals when not given). A cell's total is taken over all its genes.
-    n_top_genes, hvg_flavor
-        Highly variable gene selection; all QC-passing genes are used when
-        there are no more than ``n_top_genes`` of them.
-    clip
-        Clip scaled values to ``[-clip, clip]`` (``None``: no clipping); the
-        columns are re-centred afterwards so the trained matrix stays centred.
+        See :class:`rlae_sc.params.ReadParams`.
+    min_genes, min_cells, max_pct_mito, target_sum, n_top_genes, hvg_flavor, clip
+        The parameters as applied (see :class:`rlae_sc.params.PreprocessParams`):
+        ``target_sum`` is the median of the reference's totals when not given
+        (a cell's total is taken over all its genes), ``hvg_flavor`` is
+        ``seurat`` for log-normalised input given ``seurat_v3``, and
+        ``max_pct_mito`` is ``None`` when no gene is mitochondrial.
     input_genes
         Gene names of the reference input, in order.
     genes
@@ -59,14 +53,14 @@ class Recipe:
         Counts from fitting: cells and genes in, removed by each filter, kept.
     """
 
-    input_kind: str = "counts"
-    min_genes: int = 200
-    min_cells: int = 3
-    max_pct_mito: float | None = 20.0
-    target_sum: float | None = None
-    n_top_genes: int = 2000
-    hvg_flavor: str = "seurat_v3"
-    clip: float | None = None
+    input_kind: str = ReadParams.input_kind
+    min_genes: int = PreprocessParams.min_genes
+    min_cells: int = PreprocessParams.min_cells
+    max_pct_mito: float | None = PreprocessParams.max_pct_mito
+    target_sum: float | None = PreprocessParams.target_sum
+    n_top_genes: int = PreprocessParams.n_top_genes
+    hvg_flavor: str = PreprocessParams.hvg_flavor
+    clip: float | None = PreprocessParams.clip
     input_genes: list[str] = field(default_factory=list)
     genes: list[str] = field(default_factory=list)
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -107,7 +101,9 @@ class Recipe:
         np.log1p(X.data, out=X.data)
         return X.astype(np.float32)
 
-    def transform(self, adata: ad.AnnData, *, min_overlap: float = 0.5, source: str = "query") -> np.ndarray:
+    def transform(
+        self, adata: ad.AnnData, *, min_overlap: float = MappingParams.min_overlap, source: str = "query"
+    ) -> np.ndarray:
         """Replay the recipe on ``adata`` (any cells, any gene order) -> float32 (n_cells x m).
 
         Genes are matched by name; genes of the recipe missing from ``adata``
@@ -119,7 +115,9 @@ class Recipe:
             self.normalize(adata), self.gene_index(adata.var_names, min_overlap=min_overlap, source=source)
         )
 
-    def gene_index(self, var_names, *, min_overlap: float = 0.5, source: str = "query") -> np.ndarray:
+    def gene_index(
+        self, var_names, *, min_overlap: float = MappingParams.min_overlap, source: str = "query"
+    ) -> np.ndarray:
         """Column of each recipe gene in ``var_names`` (-1: missing), checked against ``min_overlap``."""
         idx = pd.Index(var_names).get_indexer(self.genes)
         present = idx >= 0
@@ -191,38 +189,30 @@ def cell_qc(X: sp.csr_matrix, mito: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 def new_recipe(
-    var_names: pd.Index,
-    *,
-    input_kind: str = "counts",
-    min_genes: int = 200,
-    min_cells: int = 3,
-    max_pct_mito: float | None = 20.0,
-    target_sum: float | None = None,
-    n_top_genes: int = 2000,
-    hvg_flavor: str = "seurat_v3",
-    clip: float | None = None,
-    source: str = "input",
+    var_names: pd.Index, *, input_kind: str = ReadParams.input_kind, source: str = "input", **params
 ) -> tuple[Recipe, np.ndarray]:
-    """An unfitted :class:`Recipe` for input genes ``var_names`` (parameters checked), and the mito mask (genes,).
+    """An unfitted :class:`Recipe` for input genes ``var_names`` and the mito mask (genes,).
 
-    ``seurat_v3`` becomes ``seurat`` for log-normalised input; the mito filter
+    ``params`` are fields of :class:`rlae_sc.params.PreprocessParams` (checked; the others take their
+    defaults). ``seurat_v3`` becomes ``seurat`` for log-normalised input; the mito filter
     is off when no gene name starts with ``MT-``/``mt-``.
     """
-    if hvg_flavor not in HVG_FLAVORS:
-        raise InputError(source, f"unknown hvg_flavor {hvg_flavor!r}", f"Use one of {', '.join(HVG_FLAVORS)}.")
+    ReadParams.of(input_kind=input_kind, source=source)
+    p = PreprocessParams.of(params, source=source)
+    hvg_flavor = p.hvg_flavor
     if input_kind == "log_normalized" and hvg_flavor == "seurat_v3":
         hvg_flavor = "seurat"  # seurat_v3 models raw counts; on log data scanpy's 'seurat' flavor applies
     var_names = pd.Index(var_names).astype(str)
     mito = mito_mask(var_names)
     recipe = Recipe(
         input_kind=input_kind,
-        min_genes=min_genes,
-        min_cells=min_cells,
-        max_pct_mito=max_pct_mito if mito.any() else None,  # no gene names start with MT-/mt-: nothing to filter on
-        target_sum=target_sum,
-        n_top_genes=n_top_genes,
+        min_genes=p.min_genes,
+        min_cells=p.min_cells,
+        max_pct_mito=p.max_pct_mito if mito.any() else None,  # no gene names start with MT-/mt-: nothing to filter
+        target_sum=p.target_sum,
+        n_top_genes=p.n_top_genes,
         hvg_flavor=hvg_flavor,
-        clip=clip,
+        clip=p.clip,
         input_genes=list(var_names),
     )
     return recipe, mito
@@ -333,20 +323,17 @@ def fit_recipe(
     matrix: InMemory | H5adMatrix,
     var_names: pd.Index,
     *,
-    input_kind: str = "counts",
-    min_genes: int = 200,
-    min_cells: int = 3,
-    max_pct_mito: float | None = 20.0,
-    target_sum: float | None = None,
-    n_top_genes: int = 2000,
-    hvg_flavor: str = "seurat_v3",
-    clip: float | None = None,
+    input_kind: str = ReadParams.input_kind,
     source: str = "input",
     validate: bool = False,
     chunk_size: int = CHUNK_SIZE,
     client=None,
+    **params,
 ) -> tuple[Recipe, pd.DataFrame]:
     """Fit a :class:`Recipe` with passes over the rows of ``matrix`` (cells x genes), never holding it whole.
+
+    ``params`` are the preprocessing parameters, fields of :class:`rlae_sc.params.PreprocessParams`
+    (``min_genes``, ``n_top_genes``, ``clip``, ...); those not given take their defaults.
 
     Pass 1: per-cell QC and, over cells passing QC, per-gene detection, sums
     and sums of squares. Pass 2 (``seurat_v3`` selection): per-gene sums of
@@ -363,18 +350,7 @@ def fit_recipe(
     Returns the recipe and the QC table of all cells (``n_genes``,
     ``total_counts``, ``pct_mito``, ``qc_pass``).
     """
-    recipe, mito = new_recipe(
-        var_names,
-        input_kind=input_kind,
-        min_genes=min_genes,
-        min_cells=min_cells,
-        max_pct_mito=max_pct_mito,
-        target_sum=target_sum,
-        n_top_genes=n_top_genes,
-        hvg_flavor=hvg_flavor,
-        clip=clip,
-        source=source,
-    )
+    recipe, mito = new_recipe(var_names, input_kind=input_kind, source=source, **params)
     passes = {"chunk_size": chunk_size, "client": client}
     genes = pd.Index(recipe.input_genes)
     check = {"source": str(source), "input_kind": input_kind, "genes": genes} if validate else None
@@ -386,13 +362,13 @@ def fit_recipe(
     candidates = gene_candidates(recipe, gene["n_cells"], source=source)
     if recipe.target_sum is None and input_kind == "counts":
         recipe.target_sum = float(np.median(qc["total_counts"].to_numpy()[keep]))
-    if candidates.sum() <= n_top_genes:
+    if candidates.sum() <= recipe.n_top_genes:
         hvg = candidates
     elif recipe.hvg_flavor == "seurat_v3":
         fit = seurat_v3_clip(gene, candidates, n)
         block = partial(_clipped_block, keep=keep, cand=fit["cand"], clip_val=fit["clip_val"])
         clipped, _ = run_pass(matrix, block, desc="HVG", **passes)
-        hvg = seurat_v3_select(fit, clipped, n, len(candidates), n_top_genes)
+        hvg = seurat_v3_select(fit, clipped, n, len(candidates), recipe.n_top_genes)
     elif isinstance(matrix, InMemory):
         hvg = _scanpy_hvg(recipe, sp.csr_matrix(matrix.array)[keep], candidates)
     else:
@@ -404,7 +380,7 @@ def fit_recipe(
     idx = set_genes(recipe, hvg)
     sums, _ = run_pass(matrix, partial(_lognorm_block, recipe=recipe, keep=keep, idx=idx), desc="gene means", **passes)
     set_scale(recipe, sums, n)
-    if clip is not None:
+    if recipe.clip is not None:
         sums, _ = run_pass(matrix, partial(_offset_block, recipe=recipe, keep=keep, idx=idx), desc="clip", **passes)
         recipe.offset = sums["sum"] / n
     counts = {"n_cells_in": len(keep), "n_cells_all_zero": (qc["total_counts"] == 0).sum(), "n_cells_kept": n}
@@ -415,18 +391,14 @@ def fit_recipe(
 def preprocess(
     adata: ad.AnnData,
     *,
-    input_kind: str = "counts",
-    min_genes: int = 200,
-    min_cells: int = 3,
-    max_pct_mito: float | None = 20.0,
-    target_sum: float | None = None,
-    n_top_genes: int = 2000,
-    hvg_flavor: str = "seurat_v3",
-    clip: float | None = None,
+    input_kind: str = ReadParams.input_kind,
     source: str = "input",
     scale: bool = True,
+    **params,
 ) -> tuple[ad.AnnData, Recipe]:
     """Fit a :class:`Recipe` on ``adata`` (cells x genes, in memory; see :func:`fit_recipe`) and apply it.
+
+    ``params`` are the preprocessing parameters, fields of :class:`rlae_sc.params.PreprocessParams`.
 
     ``scale``: store the trained matrix itself in ``X`` (dense); ``False``
     stores the log-normalised values of the genes used (CSR, about a fifth of
@@ -446,19 +418,7 @@ def preprocess(
         The fitted recipe (see :meth:`Recipe.to_dict`).
     """
     X = sp.csr_matrix(adata.X)
-    recipe, qc = fit_recipe(
-        InMemory(X),
-        adata.var_names,
-        input_kind=input_kind,
-        min_genes=min_genes,
-        min_cells=min_cells,
-        max_pct_mito=max_pct_mito,
-        target_sum=target_sum,
-        n_top_genes=n_top_genes,
-        hvg_flavor=hvg_flavor,
-        clip=clip,
-        source=source,
-    )
+    recipe, qc = fit_recipe(InMemory(X), adata.var_names, input_kind=input_kind, source=source, **params)
     pre, keep = preprocessed_adata(recipe, adata.obs, qc, stored=SCALED if scale else LOG_NORMALIZED)
     L = recipe._normalize(X[keep])
     idx = recipe.gene_index(recipe.input_genes)

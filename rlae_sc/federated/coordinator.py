@@ -31,6 +31,7 @@ from rlae_sc.federated.protocol import TLSFiles, parse_address, recv, send, serv
 from rlae_sc.federated.secure import MIN_SITES
 from rlae_sc.federated.statistics import decode
 from rlae_sc.io import write_json
+from rlae_sc.params import FederationParams
 
 log = logging.getLogger("rlae_sc")
 
@@ -43,7 +44,7 @@ def serve(
     out: str | Path,
     secure: bool = False,
     tls: TLSFiles | None = None,
-    timeout: float = 600.0,
+    timeout: float = FederationParams.timeout,
     port_file: str | Path | None = None,
     capture: str | Path | None = None,
 ) -> Path:

@@ -17,6 +17,7 @@ from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
 from rlae_sc.federated.protocol import make_certificates
 from rlae_sc.federated.secure import MIN_SITES
+from rlae_sc.params import ClusterParams, FederationParams, PreprocessParams, TrainParams, as_flags
 
 HOST = "127.0.0.1"
 
@@ -32,7 +33,7 @@ def federate(
     preprocess_params: dict | None = None,
     train_params: dict | None = None,
     cluster_params: dict | None = None,
-    timeout: float = 600.0,
+    timeout: float = FederationParams.timeout,
     capture: str | Path | None = None,
 ) -> Path:
     """Fit one model on several sites' ``.h5ad`` files without pooling their cells; returns ``out/model.npz``.
@@ -77,8 +78,8 @@ def federate(
             "--timeout",
             str(timeout),
             *(["--capture", str(capture)] if capture else []),
-            *_flags(preprocess_params),
-            *_flags(train_params),
+            *as_flags(preprocess_params, PreprocessParams),
+            *as_flags(train_params, TrainParams),
         ]
         procs = {"coordinator": _start("coordinator", coordinator + common, logs)}
         port = _wait_for_port(port_file, procs["coordinator"], logs, timeout)
@@ -95,20 +96,11 @@ def federate(
                 *(["--label-key", label_key] if label_key else []),
                 *(["--layer", layer] if layer else []),
                 *(["--allow-small-site"] if allow_small_site else []),
-                *_flags(cluster_params),
+                *as_flags(cluster_params, ClusterParams),
             ]
             procs[name] = _start("site", args + common, logs, name=name)
         _wait(procs, logs, deadline=time.monotonic() + 10 * timeout)
     return out / "model.npz"
-
-
-def _flags(params: dict | None) -> list[str]:
-    """Command-line flags for library parameters (``lam`` is ``--lambda``; ``None`` is ``none``)."""
-    out = []
-    for key, val in (params or {}).items():
-        flag = "--lambda" if key == "lam" else "--" + key.replace("_", "-")
-        out += [flag, "none" if val is None else str(val).lower() if isinstance(val, bool) else str(val)]
-    return out
 
 
 def _tls_args(files) -> list[str]:

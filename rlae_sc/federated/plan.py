@@ -32,6 +32,7 @@ from rlae_sc.atomic import atomic_path
 from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
 from rlae_sc.federated.statistics import COARSE_BINS, COARSE_WIDTH, fraction_bits
+from rlae_sc.params import PreprocessParams, TrainParams
 from rlae_sc.preprocess import (
     Recipe,
     check_qc,
@@ -44,7 +45,6 @@ from rlae_sc.preprocess import (
     seurat_v3_select,
 )
 
-PREPROCESS_KEYS = ("min_genes", "min_cells", "max_pct_mito", "target_sum", "n_top_genes", "hvg_flavor", "clip")
 PLAN_FORMAT = "rlae-sc-federation-plan"
 
 
@@ -55,9 +55,9 @@ class Plan:
     Attributes
     ----------
     params
-        Preprocessing parameters (those of :data:`PREPROCESS_KEYS`).
+        Preprocessing parameters (fields of :class:`rlae_sc.params.PreprocessParams`).
     train
-        Training parameters for :func:`rlae_sc.model.fit_scatter`.
+        Training parameters (fields of :class:`rlae_sc.params.TrainParams`).
     run
         Random id of this run; site answers of another run are refused.
     round
@@ -197,7 +197,8 @@ class Plan:
         from rlae_sc.model import fit_scatter
 
         recipe = Recipe.from_dict(self.recipe)
-        k = self.train.get("n_components", 50)
+        params = TrainParams.of(self.train, source="federation")
+        k = params.n_components
         if k + 1 > min(self.state["n"], len(recipe.genes)):
             raise InputError(
                 "federation",
@@ -208,9 +209,9 @@ class Plan:
             C,
             n_cells=self.state["n"],
             recipe=recipe,
+            params=params,
             scatter_seconds=scatter_seconds,
             source="federation",
-            **self.train,
         )
 
     def save(self, path: str | Path) -> None:
@@ -233,15 +234,15 @@ class Plan:
 
 
 def new_plan(params: dict, train: dict) -> Plan:
-    """A plan for counts input with seurat_v3 selection; ``params`` holds keys of :data:`PREPROCESS_KEYS`."""
-    unknown = set(params) - set(PREPROCESS_KEYS)
-    if unknown or params.get("hvg_flavor", "seurat_v3") != "seurat_v3":
+    """A plan for counts input with seurat_v3 selection: ``params`` and ``train`` hold fields of
+    :class:`rlae_sc.params.PreprocessParams` and :class:`rlae_sc.params.TrainParams` (checked)."""
+    if PreprocessParams.of(params, source="federation").hvg_flavor != PreprocessParams.hvg_flavor:
         raise InputError(
             "federation",
-            f"preprocessing parameters {sorted(unknown) or params} are not supported in a federated fit",
-            f"Use only {', '.join(PREPROCESS_KEYS)} (counts input, seurat_v3 gene selection).",
+            f"hvg_flavor {params['hvg_flavor']!r} is not supported in a federated fit",
+            f"Leave hvg_flavor unset ({PreprocessParams.hvg_flavor}, on counts).",
         )
-    if train.get("batch_size"):
+    if TrainParams.of(train, source="federation").batch_size:
         raise InputError("federation", "mini-batch training needs the cells, not their sums", "Unset batch_size.")
     return Plan(params=dict(params), train=dict(train))
 

@@ -34,6 +34,7 @@ from rlae_sc.federated.statistics import (
     site_statistics,
 )
 from rlae_sc.model import load_model
+from rlae_sc.params import FederationParams
 from rlae_sc.preprocess import Recipe
 
 log = logging.getLogger("rlae_sc")
@@ -48,7 +49,7 @@ def run_site(
     layer: str | None = None,
     secure: bool = False,
     tls: TLSFiles | None = None,
-    timeout: float = 600.0,
+    timeout: float = FederationParams.timeout,
     allow_small_site: bool = False,
     cluster_params: dict | None = None,
 ) -> dict:

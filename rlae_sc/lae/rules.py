@@ -59,6 +59,7 @@ from rlae_sc.lae import FEEDBACK_RULES, RULES
 from rlae_sc.lae.losses import LOSSES, regularized_loss
 from rlae_sc.lae.solvers import LAEFit, ridge_decoder
 from rlae_sc.lae.trace import TraceRecorder
+from rlae_sc.params import TrainParams
 from rlae_sc.progress import progress
 
 GRADIENT_RULES = ("gd", "adam", "rotation", "gd_oja")
@@ -142,11 +143,11 @@ def train_rule(
     C: torch.Tensor | None = None,
     X: torch.Tensor | None = None,
     loss: str = "sum",
-    lr: float | None = None,
-    n_iter: int = 1000,
-    batch_size: int | None = None,
-    trace_every: int = 10,
-    seed: int = 0,
+    lr: float | None = TrainParams.lr,
+    n_iter: int = TrainParams.max_iter,
+    batch_size: int | None = TrainParams.batch_size,
+    trace_every: int = TrainParams.trace_every,
+    seed: int = TrainParams.seed,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     recorder: TraceRecorder | None = None,
     checkpoint: str | Path | None = None,

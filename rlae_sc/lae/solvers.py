@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from rlae_sc.lae import SOLVER
 from rlae_sc.lae.theory import alignment, rayleigh_ritz_decoder
 from rlae_sc.lae.trace import TraceRecorder
+from rlae_sc.params import TrainParams
 from rlae_sc.progress import progress
 
 FLOAT32_FLOOR = 1e-8  # read-out change below which float32 iterations stop improving
@@ -73,13 +75,13 @@ def fit_tied_exact(
     C: torch.Tensor,
     k: int,
     *,
-    lam: float | None = None,
-    lambda_frac: float = 0.1,
-    oversample: int = 40,
-    max_iter: int = 1000,
-    tol: float = 1e-8,
-    check_every: int = 10,
-    seed: int = 0,
+    lam: float | None = TrainParams.lam,
+    lambda_frac: float = TrainParams.lambda_frac,
+    oversample: int = TrainParams.oversample,
+    max_iter: int = TrainParams.max_iter,
+    tol: float = TrainParams.tol,
+    check_every: int = TrainParams.trace_every,
+    seed: int = TrainParams.seed,
     iteration_dtype: torch.dtype = torch.float32,
     recorder: TraceRecorder | None = None,
 ) -> LAEFit:
@@ -151,8 +153,10 @@ def fit_tied_exact(
     if not 0 < k < m:
         raise ValueError(f"k must be between 1 and {m - 1} (number of genes - 1), got {k}")
     kk = min(k + oversample, m)
-    gen = torch.Generator().manual_seed(seed)  # on the CPU: start, lambda and directions do not depend on the device
-    W = torch.linalg.qr(torch.randn(m, kk, dtype=C.dtype, generator=gen))[0].to(C.device)
+    # a Gaussian start drawn on the CPU (numpy: lambda and directions do not depend on the device), columns of
+    # unit length on average; the warm-up's first step orthogonalises it in effect, so no QR is needed
+    start = np.random.default_rng(seed).standard_normal((m, kk)) / np.sqrt(m)
+    W = torch.from_numpy(start).to(device=C.device, dtype=C.dtype)
     n_warmup = 20
     for _ in range(n_warmup):  # lambda = 0: the same subspace sequence, no lambda needed yet; in C's precision
         W = _tied_step(C, W, 0.0)[0]
@@ -225,7 +229,7 @@ def fit_tied_exact(
         decoder=W2,
         lam=float(lam),
         lambda_rule=rule,
-        solver="tied_exact",
+        solver=SOLVER,
         n_iter=n_warmup + it,
         converged=converged,
         trace=trace,
@@ -239,17 +243,23 @@ def fit_tied_exact(
 
 
 def _tied_step(C: torch.Tensor, W: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One tied exact step ``W_new = C W (W^T C W + lam I)^{-1}`` on ``C``'s device, launch-light: a handful of
-    kernels and no wait for the device (Cholesky without its error check; :func:`fit_tied_exact` checks the
-    iterate for non-finite values when it checks convergence).
+    """One tied exact step ``W_new = C W (W^T C W + lam I)^{-1}`` on ``C``'s device, launch-light: six kernels
+    (two products, a diagonal shift, a Cholesky factorisation without its error check, two triangular solves)
+    and no wait for the device; :func:`fit_tied_exact` checks the iterate for non-finite values when it checks
+    convergence.
 
     ``C`` (m x m) and ``W`` (m x kk) share a device and precision; lambda is in the units of ``C``.
     Returns ``W_new``, ``C W`` (m x kk) and ``G = W^T C W`` (kk x kk), all on the device.
     """
     CW = C @ W
     G = W.T @ CW
-    L = torch.linalg.cholesky_ex(G + lam * torch.eye(G.shape[0], dtype=G.dtype, device=G.device))[0]
-    return torch.cholesky_solve(CW.T, L).T, CW, G
+    A = G.clone()
+    A.diagonal().add_(lam)
+    L = torch.linalg.cholesky_ex(A)[0]  # A = L L^T, so W_new = CW L^-T L^-1
+    W_new = torch.linalg.solve_triangular(
+        L, torch.linalg.solve_triangular(L.mT, CW, upper=True, left=False), upper=False, left=False
+    )
+    return W_new, CW, G
 
 
 def _ritz(W: torch.Tensor, G: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:

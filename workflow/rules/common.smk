@@ -5,7 +5,7 @@ import shlex
 from snakemake.utils import validate
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+validate(config, schema="../schemas/config.schema.yaml", set_default=False)  # its defaults document the library's
 
 DATASETS = list(config["datasets"])
 QUERIES = list(config.get("queries", {}))

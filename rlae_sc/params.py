@@ -1,0 +1,289 @@
+"""The parameters of every stage, each defined once: its name, default, type and help text.
+
+One frozen dataclass per stage: :class:`ReadParams`, :class:`PreprocessParams`,
+:class:`TrainParams`, :class:`PassParams`, :class:`ClusterParams`,
+:class:`MappingParams` and :class:`FederationParams`. A field's default is
+the library's default (functions take it from here: ``min_overlap: float =
+MappingParams.min_overlap``, or accept the stage's fields as keyword arguments
+and build the dataclass with :meth:`Stage.of`); its help text is the command
+line's (:func:`add_options` generates the options) and the dataclass's
+documentation. ``config/config.yaml`` and ``workflow/schemas/config.schema.yaml``
+repeat the defaults for Snakemake users; ``tests/test_params.py`` checks that
+they agree. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+from rlae_sc.errors import InputError
+from rlae_sc.lae import SOLVER, SOLVERS
+
+
+def param(default, help: str, *, choices: tuple | None = None, key: str | None = None, metavar: str | None = None):
+    """A stage's field: its ``default`` and ``help`` text, the values it may take (``choices``), and, when
+    it differs from the field's name, its config key and command-line flag (``key``, e.g. ``lambda``)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "key": key, "metavar": metavar})
+
+
+class Stage:
+    """What every stage's dataclass shares: building one from keyword arguments, checked, and its keys."""
+
+    stage: typing.ClassVar[str]  # the config section (and command-line option group) of the stage
+
+    @classmethod
+    def of(cls, values: Mapping | None = None, *, source: str = "parameters", **more):
+        """The stage's parameters from ``values`` and ``more`` (field names; others take their defaults);
+        an unknown name or a value outside a field's choices is an :class:`~rlae_sc.errors.InputError`."""
+        given = {**(values or {}), **more}
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise InputError(
+                source, f"unknown {cls.stage} parameter(s) {', '.join(unknown)}", f"Use {', '.join(names)}."
+            )
+        params = cls(**given)
+        params.check(source=source)
+        return params
+
+    def check(self, *, source: str = "parameters") -> None:
+        """Raise an :class:`~rlae_sc.errors.InputError` for a value outside its field's choices."""
+        for f in fields(self):
+            choices, value = f.metadata["choices"], getattr(self, f.name)
+            if choices is not None and value not in choices:
+                raise InputError(
+                    source, f"unknown {f.name} {value!r} ({self.stage})", f"Use one of {', '.join(choices)}."
+                )
+
+
+def stage(name: str, summary: str):
+    """Make a :class:`Stage` frozen dataclass for the config section ``name``; its docstring is ``summary``
+    followed by every field's help text and default (numpydoc ``Attributes``)."""
+
+    def make(cls):
+        cls = dataclass(frozen=True)(cls)
+        cls.stage = name
+        lines = [summary, "", "Attributes", "----------"]
+        for f in fields(cls):
+            lines += [f.name, f"    {f.metadata['help']}. Default: ``{f.default!r}``."]
+            if f.metadata["key"]:
+                lines[-1] += f" Config key and option: ``{f.metadata['key']}``."
+        cls.__doc__ = "\n".join(lines) + "\n"
+        return cls
+
+    return make
+
+
+@stage("read", "How an input file is read (:func:`rlae_sc.io.read`); per dataset or query in the config.")
+class ReadParams(Stage):
+    layer: str | None = param(None, "read the matrix from this layer instead of X (.h5ad, .loom)")
+    input_kind: str = param(
+        "counts",
+        "raw counts, or values already log-normalised (normalisation and log1p are then skipped)",
+        choices=("counts", "log_normalized"),
+    )
+    orientation: str = param(
+        "cells_x_genes", "what the rows of a .csv/.tsv input are", choices=("cells_x_genes", "genes_x_cells")
+    )
+    var_names: str = param(
+        "gene_symbols", "the gene names of a 10x input (the other kept in var)", choices=("gene_symbols", "gene_ids")
+    )
+
+
+@stage("preprocess", "Quality control, normalisation and gene selection (:func:`rlae_sc.preprocess.fit_recipe`).")
+class PreprocessParams(Stage):
+    min_genes: int = param(200, "fewest genes a cell must detect to pass QC")
+    min_cells: int = param(3, "fewest QC-passing cells that must detect a gene for it to be kept")
+    max_pct_mito: float | None = param(
+        20.0, "largest % of a cell's counts in mitochondrial genes (named MT-/mt-); none: no filter"
+    )
+    target_sum: float | None = param(
+        None, "counts per cell after normalisation; none: the median of the QC-passing cells' totals"
+    )
+    n_top_genes: int = param(2000, "highly variable genes kept (all QC-passing genes when there are no more)")
+    hvg_flavor: str = param(
+        "seurat_v3",
+        "highly variable gene selection, as scanpy's (seurat_v3 becomes seurat on log-normalised input)",
+        choices=("seurat_v3", "seurat", "cell_ranger"),
+    )
+    clip: float | None = param(None, "clip scaled values at +-clip, the columns re-centred after; none: no clipping")
+
+
+@stage("train", "Training of the sum-regularized linear autoencoder (:func:`rlae_sc.model.fit`).")
+class TrainParams(Stage):
+    n_components: int = param(50, "latent units k: the principal directions found")
+    solver: str = param(
+        SOLVER,
+        f"{SOLVER} (tied exact updates with oversampling and a Rayleigh-Ritz read-out, "
+        "rlae_sc.lae.solvers.fit_tied_exact) or a learning rule of rlae_sc.lae.rules, run for max_iter steps "
+        "on the sum loss",
+        choices=SOLVERS,
+    )
+    lr: float | None = param(
+        None,
+        "step size of a learning rule; none: 0.5 / (e_1 + lambda), 0.2 / (e_1 + lambda) for gd_oja and "
+        "the feedback rules, 0.01 for adam",
+    )
+    batch_size: int | None = param(
+        None, "cells per mini-batch, for the learning rules that allow it; none: full batch on C"
+    )
+    trace_every: int = param(10, "iterations between rows of the training trace (and the solver's checks)")
+    trace_metrics: bool = param(
+        True, "trace THEORY.md's metrics against exact PCA (not counted in the fit time; the rules always do)"
+    )
+    lambda_frac: float = param(
+        0.1,
+        "lambda as this fraction of an estimate of the smallest eigenvalue the trained units see "
+        f"(e_(k+oversample) for {SOLVER}, the exact e_k for the rules)",
+    )
+    lam: float | None = param(
+        None, "lambda in the units of C = X^T X (a sum over cells); overrides lambda_frac", key="lambda"
+    )
+    oversample: int = param(40, f"extra latent units {SOLVER} trains and drops (faster convergence)")
+    scatter_precision: str = param(
+        "float32",
+        "precision of the products in the pass that builds C (accumulated in float64)",
+        choices=("float32", "float64"),
+    )
+    max_iter: int = param(1000, f"most iterations of {SOLVER}; the steps of a learning rule")
+    tol: float = param(1e-8, f"{SOLVER} stops when the top-k read-out moves less than this (subspace distance)")
+    seed: int = param(0, "seed of the random start and of the mini-batches")
+    device: str = param(
+        "auto", "torch device for the pass that builds C and for training; auto picks CUDA when available"
+    )
+
+
+@stage("passes", "How the stages go over the cells (preprocess, train, directions, embed).")
+class PassParams(Stage):
+    streaming: bool = param(False, "read the input .h5ad block by block, never whole (data larger than memory)")
+    dask: str | int | None = param(
+        None,
+        "run the passes on Dask: N local worker processes, a scheduler address tcp://host:port, or slurm:JOBS "
+        "(dask-jobqueue SLURM jobs, configured in Dask's jobqueue.slurm settings)",
+        metavar="N|ADDRESS|slurm:JOBS",
+    )
+
+
+@stage("cluster", "Neighbours, Leiden and UMAP on the embedding (:func:`rlae_sc.cluster.cluster`).")
+class ClusterParams(Stage):
+    n_neighbors: int = param(15, "neighbours per cell in the kNN graph")
+    n_dims: int | None = param(None, "components used for the kNN graph; none: all k")
+    resolution: float = param(0.3, "Leiden resolution")
+    sketch_cells: int = param(
+        50_000, "above this many cells, Leiden and UMAP run on a seeded sample of this size, the rest follow"
+    )
+    seed: int = param(0, "seed of the neighbour index, Leiden, UMAP and the sketch")
+
+
+@stage("mapping", "Embedding query cells with a reference's model and mapping them onto it.")
+class MappingParams(Stage):
+    n_neighbors: int = param(15, "reference neighbours per query cell (label transfer and UMAP position)")
+    min_overlap: float = param(0.5, "fewest of the model's genes, as a fraction, that the cells must have")
+
+
+@stage("federation", "A federated fit's connections (:mod:`rlae_sc.federated`).")
+class FederationParams(Stage):
+    timeout: float = param(600.0, "seconds to wait for any one message")
+
+
+STAGES = {cls.stage: cls for cls in (PreprocessParams, TrainParams, PassParams, ClusterParams, MappingParams)}
+"""The config's sections of parameters, by name (the reader options and the federation's live in each
+dataset's, query's or federation's entry)."""
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def flag(f) -> str:
+    """The command-line flag of a field: ``--`` and its key or name, ``_`` as ``-``."""
+    return "--" + (f.metadata["key"] or f.name).replace("_", "-")
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type[Stage], *, exclude: tuple[str, ...] = ()) -> None:
+    """Add an option per field of ``cls`` (less ``exclude``) to ``parser``, in an option group named for the
+    stage. An option left out is absent from the parsed namespace (the library's default applies); options of
+    optional values accept ``none``; a field that is off by default (``False``) is a switch, another
+    boolean takes ``true`` or ``false``."""
+    group = parser.add_argument_group(cls.stage)
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if f.name in exclude:
+            continue
+        text = f"{f.metadata['help']} (default: {_text(f.default)})".replace("%", "%%")
+        kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
+        if hints[f.name] is bool and f.default is False:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["type"] = _parser(hints[f.name])
+            kwargs["choices"] = f.metadata["choices"]
+            kwargs["metavar"] = f.metadata["metavar"] or (f.metadata["key"] and f.metadata["key"].upper())
+        group.add_argument(flag(f), **kwargs)
+
+
+def given(args: argparse.Namespace, *classes: type[Stage]) -> dict:
+    """The fields of ``classes`` given on the command line (present in ``args``), by name."""
+    return {f.name: getattr(args, f.name) for cls in classes for f in fields(cls) if hasattr(args, f.name)}
+
+
+def per_stage(args: argparse.Namespace, *classes: type[Stage]) -> dict:
+    """``{"<stage>_params": given(args, cls)}`` for each of ``classes``: the per-stage parameters of
+    :func:`rlae_sc.pipeline.run` and :func:`rlae_sc.federated.local.federate`."""
+    return {f"{cls.stage}_params": given(args, cls) for cls in classes}
+
+
+def as_flags(values: Mapping | None, cls: type[Stage]) -> list[str]:
+    """Command-line words that give ``values`` (fields of ``cls``, by name) to a subcommand: the inverse of
+    :func:`add_options`."""
+    by_name, hints = {f.name: f for f in fields(cls)}, typing.get_type_hints(cls)
+    words = []
+    for name, value in (values or {}).items():
+        f = by_name[name]
+        if hints[name] is bool and f.default is False:
+            words += [flag(f)] if value else []
+        else:
+            words += [flag(f), _text(value)]
+    return words
+
+
+def _text(value) -> str:
+    """A value as the command line writes it: ``none``, ``true``/``false``, or ``str``."""
+    if value is None:
+        return "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _parser(kind):
+    """The function that reads a command-line word as ``kind`` (``X | None``: also ``none``)."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if args:  # a union: optional values, read as their first type
+        base = _parser(args[0])
+
+        def optional(text: str):
+            return None if text.lower() == "none" else base(text)
+
+        optional.__name__ = base.__name__
+        return optional
+    if kind is bool:
+        return _bool
+    return kind
+
+
+def _bool(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
+def split(values: Mapping, *classes: type[Stage], source: str = "parameters") -> tuple:
+    """``values`` (fields of ``classes``, by name) as one dataclass of each class, in order (a name that
+    several classes share goes to each); a name that is no class's field is an :class:`~rlae_sc.errors.InputError`."""
+    names = {f.name for cls in classes for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise InputError(source, f"unknown parameter(s) {', '.join(unknown)}", f"Use {', '.join(sorted(names))}.")
+    return tuple(
+        cls.of({f.name: values[f.name] for f in fields(cls) if f.name in values}, source=source) for cls in classes
+    )

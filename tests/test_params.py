@@ -1,0 +1,129 @@
+"""The parameter model (rlae_sc/params.py) is the one source of every stage's defaults: the config, the schema
+and the command line agree with it, and the modules that only need a key name stay free of torch."""
+
+import subprocess
+import sys
+import typing
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlae_sc import params as P
+from rlae_sc.cli import build_parser
+from rlae_sc.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
+
+
+def key(f) -> str:
+    return f.metadata["key"] or f.name
+
+
+def schema_sections() -> list[tuple[str, type, dict]]:
+    """(where, class, schema properties) of every place the schema describes a stage's parameters."""
+    props = SCHEMA["properties"]
+    dataset = props["datasets"]["additionalProperties"]["properties"]
+    query = props["queries"]["additionalProperties"]["properties"]
+    federation = props["federation"]["additionalProperties"]["properties"]
+    out = [(name, cls, SCHEMA["$defs"][name]["properties"]) for name, cls in P.STAGES.items() if name != "mapping"]
+    out.append(("mapping", P.MappingParams, props["mapping"]["properties"]))
+    read = {f.name for f in fields(P.ReadParams)}
+    out.append(("datasets.<name>", P.ReadParams, {k: v for k, v in dataset.items() if k in read}))
+    out.append(("queries.<name>", P.ReadParams, {k: v for k, v in query.items() if k in read}))
+    out.append(("federation.<name>", P.FederationParams, {"timeout": federation["timeout"]}))
+    return out
+
+
+@pytest.mark.parametrize("section", list(P.STAGES))
+def test_config_sections_hold_every_parameter_at_its_default(section):
+    cls = P.STAGES[section]
+    assert {key(f): f.default for f in fields(cls)} == CONFIG[section]
+
+
+@pytest.mark.parametrize(("where", "cls", "props"), schema_sections(), ids=lambda x: x if isinstance(x, str) else "")
+def test_schema_agrees_with_the_parameter_model(where, cls, props):
+    hints = typing.get_type_hints(cls)
+    by_key = {key(f): f for f in fields(cls)}
+    if cls is not P.ReadParams:  # a dataset or query entry holds the reader options among others
+        assert set(props) == set(by_key), where
+    for name, prop in props.items():
+        f = by_key[name]
+        if f.default is None and "default" not in prop:
+            assert f.name == "layer"  # a layer is a name or left out, never null in the config
+        else:
+            assert prop["default"] == f.default, f"{where}.{name}"
+        if f.metadata["choices"] is not None:
+            assert tuple(prop["enum"]) == f.metadata["choices"], f"{where}.{name}"
+            continue
+        kinds = typing.get_args(hints[f.name]) or (hints[f.name],)
+        allowed = {prop["type"]} if isinstance(prop["type"], str) else set(prop["type"])
+        assert {JSON_TYPES[k] for k in kinds if k is not type(None) or name != "layer"} == allowed, f"{where}.{name}"
+
+
+def test_every_option_parses_to_its_field():
+    """The words :func:`as_flags` writes for non-default values parse back, through the generated options,
+    to the same values; options left out are absent, so the library's defaults apply."""
+    changed = {
+        P.PreprocessParams: {"min_genes": 50, "max_pct_mito": None, "target_sum": 1e4, "hvg_flavor": "seurat"},
+        P.TrainParams: {"n_components": 7, "lam": 2.5, "trace_metrics": False, "batch_size": 64, "solver": "gha"},
+        P.PassParams: {"streaming": True, "dask": "tcp://127.0.0.1:8786"},
+        P.ReadParams: {"layer": "spliced", "input_kind": "log_normalized", "var_names": "gene_ids"},
+    }
+    words = [w for cls, values in changed.items() for w in P.as_flags(values, cls)]
+    assert "--lambda" in words and "--streaming" in words
+    args = build_parser().parse_args(["run", "counts.h5ad", "--out", "out", *words])
+    for cls, values in changed.items():
+        assert P.given(args, cls) == values
+    assert P.given(build_parser().parse_args(["run", "counts.h5ad", "--out", "out"]), *changed) == {}
+
+
+def test_unknown_names_and_values_are_named():
+    with pytest.raises(InputError, match="unknown train parameter.*n_comps"):
+        P.TrainParams.of({"n_comps": 5}, source="test")
+    with pytest.raises(InputError, match="unknown solver 'sgd'.*tied_exact, gd"):
+        P.TrainParams.of(solver="sgd")
+    with pytest.raises(InputError, match="unknown parameter.*resolution"):
+        P.split({"resolution": 1.0}, P.ReadParams, P.PassParams)
+
+
+def test_each_algorithm_has_one_name():
+    from rlae_sc.lae import RULES, SOLVER, SOLVERS
+
+    assert SOLVER not in RULES and len(set(SOLVERS)) == len(SOLVERS)
+    assert P.TrainParams.of(solver="tied_ridge").solver == "tied_ridge"  # the rule, once called tied_exact too
+
+
+def imports_torch(module: str) -> bool:
+    """Whether importing ``module`` on its own (the package's ``__init__`` skipped, whatever it imports)
+    brings torch in, with everything it imports."""
+    code = (
+        "import sys, types\n"
+        f"pkg = types.ModuleType('rlae_sc'); pkg.__path__ = [{str(ROOT / 'rlae_sc')!r}]\n"
+        "sys.modules['rlae_sc'] = pkg\n"
+        f"import {module}\n"
+        "print('torch' in sys.modules)\n"
+    )
+    return (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "True"
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "torch"),
+    [
+        ("rlae_sc.params", False),
+        ("rlae_sc.keys", False),
+        ("rlae_sc.cluster", False),
+        ("rlae_sc.mapping", False),
+        ("rlae_sc.plots", False),
+        ("rlae_sc.model", True),  # the check itself sees torch where it is imported
+    ],
+)
+def test_modules_that_need_a_key_name_do_not_import_torch(module, torch):
+    assert imports_torch(module) == torch
