@@ -22,9 +22,9 @@ def recipe(adata: ad.AnnData, *, copy: bool = False, **params) -> ad.AnnData | N
     copy
         Return a preprocessed copy and leave ``adata`` as it is.
     **params
-        Keyword arguments of :func:`rlae_sc.preprocess`: ``input_kind``, ``min_genes``,
-        ``min_cells``, ``max_pct_mito``, ``target_sum``, ``n_top_genes``, ``hvg_flavor``, ``clip``;
-        their defaults are that function's.
+        The preprocessing parameters, fields of :class:`~rlae_sc.params.PreprocessParams` (``min_genes``,
+        ``min_cells``, ``max_pct_mito``, ``target_sum``, ``n_top_genes``, ``hvg_flavor``, ``clip``), and
+        ``input_kind`` (:class:`~rlae_sc.params.ReadParams`).
 
     Returns
     -------

@@ -11,6 +11,7 @@ from rlae_sc.directions import compare_with_pca, summary
 from rlae_sc.errors import InputError
 from rlae_sc.keys import DIRECTIONS_KEY, EMBEDDING_KEY, UNS_KEY
 from rlae_sc.model import RLAEModel, fit
+from rlae_sc.params import TrainParams
 from rlae_sc.preprocess import trained_rows
 
 PASS_OPTIONS = ("client", "device")  # fit's keywords that also choose where the embedding and the PCA check run
@@ -19,7 +20,7 @@ PASS_OPTIONS = ("client", "device")  # fit's keywords that also choose where the
 def rlae(
     adata: ad.AnnData,
     *,
-    n_comps: int | None = None,
+    n_comps: int | str = TrainParams.n_components,
     key_added: str | None = None,
     copy: bool = False,
     **params,
@@ -34,7 +35,9 @@ def rlae(
     adata
         Preprocessed by :func:`rlae_sc.pp.recipe`: n cells x m genes, the recipe in ``uns['rlae_recipe']``.
     n_comps
-        Latent units k (``n_components`` of :func:`rlae_sc.fit`, whose default applies when ``None``).
+        Latent units k, the principal directions found (``n_components`` of
+        :class:`~rlae_sc.params.TrainParams`); ``"auto"``: lambda at the noise floor of the data
+        (parallel analysis) and k the units that survive it.
     key_added
         Where to store the results. ``None``: ``obsm['X_rlae']``, ``varm['rlae_directions']`` and
         ``uns['rlae']``; otherwise ``obsm[key_added]``, ``varm[key_added]`` and ``uns[key_added]``
@@ -42,8 +45,9 @@ def rlae(
     copy
         Return an annotated copy and leave ``adata`` as it is.
     **params
-        Other keyword arguments of :func:`rlae_sc.fit` (``solver``, ``lambda_frac``, ``lam``, ``tol``,
-        ``seed``, ``device``, ...); ``device`` and ``client`` also run the embedding and the PCA check.
+        The other training parameters, fields of :class:`~rlae_sc.params.TrainParams` (``solver``,
+        ``lambda_frac``, ``lam``, ``tol``, ``seed``, ``device``, ...), and ``client`` and ``checkpoint`` of
+        :func:`rlae_sc.fit`; ``device`` and ``client`` also run the embedding and the PCA check.
 
     Returns
     -------
@@ -74,9 +78,7 @@ def rlae(
             f"its {adata.n_vars} genes are not the {len(genes)} genes of its recipe, in order",
             "Train on the AnnData as rl.pp.recipe left it, without subsetting genes.",
         )
-    if n_comps is not None:
-        params["n_components"] = n_comps
-    model = fit(adata, source="adata", **params)
+    model = fit(adata, n_components=n_comps, source="adata", **params)
     passes = {name: params[name] for name in PASS_OPTIONS if name in params}
     matrix = trained_rows(adata)
     metrics, reference = compare_with_pca(model, matrix, **passes)
