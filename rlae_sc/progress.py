@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the console bar: in a notebook stderr is no TTY, so no bar is drawn there
 
 
 def progress(*, total: int, desc: str, initial: int = 0) -> tqdm:

@@ -24,6 +24,8 @@ def test_tutorial_notebook_executes(tmp_path):
     client.execute()  # raises CellExecutionError, naming the cell, when one fails
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
+    imports = "".join(out.get("text", "") for out in notebook.cells[1].outputs if out.get("name") == "stderr")
+    assert "tqdm" not in imports and "rlae_sc" not in imports  # importing rlae_sc in a notebook is silent
     text = "".join(out.get("text", "") for out in outputs)
     accuracy = float(re.search(r"second batch: ([\d.]+)% correct", text).group(1))
     assert accuracy > 90  # the model's embedding of the second batch keeps its cell types apart
