@@ -15,6 +15,7 @@ from rlae_sc.params import TrainParams
 from rlae_sc.passes import scatter_matrix
 from rlae_sc.preprocess import trained_rows
 
+NOISE_FLOOR_KEYS = ("noise_floor", "noise_floor_spread", "mp_edge")  # with n_components auto (rlae_sc.noise_floor)
 QC_COUNTS = (
     "n_cells_in",
     "n_genes_in",
@@ -99,6 +100,8 @@ def directions_adata(
         "n_genes": int(pre.n_vars),
         "k": model.n_components,
         "lambda": model.lam,
+        "lambda_rule": model.params["lambda_rule"],
+        **{key: model.params[key] for key in NOISE_FLOOR_KEYS if key in model.params},
         "fit_seconds": model.params["fit_seconds"],
         "exact_pca_seconds": reference["pca_seconds"],
         "n_iter": model.params["n_iter"],

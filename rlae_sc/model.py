@@ -30,6 +30,7 @@ from rlae_sc.lae.theory import decoder_directions
 from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.model_file import load as load_file
 from rlae_sc.model_file import save as save_file
+from rlae_sc.noise_floor import AUTO, fit_above_floor
 from rlae_sc.params import MappingParams, TrainParams
 from rlae_sc.passes import scatter_matrix, scores, torch_device
 from rlae_sc.preprocess import Recipe, cell_qc, mito_mask, trained_rows
@@ -209,7 +210,12 @@ def fit(
     """
     p = TrainParams.of(params, source=source)
     n, m = pre.shape
-    if p.n_components + 1 > min(n, m):
+    if p.n_components == AUTO:
+        if p.solver != SOLVER:
+            raise InputError(source, f"n_components auto needs the {SOLVER} solver", f"Use solver {SOLVER}.")
+    elif not isinstance(p.n_components, int):
+        raise InputError(source, f"n_components {p.n_components!r} is neither a number nor auto", "Give k or auto.")
+    elif p.n_components + 1 > min(n, m):
         raise InputError(
             source,
             f"{n} cells x {m} genes is too small for n_components={p.n_components}",
@@ -228,6 +234,8 @@ def fit(
         params=p,
         scatter_seconds=time.perf_counter() - t0,
         X=np.asarray(matrix.read(0, n), dtype=np.float64) if p.batch_size and p.solver != SOLVER else None,
+        rows=matrix,
+        client=client,
         checkpoint=checkpoint,
         source=source,
     )
@@ -241,6 +249,8 @@ def fit_scatter(
     params: TrainParams,
     scatter_seconds: float = 0.0,
     X: np.ndarray | None = None,
+    rows=None,
+    client=None,
     checkpoint: str | Path | None = None,
     source: str = "preprocessed input",
 ) -> RLAEModel:
@@ -249,19 +259,43 @@ def fit_scatter(
 
     ``recipe`` is stored in the model; ``scatter_seconds`` (the time taken to
     build ``C``) is counted in ``fit_seconds``; ``X`` (n x m, float64) is needed
-    only by the mini-batch rules (``batch_size``). ``checkpoint`` and ``source``
+    only by the mini-batch rules (``batch_size``); ``rows`` (the cells' rows, see
+    :func:`rlae_sc.passes.scatter_matrix`; on Dask with ``client``) only by
+    ``n_components="auto"``, whose noise floor permutes them
+    (:func:`rlae_sc.noise_floor.fit_above_floor`). ``checkpoint`` and ``source``
     are :func:`fit`'s. Returns an :class:`RLAEModel`.
     """
     p = params
+    if p.n_components == AUTO and rows is None:
+        raise InputError(source, "n_components auto permutes the cells, not only C", "Give n_components a number.")
     if p.batch_size and p.solver != SOLVER and X is None:
         raise InputError(source, "mini-batch training needs the cells, not only C", "Set batch_size to none.")
     dev = torch_device(p.device)
     C = torch.from_numpy(C_np).to(dev)
     t1 = time.perf_counter()
-    recorder = TraceRecorder(C, p.n_components) if (p.trace_metrics or p.solver != SOLVER) else None
+    auto = p.n_components == AUTO
+    recorder = TraceRecorder(C, p.n_components) if not auto and (p.trace_metrics or p.solver != SOLVER) else None
     reference_seconds = time.perf_counter() - t1
+    noise: dict = {}
     try:
-        if p.solver == SOLVER:
+        if auto:
+            result, floor, rounds = fit_above_floor(
+                C,
+                rows,
+                n_permutations=p.n_permutations,
+                quantile=p.noise_quantile,
+                seed=p.seed,
+                precision=p.scatter_precision,
+                client=client,
+                device=p.device,
+                oversample=p.oversample,
+                max_iter=p.max_iter,
+                tol=p.tol,
+                check_every=p.trace_every,
+                trace_metrics=p.trace_metrics,
+            )
+            noise = {**floor.to_dict(), "noise_floor_rounds": rounds}
+        elif p.solver == SOLVER:
             result = fit_tied_exact(
                 C,
                 p.n_components,
@@ -312,6 +346,8 @@ def fit_scatter(
         "solver_seconds": result.seconds,
         "fit_seconds": scatter_seconds + result.seconds,
         "exact_reference_seconds": reference_seconds,
+        "n_components_rule": "auto" if auto else "given",
+        **noise,
         **{key: val for key, val in result.diagnostics.items() if val is not None},
     }
     return RLAEModel(

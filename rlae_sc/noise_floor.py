@@ -25,10 +25,10 @@ from rlae_sc.chunks import CHUNK_SIZE, InMemory
 from rlae_sc.lae.solvers import LAEFit, fit_tied_exact, ridge_decoder
 from rlae_sc.lae.theory import sum_loss_optimum
 from rlae_sc.lae.trace import TraceRecorder
+from rlae_sc.params import TrainParams
 from rlae_sc.passes import scatter_matrix
 
-N_PERMUTATIONS = 5  # permutations of the cells per noise-floor estimate
-QUANTILE = 0.99  # the noise floor is this quantile of a normal law fitted to the permutations' top eigenvalues
+AUTO = "auto"  # n_components chosen from the noise floor
 PROBE_UNITS = 50  # units trained first when k is chosen from the noise floor; doubled while none collapses
 
 
@@ -123,8 +123,8 @@ def parallel_analysis(
     X,
     *,
     sum_squares: np.ndarray,
-    n_permutations: int = N_PERMUTATIONS,
-    quantile: float = QUANTILE,
+    n_permutations: int = TrainParams.n_permutations,
+    quantile: float = TrainParams.noise_quantile,
     seed: int = 0,
     precision: str = "float32",
     chunk_size: int = CHUNK_SIZE,
@@ -231,15 +231,15 @@ class DeflatedRows:
         return f"deflated {self.U.shape[1]} {self.rows.fingerprint()}"
 
 
-MAX_ROUNDS = 4  # parallel analyses (the plain one, then deflated ones) before k is taken as settled
+MAX_ROUNDS = 2  # parallel analyses: the plain one, then one with the components above it projected out
 
 
 def fit_above_floor(
     C: torch.Tensor,
     X,
     *,
-    n_permutations: int = N_PERMUTATIONS,
-    quantile: float = QUANTILE,
+    n_permutations: int = TrainParams.n_permutations,
+    quantile: float = TrainParams.noise_quantile,
     seed: int = 0,
     precision: str = "float32",
     chunk_size: int = CHUNK_SIZE,

@@ -30,7 +30,7 @@ def param(default, help: str, *, choices: tuple | None = None, key: str | None =
 
 
 class Stage:
-    """What every stage's dataclass shares: building one from keyword arguments, checked, and its keys."""
+    """What every stage's dataclass shares: building one from keyword arguments, checked."""
 
     stage: typing.ClassVar[str]  # the config section (and command-line option group) of the stage
 
@@ -46,17 +46,13 @@ class Stage:
                 source, f"unknown {cls.stage} parameter(s) {', '.join(unknown)}", f"Use {', '.join(names)}."
             )
         params = cls(**given)
-        params.check(source=source)
-        return params
-
-    def check(self, *, source: str = "parameters") -> None:
-        """Raise an :class:`~rlae_sc.errors.InputError` for a value outside its field's choices."""
-        for f in fields(self):
-            choices, value = f.metadata["choices"], getattr(self, f.name)
+        for f in fields(cls):
+            choices, value = f.metadata["choices"], getattr(params, f.name)
             if choices is not None and value not in choices:
                 raise InputError(
-                    source, f"unknown {f.name} {value!r} ({self.stage})", f"Use one of {', '.join(choices)}."
+                    source, f"unknown {f.name} {value!r} ({cls.stage})", f"Use one of {', '.join(choices)}."
                 )
+        return params
 
 
 def stage(name: str, summary: str):
@@ -114,7 +110,11 @@ class PreprocessParams(Stage):
 
 @stage("train", "Training of the sum-regularized linear autoencoder (:func:`rlae_sc.model.fit`).")
 class TrainParams(Stage):
-    n_components: int = param(50, "latent units k: the principal directions found")
+    n_components: int | str = param(
+        50,
+        "latent units k: the principal directions found; auto: lambda at the noise floor (parallel analysis) "
+        "and k the units that survive it",
+    )
     solver: str = param(
         SOLVER,
         f"{SOLVER} (tied exact updates with oversampling and a Rayleigh-Ritz read-out, "
@@ -141,6 +141,10 @@ class TrainParams(Stage):
     )
     lam: float | None = param(
         None, "lambda in the units of C = X^T X (a sum over cells); overrides lambda_frac", key="lambda"
+    )
+    n_permutations: int = param(5, "permutations of the cells behind the noise floor (n_components auto)")
+    noise_quantile: float = param(
+        0.99, "the noise floor is this quantile of a normal law fitted to the permutations' top eigenvalues"
     )
     oversample: int = param(40, f"extra latent units {SOLVER} trains and drops (faster convergence)")
     scatter_precision: str = param(
@@ -262,7 +266,11 @@ def _parser(kind):
         base = _parser(args[0])
 
         def optional(text: str):
-            return None if text.lower() == "none" else base(text)
+            if text.lower() == "none":
+                return None
+            if str in args[1:] and not text.lstrip("-").isdigit():
+                return text  # a word where a number may also be given (n_components auto)
+            return base(text)
 
         optional.__name__ = base.__name__
         return optional
