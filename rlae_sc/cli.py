@@ -184,7 +184,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             + (f", accuracy {summary['accuracy']:.3f}" if "accuracy" in summary else "")
         )
     elif c == "figures":
-        from rlae_sc.figures import make_figures
+        from rlae_sc.papers import make_figures
 
         make_figures(args.out_dir, cells=args.cells, quick=args.quick)
         print(f"wrote {Path(args.out_dir) / 'figures.html'}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rlae_sc.figures import FIGURE_NAMES
+from rlae_sc.papers import FIGURE_NAMES
 from tests.conftest import rlae_cli
 
 ROOT = Path(__file__).resolve().parents[1]

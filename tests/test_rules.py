@@ -8,9 +8,9 @@ import scipy.linalg
 import scipy.stats
 import torch
 
-from rlae_sc.figures import paper_matrix
 from rlae_sc.lae.losses import regularized_loss
 from rlae_sc.lae.rules import FEEDBACK_RULES, RULES, exact_encoder, feedback_step, train_rule
+from rlae_sc.papers.data import paper_matrix
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def test_kolen_pollack_difference_shrinks_by_exactly_one_minus_2_lr_lambda_per_s
 
 @pytest.fixture(scope="module")
 def cells():
-    from rlae_sc.figures import cells_matrix
+    from rlae_sc.papers.data import cells_matrix
     from rlae_sc.passes import scatter_matrix
 
     C = torch.from_numpy(scatter_matrix(cells_matrix()[0]))

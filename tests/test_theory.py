@@ -152,7 +152,7 @@ def test_mode_strengths_at_the_optimum_are_one_minus_lambda_over_e():
 
 @pytest.fixture(scope="module")
 def paper_dynamics():
-    from rlae_sc.figures import mode_dynamics
+    from rlae_sc.papers.dynamics import mode_dynamics
 
     X = paper_matrix()
     C = X.T @ X
@@ -170,7 +170,7 @@ def test_gradient_descent_stays_within_0_02_of_the_closed_form_and_learns_in_eig
 
 
 def test_the_flow_holds_for_small_steps_and_not_at_the_figures_step(paper_dynamics):
-    from rlae_sc.figures import SMALL_STEP, mode_dynamics
+    from rlae_sc.papers.dynamics import SMALL_STEP, mode_dynamics
 
     C, e1, big = paper_dynamics
     assert np.max(np.abs(big["measured"] - big["flow"])) > 0.1  # the figures' step: lr r_1 = 1.9
