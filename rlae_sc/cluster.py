@@ -1,14 +1,15 @@
 """Neighbours, Leiden clusters and UMAP on the LAE embedding; agreement with known labels.
 
-Up to ``SKETCH_CELLS`` cells, Leiden and UMAP run on every cell, as in a
-standard scanpy analysis. Above it they run on a sketch: a seeded uniform
-sample of ``SKETCH_CELLS`` cells, clustered and laid out exactly as a dataset
-of that size would be; every other cell then takes the cluster with the
-largest kernel-weighted vote among its nearest sketch cells and the mean UMAP
-position of those cells (the same rule as mapping a query onto a reference,
-:mod:`rlae_sc.mapping`). Leiden's resolution therefore means the same at
-every scale: the graph it partitions always has at most ``SKETCH_CELLS``
-cells, so the cluster count does not grow with the number of cells.
+Up to ``sketch_cells`` cells (:class:`rlae_sc.params.ClusterParams`), Leiden
+and UMAP run on every cell, as in a standard scanpy analysis. Above it they
+run on a sketch: a seeded uniform sample of ``sketch_cells`` cells, clustered
+and laid out exactly as a dataset of that size would be; every other cell
+then takes the cluster with the largest kernel-weighted vote among its
+nearest sketch cells and the mean UMAP position of those cells (the same
+rule as mapping a query onto a reference, :mod:`rlae_sc.mapping`). Leiden's
+resolution therefore means the same at every scale: the graph it partitions
+never has more than ``sketch_cells`` cells, so the cluster count does not
+grow with the number of cells.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from rlae_sc.errors import InputError
 from rlae_sc.keys import EMBEDDING_KEY
 from rlae_sc.neighbors import EXACT_MAX_CELLS, build_index, knn, save_index, search, umap_graph
+from rlae_sc.params import ClusterParams
 
 MISSING_LABELS = ("", "?", "nan", "NaN", "unknown", "Unknown", "NA")
-SKETCH_CELLS = 50_000  # Leiden and UMAP run on at most this many cells (a seeded uniform sample)
 EXTEND_BLOCK = 65_536  # cells outside the sketch voted and placed at a time
 
 log = logging.getLogger("rlae_sc")
@@ -54,12 +55,12 @@ def kernel_votes(dist: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndar
 def cluster(
     adata: ad.AnnData,
     *,
-    n_neighbors: int = 15,
-    n_dims: int | None = None,
-    resolution: float = 0.3,
+    n_neighbors: int = ClusterParams.n_neighbors,
+    n_dims: int | None = ClusterParams.n_dims,
+    resolution: float = ClusterParams.resolution,
     label_key: str | None = None,
-    seed: int = 0,
-    sketch_cells: int = SKETCH_CELLS,
+    seed: int = ClusterParams.seed,
+    sketch_cells: int = ClusterParams.sketch_cells,
     index_out: str | Path | None = None,
     source: str = "input",
 ) -> dict:
@@ -170,10 +171,14 @@ def _neighbors(
 
 
 def _leiden_umap(adata: ad.AnnData, *, resolution: float, seed: int) -> None:
+    """scanpy's Leiden and UMAP on ``adata``'s graph. The UMAP starts from the first two principal components
+    (``obsm['X_rlae'][:, :2]``, rescaled by umap-learn) instead of a spectral layout of the graph: it keeps the
+    global arrangement as well (Kobak and Linderman, Nat. Biotechnol. 2021) and skips an eigensolve of the
+    graph, which took as long as the layout itself on a 50,000-cell sketch."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sc.tl.leiden(adata, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
-        sc.tl.umap(adata, random_state=seed)
+        sc.tl.umap(adata, init_pos=np.asarray(adata.obsm[EMBEDDING_KEY][:, :2], dtype=np.float32), random_state=seed)
 
 
 def _extend_sketch(adata, small, sketch: np.ndarray, X: np.ndarray, *, n_neighbors: int, seed: int) -> None:
