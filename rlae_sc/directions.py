@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import anndata as ad
 import numpy as np
 import pandas as pd
 
+from rlae_sc.errors import InputError
 from rlae_sc.keys import DIRECTIONS_KEY, EMBEDDING_KEY, UNS_KEY
 from rlae_sc.lae import theory
 from rlae_sc.model import RLAEModel
 from rlae_sc.params import TrainParams
-from rlae_sc.passes import scatter_matrix
 from rlae_sc.preprocess import trained_rows
 
 NOISE_FLOOR_KEYS = ("noise_floor", "noise_floor_spread", "mp_edge")  # with n_components auto (rlae_sc.noise_floor)
@@ -26,23 +24,26 @@ QC_COUNTS = (
 )
 
 
-def compare_with_pca(model: RLAEModel, X, *, client=None, device: str = TrainParams.device) -> tuple[dict, dict]:
-    """Compare the model's directions with exact PCA (``scipy.linalg.eigh``) of ``X`` (n x m; an array or
-    the rows of :mod:`rlae_sc.chunks`, the scatter pass on Dask when ``client`` is given).
+def compare_with_pca(model: RLAEModel, *, source: str = "model") -> tuple[dict, dict]:
+    """Compare the model's directions with exact PCA (``scipy.linalg.eigh``) of the ``C`` it was trained on
+    (``model.reference``, computed by :func:`rlae_sc.model.fit_scatter`: no pass over the cells).
+
+    ``C`` is the scatter matrix of the training pass, its products in ``scatter_precision`` (train's
+    parameter; float32 products are summed in float64, about 1e-6 relative in the entries of ``C``; choose
+    float64 for a float64 ``C``).
 
     Returns ``(metrics, reference)``. ``metrics`` holds the THEORY.md numbers:
     ``min_abs_cos_top10``, ``subspace_distance``, ``eigenvalue_max_rel_err_top10``,
     ``transpose_distance``, ``singular_value_error`` and more. ``reference``
     holds the exact ``eigenvalues`` (k,), per-component ``alignment`` (k,),
     ``eigengaps`` (k,; ``e_i / e_{i+1}``, the last against ``e_{k+1}``) and
-    ``pca_seconds`` (the exact eigensolver's time, scatter pass included). ``device``: where the
-    scatter pass's products run (see :func:`rlae_sc.passes.scatter_matrix`).
+    ``pca_seconds`` (the exact eigensolver's time, in training).
     """
     k = model.n_components
-    t0 = time.perf_counter()
-    C = scatter_matrix(X, client=client, device=device)
-    e, U = theory.exact_pca(C, min(k + 1, C.shape[0]))
-    pca_seconds = time.perf_counter() - t0
+    if not model.reference:
+        raise InputError(source, "holds no exact-PCA reference (written by an older rlae-sc)", "Train it again.")
+    e, U = model.reference["eigenvalues"], model.reference["directions"]
+    pca_seconds = model.params.get("exact_reference_seconds", float("nan"))
     gaps = theory.eigengaps(e) if len(e) > k else np.append(theory.eigengaps(e), np.nan)
     e, U = e[:k], U[:, :k]
     align = theory.alignment(model.directions, U)
@@ -78,7 +79,7 @@ def directions_adata(
     available; see :func:`rlae_sc.passes.torch_device`).
     """
     matrix = trained_rows(pre)
-    metrics, reference = compare_with_pca(model, matrix, client=client, device=device)
+    metrics, reference = compare_with_pca(model)
     if pre.raw is not None:
         X, genes = pre.raw.X, pre.raw.var_names
         X = X.to_memory() if hasattr(X, "to_memory") else X  # backed raw

@@ -26,7 +26,7 @@ from rlae_sc.keys import EMBEDDING_KEY
 from rlae_sc.lae import SOLVER
 from rlae_sc.lae.rules import train_rule
 from rlae_sc.lae.solvers import fit_tied_exact
-from rlae_sc.lae.theory import decoder_directions
+from rlae_sc.lae.theory import decoder_directions, exact_pca
 from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.model_file import load as load_file
 from rlae_sc.model_file import save as save_file
@@ -62,6 +62,10 @@ class RLAEModel:
         Training parameters, the lambda rule, convergence and timing.
     trace
         Training history (see :class:`rlae_sc.lae.solvers.LAEFit`).
+    reference
+        Exact PCA of the ``C`` the model was trained on (``scipy.linalg.eigh``, computed by :func:`fit_scatter`):
+        ``eigenvalues`` (k + 1,) and ``directions`` (m x (k + 1)), the reference of
+        :func:`rlae_sc.directions.compare_with_pca`. Empty for a model rebuilt without it.
     """
 
     recipe: Recipe
@@ -72,6 +76,7 @@ class RLAEModel:
     n_cells: int
     params: dict = field(default_factory=dict)
     trace: dict = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.directions, self.singular_values, self.eigenvalues = decoder_directions(self.decoder, self.lam)
@@ -145,6 +150,7 @@ class RLAEModel:
             "directions": self.directions,
             "eigenvalues": self.eigenvalues,
             **{f"trace/{key}": np.asarray(val, dtype=np.float64) for key, val in self.trace.items()},
+            **{f"reference/{key}": np.asarray(val, dtype=np.float64) for key, val in self.reference.items()},
         }
         return save_file(path, manifest, arrays)
 
@@ -161,6 +167,7 @@ def load_model(path: str | Path) -> RLAEModel:
         n_cells=manifest["n_cells"],
         params=manifest["params"],
         trace={key.split("/", 1)[1]: arrays[key].tolist() for key in arrays if key.startswith("trace/")},
+        reference={key.split("/", 1)[1]: arrays[key] for key in arrays if key.startswith("reference/")},
     )
     if not np.allclose(model.directions, arrays["directions"], atol=1e-10):
         raise InputError(path, "stored directions disagree with the decoder's SVD", "Retrain the model.")
@@ -330,6 +337,9 @@ def fit_scatter(
             result.lambda_rule = rule
     except ValueError as exc:
         raise InputError(source, str(exc), "Adjust the training parameters.") from None
+    t2 = time.perf_counter()  # the check's reference: exact PCA of the same C, one more eigenpair for the last gap
+    e_ref, U_ref = exact_pca(C_np, min(result.encoder.shape[0] + 1, C_np.shape[0]))
+    reference_seconds += time.perf_counter() - t2
     record = {
         "solver": result.solver,
         "lambda_rule": result.lambda_rule,
@@ -359,6 +369,7 @@ def fit_scatter(
         n_cells=n_cells,
         params=record,
         trace=result.trace,
+        reference={"eigenvalues": e_ref, "directions": U_ref},
     )
 
 

@@ -145,7 +145,7 @@ METRIC_ROWS = [
     ("lambda", "lambda (units of C = X^T X, sum over cells)"),
     ("lambda_over_e_k", "lambda / e_k"),
     ("fit_seconds", "fit time, s (scatter pass + training)"),
-    ("exact_pca_seconds", "exact PCA time, s (scatter pass + eigh, reference)"),
+    ("exact_pca_seconds", "exact PCA time, s (eigh of the training C, reference)"),
     ("n_iter", "training iterations"),
     ("min_abs_cos_top10", "min |cos| with exact PCA, top 10"),
     ("min_abs_cos", "min |cos| with exact PCA, all k"),

@@ -81,7 +81,7 @@ def rlae(
     model = fit(adata, n_components=n_comps, source="adata", **params)
     passes = {name: params[name] for name in PASS_OPTIONS if name in params}
     matrix = trained_rows(adata)
-    metrics, reference = compare_with_pca(model, matrix, **passes)
+    metrics, reference = compare_with_pca(model)
     obsm_key, varm_key, uns_key = (
         (EMBEDDING_KEY, DIRECTIONS_KEY, UNS_KEY) if key_added is None else (key_added, key_added, key_added)
     )
