@@ -281,7 +281,16 @@ def main() -> None:
 
 
 def _save(report: dict) -> None:
-    (HERE / "atlas.json").write_text(json.dumps(report, indent=1, default=float))
+    """Write atlas.json; parts this run skipped (``--compare 0``, ``--cells 0``) keep their previous results."""
+    path = HERE / "atlas.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    merged = {**report}
+    for key in ("atlas", "scanpy_atlas"):
+        if merged.get(key) is None and previous.get(key) is not None:
+            merged[key] = previous[key]
+    if not merged["compare"]:
+        merged["compare"] = previous.get("compare", [])
+    path.write_text(json.dumps(merged, indent=1, default=float))
     print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=1, default=float)[:4000], flush=True)
 
 
