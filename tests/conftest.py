@@ -11,12 +11,24 @@ import anndata as ad
 import numpy as np
 import pytest
 import scipy.linalg
+import torch
 from sklearn.metrics import adjusted_rand_score
 
 from rlae_sc.simulate import synthetic_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a test module (restored after): the theory's tests take thousands of steps on
+    small matrices (20 x 20 up to pbmc68k_reduced's 765 genes), where a second thread costs 5-10x on a busy
+    2-core machine (rlae_sc.papers.page does the same for the figures)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from rlae_sc.lae import solvers
 from rlae_sc.lae.theory import alignment, decoder_directions
 from rlae_sc.passes import _scatter_on_device, scatter_matrix, scores, torch_device
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def cells(n: int = 900, m: int = 40, seed: int = 0) -> np.ndarray:
     """Low rank plus noise, not centred (n x m, float64)."""

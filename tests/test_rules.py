@@ -12,6 +12,8 @@ from rlae_sc.lae.losses import regularized_loss
 from rlae_sc.lae.rules import FEEDBACK_RULES, RULES, exact_encoder, feedback_step, train_rule
 from rlae_sc.papers.data import paper_matrix
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def paper():

@@ -11,6 +11,8 @@ from rlae_sc.lae import theory
 from rlae_sc.lae.losses import regularized_loss
 from rlae_sc.lae.solvers import fit_tied_exact, ridge_decoder
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def paper_matrix(seed: int = 0) -> np.ndarray:
     """Kunin et al.'s synthetic data: 20 x 20, singular values 1..20, random orthogonal singular vectors."""
