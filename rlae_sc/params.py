@@ -99,6 +99,13 @@ class PreprocessParams(Stage):
     target_sum: float | None = param(
         None, "counts per cell after normalisation; none: the median of the QC-passing cells' totals"
     )
+    normalization: str = param(
+        "log1p",
+        "log1p: counts scaled to target_sum per cell, log1p, each gene centred and scaled to unit variance; "
+        "pearson_residuals: analytic Pearson residuals of counts (Lause, Berens and Kobak 2021, as "
+        "scanpy.experimental), genes selected by residual variance (hvg_flavor is not used), each gene centred",
+        choices=("log1p", "pearson_residuals"),
+    )
     n_top_genes: int = param(2000, "highly variable genes kept (all QC-passing genes when there are no more)")
     hvg_flavor: str = param(
         "seurat_v3",

@@ -30,7 +30,6 @@ from rlae_sc.model import fit, load_model, scatter_checkpoint_path
 from rlae_sc.neighbors import load_index
 from rlae_sc.params import MappingParams, PassParams, PreprocessParams, ReadParams, split
 from rlae_sc.preprocess import (
-    LOG_NORMALIZED,
     Recipe,
     fit_recipe,
     lognorm_rows_block,
@@ -188,12 +187,12 @@ def write_preprocessed(
     ``obs`` is the input's (all cells) and ``qc`` the QC table of those cells
     (:func:`rlae_sc.preprocess.fit_recipe`: ``n_genes``, ``total_counts``,
     ``pct_mito``, ``qc_pass``). ``X`` (cells passing QC x genes used) holds the
-    log-normalised values as CSR rows (float32), written block by block in one
+    log-normalised values (the counts, for Pearson residuals) as CSR rows (float32), written block by block in one
     pass (on Dask when ``client`` is given), never whole; the stages after it
     scale them with the recipe (:func:`rlae_sc.preprocess.trained_rows`).
     ``counts`` and ``layer`` are recorded as the input's provenance.
     """
-    pre, keep = preprocessed_adata(recipe, obs, qc, stored=LOG_NORMALIZED)
+    pre, keep = preprocessed_adata(recipe, obs, qc, stored=recipe.stored)
     _record_input(pre, counts, layer, recipe.input_kind)
     with atomic_path(out) as tmp:
         pre.write_h5ad(tmp)

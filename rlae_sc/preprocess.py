@@ -1,4 +1,4 @@
-"""Preprocessing as a replayable recipe: QC, normalisation, log1p, HVG selection, scaling.
+"""Preprocessing as a replayable recipe: QC, normalisation (log1p or Pearson residuals), HVG selection, scaling.
 
 :func:`preprocess` fits a :class:`Recipe` on a reference and returns the
 matrix the autoencoder trains on; :meth:`Recipe.transform` replays the same
@@ -22,6 +22,7 @@ from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, matrix_of, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.io import validate_matrix
 from rlae_sc.params import MappingParams, PreprocessParams, ReadParams
+from rlae_sc.residuals import THETA, default_clip, pearson_residuals, residual_sums, residual_variance, select_genes
 
 MITO_PREFIXES = ("MT-", "mt-")
 
@@ -34,11 +35,12 @@ class Recipe:
     ----------
     input_kind
         See :class:`rlae_sc.params.ReadParams`.
-    min_genes, min_cells, max_pct_mito, target_sum, n_top_genes, hvg_flavor, clip
+    min_genes, min_cells, max_pct_mito, target_sum, normalization, n_top_genes, hvg_flavor, clip
         The parameters as applied (see :class:`rlae_sc.params.PreprocessParams`):
         ``target_sum`` is the median of the reference's totals when not given
-        (a cell's total is taken over all its genes), ``hvg_flavor`` is
-        ``seurat`` for log-normalised input given ``seurat_v3``, and
+        (a cell's total is taken over all its genes; not used by Pearson
+        residuals), ``hvg_flavor`` is ``seurat`` for log-normalised input given
+        ``seurat_v3`` and ``pearson_residuals`` with that normalisation, and
         ``max_pct_mito`` is ``None`` when no gene is mitochondrial.
     input_genes
         Gene names of the reference input, in order.
@@ -46,7 +48,13 @@ class Recipe:
         Genes used, in input order (length m).
     mean, std
         Per-gene mean and standard deviation (ddof=1) of log-normalised values
-        over reference cells (m,); ``std`` is 1 where a gene is constant.
+        over reference cells (m,); ``std`` is 1 where a gene is constant, and
+        for Pearson residuals (centred, not scaled: ``mean`` is their mean).
+    gene_sums, theta, residual_clip
+        Pearson residuals only: each gene's count total over the reference
+        cells (m,), the overdispersion and the clipping bound
+        (``sqrt(n reference cells)``); a cell's total is taken over the genes
+        used (see :mod:`rlae_sc.residuals`).
     offset
         Per-gene mean subtracted after clipping (m,), zeros without clipping.
     stats
@@ -58,6 +66,7 @@ class Recipe:
     min_cells: int = PreprocessParams.min_cells
     max_pct_mito: float | None = PreprocessParams.max_pct_mito
     target_sum: float | None = PreprocessParams.target_sum
+    normalization: str = PreprocessParams.normalization
     n_top_genes: int = PreprocessParams.n_top_genes
     hvg_flavor: str = PreprocessParams.hvg_flavor
     clip: float | None = PreprocessParams.clip
@@ -66,7 +75,21 @@ class Recipe:
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     std: np.ndarray = field(default_factory=lambda: np.zeros(0))
     offset: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    gene_sums: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    theta: float = THETA
+    residual_clip: float | None = None
     stats: dict = field(default_factory=dict)
+
+    @property
+    def pearson(self) -> bool:
+        """Whether the recipe computes Pearson residuals of counts (else log-normalised values)."""
+        return self.normalization == "pearson_residuals"
+
+    @property
+    def stored(self) -> str:
+        """What a preprocessed file's sparse ``X`` holds for the genes used: :data:`LOG_NORMALIZED` values,
+        or :data:`COUNTS` for Pearson residuals (computed from them block by block)."""
+        return COUNTS if self.pearson else LOG_NORMALIZED
 
     # -- replay -----------------------------------------------------------------
 
@@ -87,12 +110,14 @@ class Recipe:
         return keep
 
     def normalize(self, adata: ad.AnnData) -> sp.csr_matrix:
-        """Log-normalised values of all of ``adata``'s genes (CSR, float32, cells x genes)."""
+        """Log-normalised values of all of ``adata``'s genes (CSR, float32, cells x genes); the counts
+        themselves for Pearson residuals (which :meth:`transform` computes over the genes used)."""
         return self._normalize(sp.csr_matrix(adata.X))
 
     def _normalize(self, X: sp.csr_matrix) -> sp.csr_matrix:
-        """``log1p(target_sum * x / cell total)`` (totals over all genes), or ``X`` for log-normalised input."""
-        if self.input_kind == "log_normalized":
+        """``log1p(target_sum * x / cell total)`` (totals over all genes), or ``X`` for log-normalised input
+        and for Pearson residuals."""
+        if self.input_kind == "log_normalized" or self.pearson:
             return sp.csr_matrix(X, dtype=np.float32)
         X = sp.csr_matrix(X, dtype=np.float64, copy=True)
         total = np.asarray(X.sum(axis=1)).ravel()
@@ -139,15 +164,19 @@ class Recipe:
         return idx
 
     def _scale(self, L: sp.csr_matrix, idx: np.ndarray, *, dtype=np.float32, compute=np.float64) -> np.ndarray:
-        """Centre, scale and clip log-normalised values ``L``; ``idx[j]`` is the column of recipe gene j
-        in ``L`` (-1: missing, taken as zero). Computed in ``compute`` precision, in place (memory: one
-        dense copy); returns ``dtype`` (n_cells x m)."""
+        """Centre, scale and clip log-normalised values ``L`` (or, for Pearson residuals, compute the
+        residuals of counts ``L`` in float64, cell totals over the recipe's genes, and centre them);
+        ``idx[j]`` is the column of recipe gene j in ``L`` (-1: missing, taken as zero). Computed in
+        ``compute`` precision, in place (memory: one dense copy, two for residuals); returns ``dtype``
+        (n_cells x m)."""
         present = idx >= 0
         if present.all() and np.array_equal(idx, np.arange(L.shape[1])):
             Z = L.toarray().astype(compute, copy=False)  # the columns are the recipe's genes, in order
         else:
             Z = np.zeros((L.shape[0], len(self.genes)), dtype=compute)
             Z[:, present] = L[:, idx[present]].toarray()
+        if self.pearson:
+            Z = self.residuals(Z).astype(compute, copy=False)
         Z -= self.mean.astype(compute, copy=False)
         Z /= self.std.astype(compute, copy=False)
         if self.clip is not None:
@@ -155,12 +184,17 @@ class Recipe:
         Z -= self.offset.astype(compute, copy=False)
         return Z.astype(dtype, copy=False)
 
+    def residuals(self, counts) -> np.ndarray:
+        """Pearson residuals (float64, n_cells x m) of ``counts`` of the recipe's genes (n_cells x m),
+        uncentred: scanpy's ``normalize_pearson_residuals`` of the genes used."""
+        return pearson_residuals(counts, gene_sums=self.gene_sums, theta=self.theta, clip=self.residual_clip)
+
     # -- serialisation ------------------------------------------------------------
 
     def to_dict(self) -> dict:
         """A JSON-ready dict; arrays become lists of floats (exact round trip)."""
         d = asdict(self)
-        for key in ("mean", "std", "offset"):
+        for key in ARRAYS:
             d[key] = np.asarray(d[key], dtype=np.float64).tolist()
         return d
 
@@ -168,9 +202,12 @@ class Recipe:
     def from_dict(cls, d: dict) -> Recipe:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
-        for key in ("mean", "std", "offset"):
+        for key in ARRAYS:
             d[key] = np.asarray(d[key], dtype=np.float64)
         return cls(**d)
+
+
+ARRAYS = ("mean", "std", "offset", "gene_sums")  # the recipe's per-gene arrays (lists in JSON)
 
 
 def mito_mask(var_names: pd.Index) -> np.ndarray:
@@ -194,7 +231,8 @@ def new_recipe(
     """An unfitted :class:`Recipe` for input genes ``var_names`` and the mito mask (genes,).
 
     ``params`` are fields of :class:`rlae_sc.params.PreprocessParams` (checked; the others take their
-    defaults). ``seurat_v3`` becomes ``seurat`` for log-normalised input; the mito filter
+    defaults). ``seurat_v3`` becomes ``seurat`` for log-normalised input, the flavor is
+    ``pearson_residuals`` with that normalisation (counts input only); the mito filter
     is off when no gene name starts with ``MT-``/``mt-``.
     """
     ReadParams.of(input_kind=input_kind, source=source)
@@ -202,6 +240,14 @@ def new_recipe(
     hvg_flavor = p.hvg_flavor
     if input_kind == "log_normalized" and hvg_flavor == "seurat_v3":
         hvg_flavor = "seurat"  # seurat_v3 models raw counts; on log data scanpy's 'seurat' flavor applies
+    if p.normalization == "pearson_residuals":
+        if input_kind != "counts":
+            raise InputError(
+                source,
+                "normalization pearson_residuals needs raw counts, but the input is declared log-normalised",
+                "Give the counts (input_kind: counts), or use normalization: log1p.",
+            )
+        hvg_flavor = "pearson_residuals"  # genes are ranked by the variance of their residuals
     var_names = pd.Index(var_names).astype(str)
     mito = mito_mask(var_names)
     recipe = Recipe(
@@ -210,6 +256,7 @@ def new_recipe(
         min_cells=p.min_cells,
         max_pct_mito=p.max_pct_mito if mito.any() else None,  # no gene names start with MT-/mt-: nothing to filter
         target_sum=p.target_sum,
+        normalization=p.normalization,
         n_top_genes=p.n_top_genes,
         hvg_flavor=hvg_flavor,
         clip=p.clip,
@@ -293,12 +340,13 @@ def set_genes(recipe: Recipe, hvg: np.ndarray) -> np.ndarray:
 
 
 def set_scale(recipe: Recipe, sums: dict, n: int) -> None:
-    """Per-gene mean and standard deviation (ddof=1; 1 for constant genes) from sums and sums of squares of
-    log-normalised values (genes used,) over ``n`` cells; the offset is reset to zero."""
+    """Per-gene mean and standard deviation (ddof=1; 1 for constant genes, and for Pearson residuals, which
+    are centred only) from sums and sums of squares of log-normalised values or residuals (genes used,) over
+    ``n`` cells; the offset is reset to zero."""
     recipe.mean = sums["sum"] / n
     var = (sums["sumsq"] - n * recipe.mean**2) / (n - 1) if n > 1 else np.ones(len(recipe.genes))
     std = np.sqrt(np.maximum(var, 0.0))
-    std[std == 0] = 1.0
+    std[(std == 0) | recipe.pearson] = 1.0
     recipe.std = std
     recipe.offset = np.zeros(len(recipe.genes))
 
@@ -338,8 +386,12 @@ def fit_recipe(
     Pass 1: per-cell QC and, over cells passing QC, per-gene detection, sums
     and sums of squares. Pass 2 (``seurat_v3`` selection): per-gene sums of
     counts clipped as in Seurat v3 (the same statistics as scanpy's
-    ``highly_variable_genes(flavor="seurat_v3")``). Pass 3: mean and standard
-    deviation of the selected genes' log-normalised values. Pass 4 (``clip``):
+    ``highly_variable_genes(flavor="seurat_v3")``); with Pearson residuals,
+    the sums of squares of the candidate genes' residuals instead (cell
+    totals over the candidates, as scanpy's ``flavor="pearson_residuals"``
+    after its gene filter). Pass 3: mean and standard deviation of the
+    selected genes' log-normalised values (the mean of their residuals, cell
+    totals over the selected genes). Pass 4 (``clip``):
     the mean of the clipped scaled values. ``validate`` checks each block's
     values (NaN, negatives, non-integer counts) in pass 1. The ``seurat`` and
     ``cell_ranger`` flavors call scanpy and need ``matrix`` in memory.
@@ -360,10 +412,18 @@ def fit_recipe(
     n = int(keep.sum())
     check_qc(recipe, len(keep), n, float(np.median(qc["n_genes"])), source=source)
     candidates = gene_candidates(recipe, gene["n_cells"], source=source)
-    if recipe.target_sum is None and input_kind == "counts":
+    if recipe.target_sum is None and input_kind == "counts" and not recipe.pearson:
         recipe.target_sum = float(np.median(qc["total_counts"].to_numpy()[keep]))
+    if recipe.pearson:
+        recipe.residual_clip = default_clip(n)
     if candidates.sum() <= recipe.n_top_genes:
         hvg = candidates
+    elif recipe.pearson:
+        cand = np.flatnonzero(candidates)
+        block = partial(_residual_block, keep=keep, cand=cand, gene_sums=gene["sum"][cand], recipe=recipe)
+        sums, _ = run_pass(matrix, block, desc="HVG", **passes)
+        hvg = np.zeros(len(candidates), dtype=bool)
+        hvg[cand[select_genes(residual_variance(sums, n), recipe.n_top_genes)]] = True
     elif recipe.hvg_flavor == "seurat_v3":
         fit = seurat_v3_clip(gene, candidates, n)
         block = partial(_clipped_block, keep=keep, cand=fit["cand"], clip_val=fit["clip_val"])
@@ -378,7 +438,12 @@ def fit_recipe(
             "Use hvg_flavor: seurat_v3 with counts input for streaming, or turn streaming off.",
         )
     idx = set_genes(recipe, hvg)
-    sums, _ = run_pass(matrix, partial(_lognorm_block, recipe=recipe, keep=keep, idx=idx), desc="gene means", **passes)
+    if recipe.pearson:
+        recipe.gene_sums = gene["sum"][idx]
+        block = partial(_residual_block, keep=keep, cand=idx, gene_sums=recipe.gene_sums, recipe=recipe)
+    else:
+        block = partial(_lognorm_block, recipe=recipe, keep=keep, idx=idx)
+    sums, _ = run_pass(matrix, block, desc="gene means", **passes)
     set_scale(recipe, sums, n)
     if recipe.clip is not None:
         sums, _ = run_pass(matrix, partial(_offset_block, recipe=recipe, keep=keep, idx=idx), desc="clip", **passes)
@@ -402,16 +467,18 @@ def preprocess(
 
     ``scale``: store the trained matrix itself in ``X`` (dense); ``False``
     stores the log-normalised values of the genes used (CSR, about a fifth of
-    the size), from which :func:`trained_rows` scales each block of rows on
-    the fly, as the preprocessed file does.
+    the size), or their counts for Pearson residuals, from which
+    :func:`trained_rows` scales each block of rows on the fly, as the
+    preprocessed file does.
 
     Returns
     -------
     pre
         Cells kept by QC x genes used: ``X`` is the centred, scaled float32
         matrix the autoencoder trains on (``scale``) or the log-normalised
-        values it is scaled from (``uns['rlae_preprocess']['X']`` says which);
-        ``raw`` holds the log-normalised values of all input genes; ``obs`` the
+        values (counts) it is computed from (``uns['rlae_preprocess']['X']``
+        says which); ``raw`` holds the log-normalised values of all input
+        genes (their counts for Pearson residuals); ``obs`` the
         QC metrics; ``var`` the per-gene ``mean`` and ``std``;
         ``uns['rlae_preprocess']`` the counts.
     recipe
@@ -419,7 +486,7 @@ def preprocess(
     """
     X = sp.csr_matrix(adata.X)
     recipe, qc = fit_recipe(InMemory(X), adata.var_names, input_kind=input_kind, source=source, **params)
-    pre, keep = preprocessed_adata(recipe, adata.obs, qc, stored=SCALED if scale else LOG_NORMALIZED)
+    pre, keep = preprocessed_adata(recipe, adata.obs, qc, stored=SCALED if scale else recipe.stored)
     L = recipe._normalize(X[keep])
     idx = recipe.gene_index(recipe.input_genes)
     pre.X = recipe._scale(L, idx) if scale else L[:, idx]
@@ -437,7 +504,7 @@ def preprocessed_adata(
     ``mean`` and ``std``, ``uns['rlae_recipe']`` the recipe as JSON (replayed by
     the stages after and by :meth:`Recipe.from_dict`), ``uns['rlae_preprocess']``
     the recipe's counts and, under ``"X"``, what ``X`` will hold: ``stored``
-    (:data:`SCALED` or :data:`LOG_NORMALIZED`).
+    (:data:`SCALED`, :data:`LOG_NORMALIZED` or :data:`COUNTS`).
     """
     keep = qc["qc_pass"].to_numpy()
     qc = qc.drop(columns="qc_pass").set_axis(obs.index)
@@ -481,6 +548,13 @@ def _clipped_block(block, start: int, *, keep: np.ndarray, cand: np.ndarray, cli
         "sum": np.bincount(X.indices, weights=data, minlength=m),
         "sumsq": np.bincount(X.indices, weights=data**2, minlength=m),
     }, {}
+
+
+def _residual_block(block, start: int, *, keep: np.ndarray, cand: np.ndarray, gene_sums: np.ndarray, recipe: Recipe):
+    """Passes 2 and 3 with Pearson residuals: sums and sums of squares of the residuals of genes ``cand``
+    (their count totals ``gene_sums``; cell totals over them) over cells passing QC."""
+    X = _kept_rows(block, start, keep)[:, cand]
+    return residual_sums(X, gene_sums=gene_sums, theta=recipe.theta, clip=recipe.residual_clip), {}
 
 
 def _kept_rows(block, start: int, keep: np.ndarray) -> sp.csr_matrix:
@@ -528,12 +602,14 @@ def lognorm_rows_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, i
 
 SCALED = "scaled"  # X holds the trained matrix
 LOG_NORMALIZED = "log_normalized"  # X holds log-normalised values of the genes used; the recipe scales them
+COUNTS = "counts"  # X holds counts of the genes used; the recipe computes their Pearson residuals and centres them
 
 
 @dataclass(frozen=True)
 class ScaledRows:
     """Rows of the trained matrix (float32, cells x genes used), scaled block by block by ``recipe``
-    (centring, scaling, clipping) from ``rows`` of log-normalised values of the recipe's genes,
+    (centring, scaling, clipping) from ``rows`` of log-normalised values of the recipe's genes (or their
+    Pearson residuals, computed in float64, from rows of counts),
     computed in float32 (about six times faster than in float64 at 2,000 genes; the values differ from
     float64's rounded to float32 by about 1e-7 relative).
 
@@ -558,8 +634,8 @@ class ScaledRows:
 
 def trained_rows(pre: ad.AnnData) -> InMemory | H5adMatrix | ScaledRows:
     """The rows of the matrix the autoencoder trains on, for passes over a preprocessed AnnData (in memory
-    or backed): ``X`` itself, or ``X`` scaled on the fly when it holds log-normalised values."""
+    or backed): ``X`` itself, or ``X`` scaled on the fly when it holds log-normalised values or counts."""
     rows = matrix_of(pre)
-    if pre.uns["rlae_preprocess"].get("X") == LOG_NORMALIZED:
+    if pre.uns["rlae_preprocess"].get("X") in (LOG_NORMALIZED, COUNTS):
         return ScaledRows(rows, Recipe.from_dict(json.loads(pre.uns["rlae_recipe"])))
     return rows

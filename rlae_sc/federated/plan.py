@@ -236,11 +236,18 @@ class Plan:
 def new_plan(params: dict, train: dict) -> Plan:
     """A plan for counts input with seurat_v3 selection: ``params`` and ``train`` hold fields of
     :class:`rlae_sc.params.PreprocessParams` and :class:`rlae_sc.params.TrainParams` (checked)."""
-    if PreprocessParams.of(params, source="federation").hvg_flavor != PreprocessParams.hvg_flavor:
+    steps = PreprocessParams.of(params, source="federation")
+    if steps.hvg_flavor != PreprocessParams.hvg_flavor:
         raise InputError(
             "federation",
             f"hvg_flavor {params['hvg_flavor']!r} is not supported in a federated fit",
             f"Leave hvg_flavor unset ({PreprocessParams.hvg_flavor}, on counts).",
+        )
+    if steps.normalization != PreprocessParams.normalization:
+        raise InputError(
+            "federation",
+            f"normalization {steps.normalization!r} is not supported in a federated fit",
+            f"Leave normalization unset ({PreprocessParams.normalization}).",
         )
     if TrainParams.of(train, source="federation").batch_size:
         raise InputError("federation", "mini-batch training needs the cells, not their sums", "Unset batch_size.")
