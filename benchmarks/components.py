@@ -6,12 +6,18 @@ each labelled cell's 15 nearest cells, Euclidean in the embedding, that carry it
 each embedding; the noise floor beside the Marchenko-Pastur edge and the elbow rule's k on the exact spectrum.
 Writes benchmarks/components.json; benchmarks/components.md holds the numbers.
 
-    .venv/bin/python benchmarks/components.py
+``--stability``: on garnett (k = 50), the fast direction stability (:func:`rlae_sc.stability.direction_stability`)
+against a plain Poisson bootstrap of the full eigenproblem (``N_FULL`` resamples, exact top-50 eigenvectors of each
+resampled C), with the reference's own split-half agreement (how far its ranks can be trusted), and the time of
+the stability computation against one scatter pass over the same rows. Writes benchmarks/stability.json.
+
+    .venv/bin/python benchmarks/components.py [--stability]
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -19,11 +25,14 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import scipy.linalg
+from scipy.stats import spearmanr
 from sklearn.neighbors import NearestNeighbors
 
 from rlae_sc.model import fit
 from rlae_sc.noise_floor import elbow
+from rlae_sc.passes import scatter_matrix
 from rlae_sc.preprocess import preprocess, trained_rows
+from rlae_sc.stability import direction_stability
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = {  # file -> (label column, unlabelled values, preprocess overrides)
@@ -67,9 +76,9 @@ def main() -> None:
             if k == "auto":
                 rounds = model.params["noise_floor_rounds"]
                 row |= {
-                    "k_plain": rounds[0]["k"],
+                    "k_plain": rounds["k"][0],
                     "noise_floor": model.lam,
-                    "noise_floor_plain": rounds[0]["noise_floor"],
+                    "noise_floor_plain": rounds["noise_floor"][0],
                     "noise_floor_spread": model.params["noise_floor_spread"],
                     "mp_edge": model.params["mp_edge"],
                 }
@@ -84,5 +93,66 @@ def main() -> None:
     print(f"wrote {out}")
 
 
+N_FULL = 50  # Poisson resamples of the full eigenproblem (the issue's reference)
+
+
+def full_bootstrap(X: np.ndarray, U: np.ndarray, seed: int = 1) -> np.ndarray:
+    """|cos(u_i, u_i^b)| (N_FULL x k) for Poisson resamples of the cells of centred ``X`` (n x m), exact eigh."""
+    rng = np.random.default_rng(seed)
+    m, k = U.shape
+    out = np.zeros((N_FULL, k))
+    for b in range(N_FULL):
+        w = rng.poisson(1.0, size=len(X)).astype(np.float64)
+        Y = (X - (w @ X) / w.sum()) * np.sqrt(w)[:, None]
+        Ub = scipy.linalg.eigh(Y.T @ Y, subset_by_index=[m - k, m - 1])[1][:, ::-1]
+        out[b] = np.abs(np.sum(Ub * U, axis=0))
+    return out
+
+
+def stability_check() -> None:
+    pre, _ = preprocess(ad.read_h5ad(DATA / "garnett_pbmc800.h5ad"))
+    rows = trained_rows(pre)
+    model = fit(pre, n_components=50, trace_metrics=False, device="cpu")
+    t0 = time.perf_counter()
+    scatter_matrix(rows, precision="float32", device="cpu")
+    scatter_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = model.scores(rows, device="cpu")
+    scores_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fast = direction_stability(model, rows, scores)
+    stability_seconds = time.perf_counter() - t0
+    X = np.asarray(rows.read(0, pre.n_obs), dtype=np.float64)
+    X -= X.mean(0)
+    t0 = time.perf_counter()
+    cos = full_bootstrap(X, model.directions.astype(np.float64))
+    full_seconds = time.perf_counter() - t0
+    full = cos.mean(axis=0)
+    halves = spearmanr(cos[::2].mean(0), cos[1::2].mean(0))[0]  # two independent 25-resample references
+    above = int(np.sum(model.eigenvalues > fit(pre, n_components="auto", trace_metrics=False, device="cpu").lam))
+    row = {
+        "dataset": "garnett_pbmc800",
+        "k": model.n_components,
+        "n_full": N_FULL,
+        "spearman_all": float(spearmanr(fast, full)[0]),
+        "reference_split_half_spearman": float(halves),
+        "k_above_floor": above,
+        "spearman_above_floor": float(spearmanr(fast[:above], full[:above])[0]) if above > 2 else None,
+        "max_abs_diff": float(np.max(np.abs(fast - full))),
+        "max_abs_diff_above_floor": float(np.max(np.abs(fast - full)[:above])),
+        "fast": fast.tolist(),
+        "full": full.tolist(),
+        "full_se": (cos.std(axis=0, ddof=1) / np.sqrt(N_FULL)).tolist(),
+        "scatter_pass_seconds": scatter_seconds,
+        "scores_pass_seconds": scores_seconds,
+        "stability_seconds": stability_seconds,
+        "full_bootstrap_seconds": full_seconds,
+    }
+    print(json.dumps({key: val for key, val in row.items() if not isinstance(val, list)}))
+    out = Path(__file__).with_name("stability.json")
+    out.write_text(json.dumps(row, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
 if __name__ == "__main__":
-    main()
+    stability_check() if "--stability" in sys.argv[1:] else main()

@@ -12,6 +12,7 @@ from rlae_sc.lae import theory
 from rlae_sc.model import RLAEModel
 from rlae_sc.params import TrainParams
 from rlae_sc.preprocess import trained_rows
+from rlae_sc.stability import direction_stability, not_identifiable
 
 NOISE_FLOOR_KEYS = ("noise_floor", "noise_floor_spread", "mp_edge")  # with n_components auto (rlae_sc.noise_floor)
 QC_COUNTS = (
@@ -74,8 +75,11 @@ def directions_adata(
     when ``pre`` has no raw, as after streaming preprocessing), ``obsm['X_rlae']`` the scores (n x k),
     ``varm['rlae_directions']`` the directions (all input genes x k, zero rows
     for genes not used), ``var['rlae_used']`` marks used genes, and
-    ``uns['rlae']`` the eigenvalues, variance ratios, lambda, parameters and
-    the comparison with exact PCA. ``device``: where the passes' products run (``"auto"``: CUDA when
+    ``uns['rlae']`` the eigenvalues, variance ratios, lambda, parameters,
+    the comparison with exact PCA and each direction's ``stability``
+    (:func:`rlae_sc.stability.direction_stability`; the metrics list the
+    components below :data:`rlae_sc.stability.IDENTIFIABLE` as
+    ``not_identifiable``). ``device``: where the passes' products run (``"auto"``: CUDA when
     available; see :func:`rlae_sc.passes.torch_device`).
     """
     matrix = trained_rows(pre)
@@ -93,7 +97,8 @@ def directions_adata(
     out.var.iloc[rows, out.var.columns.get_loc("rlae_used")] = True
     out.varm[DIRECTIONS_KEY] = loadings
     out.obsm[EMBEDDING_KEY] = model.scores(matrix, client=client, device=device)
-    out.uns[UNS_KEY] = summary(model, reference)
+    stable = direction_stability(model, matrix, out.obsm[EMBEDDING_KEY], client=client)
+    out.uns[UNS_KEY] = summary(model, reference, stable)
     qc = pre.uns.get("rlae_preprocess", {})
     metrics = {
         **{key: int(qc[key]) for key in QC_COUNTS if key in qc},
@@ -107,14 +112,16 @@ def directions_adata(
         "exact_pca_seconds": reference["pca_seconds"],
         "n_iter": model.params["n_iter"],
         "converged": model.params["converged"],
+        "not_identifiable": not_identifiable(stable),
         **metrics,
     }
     return out, metrics
 
 
-def summary(model: RLAEModel, reference: dict) -> dict:
+def summary(model: RLAEModel, reference: dict, stability: np.ndarray) -> dict:
     """What ``uns['rlae']`` holds: the model's ``eigenvalues``, ``variance`` and ``variance_ratio`` (k,),
-    ``singular_values`` (k,), ``lambda``, training ``params`` and ``trace``, and ``reference_pca``: exact PCA's
+    ``singular_values`` (k,), ``lambda``, training ``params`` and ``trace``, each direction's ``stability`` (k,;
+    expected |cos| under resampling of cells, :mod:`rlae_sc.stability`), and ``reference_pca``: exact PCA's
     ``eigenvalues``, ``variance_ratio``, per-component ``alignment`` and ``eigengaps`` (k,) from ``reference``
     (the second value of :func:`compare_with_pca`)."""
     return {
@@ -123,6 +130,7 @@ def summary(model: RLAEModel, reference: dict) -> dict:
         "variance_ratio": model.variance_ratio,
         "singular_values": model.singular_values,
         "lambda": model.lam,
+        "stability": np.asarray(stability, dtype=np.float64),
         "params": dict(model.params),
         "reference_pca": {
             "eigenvalues": reference["eigenvalues"],

@@ -286,21 +286,7 @@ def fit_scatter(
     noise: dict = {}
     try:
         if auto:
-            result, floor, rounds = fit_above_floor(
-                C,
-                rows,
-                n_permutations=p.n_permutations,
-                quantile=p.noise_quantile,
-                seed=p.seed,
-                precision=p.scatter_precision,
-                client=client,
-                device=p.device,
-                oversample=p.oversample,
-                max_iter=p.max_iter,
-                tol=p.tol,
-                check_every=p.trace_every,
-                trace_metrics=p.trace_metrics,
-            )
+            result, floor, rounds = fit_above_floor(C, rows, params=p, client=client)
             noise = {**floor.to_dict(), "noise_floor_rounds": rounds}
         elif p.solver == SOLVER:
             result = fit_tied_exact(

@@ -125,11 +125,11 @@ def parallel_analysis(
     sum_squares: np.ndarray,
     n_permutations: int = TrainParams.n_permutations,
     quantile: float = TrainParams.noise_quantile,
-    seed: int = 0,
-    precision: str = "float32",
+    seed: int = TrainParams.seed,
+    precision: str = TrainParams.scatter_precision,
     chunk_size: int = CHUNK_SIZE,
     client=None,
-    device: str = "auto",
+    device: str = TrainParams.device,
 ) -> NoiseFloor:
     """Horn's parallel analysis: the top eigenvalue of ``C`` after permuting each gene's values across cells.
 
@@ -235,21 +235,7 @@ MAX_ROUNDS = 2  # parallel analyses: the plain one, then one with the components
 
 
 def fit_above_floor(
-    C: torch.Tensor,
-    X,
-    *,
-    n_permutations: int = TrainParams.n_permutations,
-    quantile: float = TrainParams.noise_quantile,
-    seed: int = 0,
-    precision: str = "float32",
-    chunk_size: int = CHUNK_SIZE,
-    client=None,
-    device: str = "auto",
-    oversample: int = 40,
-    max_iter: int = 1000,
-    tol: float = 1e-8,
-    check_every: int = 10,
-    trace_metrics: bool = False,
+    C: torch.Tensor, X, *, params: TrainParams = TrainParams(), chunk_size: int = CHUNK_SIZE, client=None
 ) -> tuple[LAEFit, NoiseFloor, list[dict]]:
     """Train with lambda at the noise floor and keep the units that survive: k is chosen by the data.
 
@@ -276,12 +262,14 @@ def fit_above_floor(
         Centred scatter matrix of ``X`` (m x m), float64 torch tensor on any device, a sum over cells.
     X
         The matrix itself (n x m; an array or rows to read), for the permutation passes.
-    n_permutations, quantile, seed, precision, chunk_size, client, device
-        As :func:`parallel_analysis` (``seed`` also seeds training).
-    oversample, max_iter, tol, check_every
-        As :func:`rlae_sc.lae.solvers.fit_tied_exact`.
-    trace_metrics
-        Trace the THEORY.md metrics of the trained units against exact PCA.
+    params
+        Training parameters: ``n_permutations``, ``noise_quantile``, ``seed``, ``scatter_precision`` and
+        ``device`` as :func:`parallel_analysis` takes them (``seed`` also seeds training); ``oversample``,
+        ``max_iter``, ``tol`` and ``trace_every`` (its ``check_every``) as
+        :func:`rlae_sc.lae.solvers.fit_tied_exact`; ``trace_metrics`` traces the THEORY.md metrics of the
+        trained units against exact PCA. The others are not used.
+    chunk_size, client
+        As :func:`parallel_analysis`.
 
     Returns
     -------
@@ -291,30 +279,32 @@ def fit_above_floor(
     floor
         The last noise-floor estimate (the lambda).
     rounds
-        One dict per analysis: ``deflated`` (directions projected out), ``noise_floor``, ``k``.
+        One list per quantity, an entry per analysis: ``deflated`` (directions projected out), ``noise_floor``,
+        ``k`` (lists, so that AnnData can store them in ``uns``).
     A ``ValueError`` when no eigenvalue is above the floor.
     """
     t0 = time.perf_counter()
     m = C.shape[0]
     C_np = C.cpu().numpy()
-    passes = {"n_permutations": n_permutations, "quantile": quantile, "seed": seed, "precision": precision}
-    passes |= {"chunk_size": chunk_size, "client": client, "device": device}
+    p = params
+    passes = {"n_permutations": p.n_permutations, "quantile": p.noise_quantile, "seed": p.seed}
+    passes |= {"precision": p.scatter_precision, "chunk_size": chunk_size, "client": client, "device": p.device}
     rows = X if hasattr(X, "read") else InMemory(X)
     probe, trained = min(PROBE_UNITS, m - 1), None
     rounds: list[dict] = []
     deflate, sum_squares = 0, np.diag(C_np).copy()
     while True:
         if trained is None:
-            recorder = TraceRecorder(C, probe) if trace_metrics else None
+            recorder = TraceRecorder(C, probe) if p.trace_metrics else None
             trained = fit_tied_exact(
-                C, probe, oversample=oversample, max_iter=max_iter, tol=tol, check_every=check_every, seed=seed,
-                recorder=recorder,
+                C, probe, oversample=p.oversample, max_iter=p.max_iter, tol=p.tol, check_every=p.trace_every,
+                seed=p.seed, recorder=recorder,
             )  # fmt: skip
             Q = np.linalg.qr(trained.encoder.T)[0]
             r, V = np.linalg.eigh(Q.T @ C_np @ Q)
             r, U = r[::-1], Q @ V[:, ::-1]
         if not rounds or rounds[-1]["deflated"] != deflate:
-            source = rows if deflate == 0 else DeflatedRows(rows, U[:, :deflate].astype(precision))
+            source = rows if deflate == 0 else DeflatedRows(rows, U[:, :deflate].astype(p.scatter_precision))
             floor = parallel_analysis(source, sum_squares=sum_squares, **passes)
             rounds.append({"deflated": deflate, "noise_floor": floor.value, "k": 0})
         k = int(np.sum(r > floor.value))
@@ -348,4 +338,4 @@ def fit_above_floor(
         seconds=time.perf_counter() - t0 - trained.diagnostics.get("trace_seconds", 0.0),
         diagnostics={**trained.diagnostics, "n_probe_units": probe, "probe_lambda": trained.lam},
     )
-    return fit, floor, rounds
+    return fit, floor, {key: [r[key] for r in rounds] for key in ("deflated", "noise_floor", "k")}

@@ -4,6 +4,6 @@ They read ``uns['rlae']`` as :func:`rlae_sc.tl.rlae` writes it (``key=`` for ano
 embedding itself use scanpy's: ``sc.pl.embedding(adata, basis="rlae")``, or ``sc.pl.umap``.
 """
 
-from rlae_sc.plots import alignment, eigengaps, mode_strengths, shrinkage, training, variance_ratio
+from rlae_sc.plots import alignment, eigengaps, mode_strengths, shrinkage, stability, training, variance_ratio
 
-__all__ = ["alignment", "eigengaps", "mode_strengths", "shrinkage", "training", "variance_ratio"]
+__all__ = ["alignment", "eigengaps", "mode_strengths", "shrinkage", "stability", "training", "variance_ratio"]

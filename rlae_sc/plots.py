@@ -90,13 +90,46 @@ def variance_ratio(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = N
     u = _uns(adata, key)
     ax = new_axes(ax, (6, 3.4))
     i = np.arange(1, len(u["variance_ratio"]) + 1)
+    total = u["reference_pca"]["eigenvalues"][0] / u["reference_pca"]["variance_ratio"][0]  # tr(C)
     ax.plot(i, u["reference_pca"]["variance_ratio"], "o", ms=7, mfc="none", color="0.3", label="exact PCA (eigh)")
     ax.plot(i, u["variance_ratio"], ".", ms=5, color="C3", label="LAE: lam / (1 - s_i^2) / tr(C)")
+    floor = u["params"].get("noise_floor")
+    if floor is not None:  # n_components auto: lambda is the floor
+        spread = u["params"]["noise_floor_spread"]
+        ax.axhspan((floor - spread) / total, (floor + spread) / total, color="C0", alpha=0.15, lw=0)
+        ax.axhline(floor / total, color="C0", ls="--", lw=1, label="noise floor (parallel analysis) +- spread")
+    else:
+        ax.axhline(u["lambda"] / total, color="0.5", ls=":", lw=1, label="lambda / tr(C)")
     ax.set_yscale("log")
     ax.set_xlabel("component i")
     ax.set_ylabel("fraction of total variance")
-    ax.set_title("Variance ratio per component")
+    ax.set_title(f"Variance ratio per component (k = {len(i)}, {u['params'].get('lambda_rule', 'lambda')})")
     ax.legend(frameon=False)
+    return ax
+
+
+@styled
+def stability(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = None) -> Axes:
+    """Per kept unit: its shrinkage ``1 - lambda / e_i`` (the decoder's ``s_i^2``) and its direction's stability
+    (expected |cos| under resampling of cells), the components below
+    :data:`rlae_sc.stability.IDENTIFIABLE` marked as not identifiable.
+
+    Parameters and the return value are those of :func:`rlae_sc.pl.variance_ratio`.
+    """
+    from rlae_sc.stability import IDENTIFIABLE
+
+    u = _uns(adata, key)
+    ax = new_axes(ax, (6, 2.6))
+    i = np.arange(1, len(u["eigenvalues"]) + 1)
+    ax.bar(i, 1 - u["lambda"] / u["eigenvalues"], color="C3", alpha=0.35, label="shrinkage 1 - lambda / e_i")
+    if "stability" in u:
+        low = u["stability"] < IDENTIFIABLE
+        ax.plot(i[~low], u["stability"][~low], "o", ms=4, color="C0", label="stability (expected |cos|)")
+        ax.plot(i[low], u["stability"][low], "x", ms=5, color="C1", label="not identifiable")
+        ax.axhline(IDENTIFIABLE, color="0.5", ls=":", lw=1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("component i")
+    ax.legend(frameon=False, fontsize=7, ncols=3, loc="lower left")
     return ax
 
 

@@ -33,6 +33,15 @@ def _alignment_figure(adata: ad.AnnData) -> Figure:
     return fig
 
 
+def _variance_figure(adata: ad.AnnData) -> Figure:
+    fig, axes = plots.offscreen_figure((6, 5.6), 2, 1, sharex=True, height_ratios=[3, 2])
+    plots.variance_ratio(adata, ax=axes[0, 0])
+    axes[0, 0].set_xlabel("")
+    plots.stability(adata, ax=axes[1, 0])
+    fig.tight_layout()
+    return fig
+
+
 def _row(draw, keys: list[str], panel: tuple[float, float], title: str) -> Figure:
     """A row of panels of ``panel`` inches, ``draw(ax, key)`` for each of ``keys``, under ``title``."""
     fig, axes = plots.offscreen_figure((panel[0] * len(keys), panel[1]), 1, len(keys))
@@ -71,10 +80,14 @@ def _top_genes_figure(adata: ad.AnnData, *, n_directions: int = 6, ncol: int = 3
 # predicts). workflow/report/<name>.rst repeats each caption for `snakemake --report` (a test keeps them equal).
 FIGURES = {
     "variance_ratio": (
-        lambda a, key: _single(lambda ax: plots.variance_ratio(a, ax=ax), (6, 3.4)),
-        "Fraction of the total variance carried by each component: LAE values come from the decoder's singular "
+        lambda a, key: _variance_figure(a),
+        "Top: fraction of the total variance carried by each component: LAE values come from the decoder's singular "
         "values alone (e_i = lambda / (1 - s_i^2)); open circles are exact PCA of the same matrix. "
-        "Theory: at the optimum of the sum-regularized loss the two coincide.",
+        "Theory: at the optimum of the sum-regularized loss the two coincide. With n_components auto, the dashed "
+        "line is the noise floor (parallel analysis, band: its spread), lambda is set there and k counts the units "
+        "above it. Bottom: each kept unit's shrinkage 1 - lambda / e_i, and its direction's stability (expected "
+        "|cos| under resampling of cells); crosses below the dotted line (0.9) mark directions that are not "
+        "identifiable one by one.",
     ),
     "alignment": (
         lambda a, key: _alignment_figure(a),
@@ -143,7 +156,12 @@ METRIC_ROWS = [
     ("n_genes", "genes used"),
     ("k", "latent units k"),
     ("lambda", "lambda (units of C = X^T X, sum over cells)"),
+    ("lambda_rule", "how lambda was set"),
+    ("noise_floor", "noise floor (parallel analysis, units of C)"),
+    ("noise_floor_spread", "noise floor's spread (sd over permutations)"),
+    ("mp_edge", "Marchenko-Pastur edge (units of C)"),
     ("lambda_over_e_k", "lambda / e_k"),
+    ("not_identifiable", "components not identifiable (stability < 0.9)"),
     ("fit_seconds", "fit time, s (scatter pass + training)"),
     ("exact_pca_seconds", "exact PCA time, s (eigh of the training C, reference)"),
     ("n_iter", "training iterations"),
@@ -165,6 +183,8 @@ def _fmt(value, key: str = "") -> str:
         return f"1 - {1 - value:.1e}"
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, list):
+        return html.escape(", ".join(map(str, value)) or "none")
     return html.escape(str(value))
 
 

@@ -14,6 +14,9 @@ subspace and ``e_out`` the largest eigenvalue outside.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
+
+from rlae_sc.chunks import run_pass
 
 N_BOOTSTRAP = 50  # Poisson resamples of the cells
 IDENTIFIABLE = 0.9  # a direction whose expected |cos| is below this is flagged as not identifiable
@@ -56,3 +59,32 @@ def stability(
         leak = (Z**2 * np.asarray(residual_sq, dtype=np.float64)[:, None]).sum(axis=0)
         cos /= np.sqrt(1 + leak / (np.asarray(eigenvalues) - outside_eigenvalue) ** 2)
     return cos
+
+
+def direction_stability(model, matrix, scores: np.ndarray, *, client=None) -> np.ndarray:
+    """:func:`stability` (k,) of ``model``'s directions (an :class:`~rlae_sc.model.RLAEModel`), leakage included.
+
+    ``matrix`` holds the rows the model was trained on (n x m; e.g.
+    :func:`rlae_sc.preprocess.trained_rows`), ``scores`` their scores ``X P``
+    (n x k). One pass over ``matrix`` (on Dask with ``client``) gives each
+    cell's squared norm (n m flops, against n m^2 for the scatter pass);
+    ``e_(k+1)`` is the model's exact reference (``model.reference``).
+    """
+    Z = np.asarray(scores, dtype=np.float64)
+    _, rows = run_pass(matrix, _squared_norms_block, client=client, desc="stability")
+    residual_sq = np.maximum(rows["sq"] - np.square(Z).sum(axis=1), 0.0)
+    k, e = model.n_components, model.reference["eigenvalues"]
+    outside = float(e[k]) if len(e) > k else 0.0  # every direction trained: nothing outside the subspace
+    return stability(Z, residual_sq=residual_sq, eigenvalues=model.eigenvalues, outside_eigenvalue=outside)
+
+
+def not_identifiable(scores: np.ndarray) -> list[int]:
+    """The components (1-based) whose stability ``scores`` (k,) is below :data:`IDENTIFIABLE`."""
+    return [int(i) + 1 for i in np.flatnonzero(np.asarray(scores) < IDENTIFIABLE)]
+
+
+def _squared_norms_block(block, start: int):
+    """Each row's squared norm (float64) of a block of the trained matrix."""
+    if sp.issparse(block):
+        return {}, {"sq": np.asarray(block.multiply(block).sum(axis=1), dtype=np.float64).ravel()}
+    return {}, {"sq": np.square(np.asarray(block, dtype=np.float64)).sum(axis=1)}

@@ -13,6 +13,7 @@ from rlae_sc.keys import DIRECTIONS_KEY, EMBEDDING_KEY, UNS_KEY
 from rlae_sc.model import RLAEModel, fit
 from rlae_sc.params import TrainParams
 from rlae_sc.preprocess import trained_rows
+from rlae_sc.stability import direction_stability
 
 PASS_OPTIONS = ("client", "device")  # fit's keywords that also choose where the embedding and the PCA check run
 
@@ -60,8 +61,9 @@ def rlae(
             The principal directions P (m x k, float32): the decoder's left singular vectors.
         ``uns['rlae']``
             ``eigenvalues``, ``variance`` (eigenvalues / (n - 1)), ``variance_ratio``, ``singular_values``
-            and ``lambda`` (units of ``C = X^T X``, a sum over cells); ``metrics`` and ``reference_pca``, the
-            checks against exact PCA (``min_abs_cos_top10``, ``subspace_distance``, per-component
+            and ``lambda`` (units of ``C = X^T X``, a sum over cells); ``stability``, each direction's expected
+            |cos| under resampling of cells (:func:`rlae_sc.stability.direction_stability`); ``metrics`` and
+            ``reference_pca``, the checks against exact PCA (``min_abs_cos_top10``, ``subspace_distance``, per-component
             ``alignment``, ...); ``params``, the call's and the training's parameters; ``trace``, the training
             history; and the model itself (``encoder``, ``decoder``, ``total_scatter``, ``n_cells``), read back
             by :func:`rlae_sc.get.model`.
@@ -86,10 +88,11 @@ def rlae(
         (EMBEDDING_KEY, DIRECTIONS_KEY, UNS_KEY) if key_added is None else (key_added, key_added, key_added)
     )
     adata.obsm[obsm_key] = model.scores(matrix, **passes)
+    stable = direction_stability(model, matrix, adata.obsm[obsm_key], client=passes.get("client"))
     adata.varm[varm_key] = model.directions.astype(np.float32)
     called = {name: value for name, value in params.items() if name != "client" and value is not None}
     adata.uns[uns_key] = {
-        **summary(model, reference),
+        **summary(model, reference, stable),
         "metrics": metrics,
         "params": {**model.params, **called, "n_components": model.n_components},
         "encoder": model.encoder,

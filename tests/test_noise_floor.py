@@ -6,6 +6,9 @@ import torch
 
 from rlae_sc.chunks import InMemory
 from rlae_sc.noise_floor import PermutedRows, elbow, fit_above_floor, mp_edge, parallel_analysis, top_eigenvalue
+from rlae_sc.params import TrainParams
+
+CPU = TrainParams(device="cpu", trace_metrics=False)
 
 
 def planted(n: int, m: int, rank: int, noise: float, seed: int) -> tuple[np.ndarray, float]:
@@ -28,13 +31,13 @@ def test_auto_k_recovers_planted_rank(rank, noise):
     C = X.T @ X
     e = np.linalg.eigvalsh(C)[::-1]
     assert e[rank - 1] >= 1.5 * edge  # the setting: the signal clears the noise edge by 50% or more
-    fit, floor, rounds = fit_above_floor(torch.from_numpy(C), X, chunk_size=200, device="cpu")
+    fit, floor, rounds = fit_above_floor(torch.from_numpy(C), X, params=CPU, chunk_size=200)
     assert fit.encoder.shape == (rank, 200)
     assert e[rank] < floor.value < e[rank - 1]
     # the model is the sum-loss optimum at lambda = floor: s_i = sqrt(1 - floor / e_i) on the top eigenvectors
     s = np.linalg.svd(fit.decoder, compute_uv=False)
     np.testing.assert_allclose(s, np.sqrt(1 - floor.value / e[:rank]), atol=1e-6)
-    assert rounds[0]["deflated"] == 0 and rounds[-1]["deflated"] == rank
+    assert rounds["deflated"][0] == 0 and rounds["k"][-1] == rank  # the plain round first; the last counts k
 
 
 def test_plain_analysis_is_shadowed_by_strong_signal_and_deflation_corrects_it():
@@ -42,7 +45,7 @@ def test_plain_analysis_is_shadowed_by_strong_signal_and_deflation_corrects_it()
     C = X.T @ X
     plain = parallel_analysis(X, sum_squares=np.diag(C), chunk_size=1000, device="cpu")
     assert plain.value > 1.3 * edge  # the signal inflates every gene's variance, and with it the null
-    _, floor, _ = fit_above_floor(torch.from_numpy(C), X, chunk_size=1000, device="cpu")
+    _, floor, _ = fit_above_floor(torch.from_numpy(C), X, params=CPU, chunk_size=1000)
     assert abs(floor.value / edge - 1) < 0.05
 
 
