@@ -29,7 +29,7 @@ from scipy.stats import spearmanr
 from sklearn.neighbors import NearestNeighbors
 
 from rlae_sc.model import fit
-from rlae_sc.noise_floor import elbow
+from rlae_sc.noise_floor import elbow, parallel_analysis
 from rlae_sc.passes import scatter_matrix
 from rlae_sc.preprocess import preprocess, trained_rows
 from rlae_sc.stability import direction_stability
@@ -114,7 +114,7 @@ def stability_check() -> None:
     rows = trained_rows(pre)
     model = fit(pre, n_components=50, trace_metrics=False, device="cpu")
     t0 = time.perf_counter()
-    scatter_matrix(rows, precision="float32", device="cpu")
+    C = scatter_matrix(rows, precision="float32", device="cpu")
     scatter_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     scores = model.scores(rows, device="cpu")
@@ -129,7 +129,8 @@ def stability_check() -> None:
     full_seconds = time.perf_counter() - t0
     full = cos.mean(axis=0)
     halves = spearmanr(cos[::2].mean(0), cos[1::2].mean(0))[0]  # two independent 25-resample references
-    above = int(np.sum(model.eigenvalues > fit(pre, n_components="auto", trace_metrics=False, device="cpu").lam))
+    floor = parallel_analysis(rows, sum_squares=np.diag(C), device="cpu").value  # the plain round's floor
+    above = int(np.sum(model.eigenvalues > floor))
     row = {
         "dataset": "garnett_pbmc800",
         "k": model.n_components,

@@ -103,7 +103,7 @@ def variance_ratio(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = N
     ax.set_yscale("log")
     ax.set_xlabel("component i")
     ax.set_ylabel("fraction of total variance")
-    ax.set_title(f"Variance ratio per component (k = {len(i)}, {u['params'].get('lambda_rule', 'lambda')})")
+    ax.set_title(f"Variance ratio per component (k = {len(i)}{', lambda at the noise floor' if floor else ''})")
     ax.legend(frameon=False)
     return ax
 

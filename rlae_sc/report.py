@@ -24,20 +24,12 @@ def _single(draw, figsize: tuple[float, float]):
     return fig
 
 
-def _alignment_figure(adata: ad.AnnData) -> Figure:
-    fig, axes = plots.offscreen_figure((6, 4.6), 2, 1, sharex=True, height_ratios=[3, 2])
-    plots.alignment(adata, ax=axes[0, 0])
+def _stacked(adata: ad.AnnData, top, bottom, height: float) -> Figure:
+    """Two per-component plots of ``adata`` (``top(adata, ax=)`` over ``bottom``) sharing the component axis."""
+    fig, axes = plots.offscreen_figure((6, height), 2, 1, sharex=True, height_ratios=[3, 2])
+    top(adata, ax=axes[0, 0])
     axes[0, 0].set_xlabel("")
-    plots.eigengaps(adata, ax=axes[1, 0])
-    fig.tight_layout()
-    return fig
-
-
-def _variance_figure(adata: ad.AnnData) -> Figure:
-    fig, axes = plots.offscreen_figure((6, 5.6), 2, 1, sharex=True, height_ratios=[3, 2])
-    plots.variance_ratio(adata, ax=axes[0, 0])
-    axes[0, 0].set_xlabel("")
-    plots.stability(adata, ax=axes[1, 0])
+    bottom(adata, ax=axes[1, 0])
     fig.tight_layout()
     return fig
 
@@ -80,7 +72,7 @@ def _top_genes_figure(adata: ad.AnnData, *, n_directions: int = 6, ncol: int = 3
 # predicts). workflow/report/<name>.rst repeats each caption for `snakemake --report` (a test keeps them equal).
 FIGURES = {
     "variance_ratio": (
-        lambda a, key: _variance_figure(a),
+        lambda a, key: _stacked(a, plots.variance_ratio, plots.stability, 5.6),
         "Top: fraction of the total variance carried by each component: LAE values come from the decoder's singular "
         "values alone (e_i = lambda / (1 - s_i^2)); open circles are exact PCA of the same matrix. "
         "Theory: at the optimum of the sum-regularized loss the two coincide. With n_components auto, the dashed "
@@ -90,7 +82,7 @@ FIGURES = {
         "identifiable one by one.",
     ),
     "alignment": (
-        lambda a, key: _alignment_figure(a),
+        lambda a, key: _stacked(a, plots.alignment, plots.eigengaps, 4.6),
         "Top: 1 - |cos| between each LAE direction (left singular vector of the decoder) and the matching exact "
         "principal direction; lower is better. Bottom: relative eigengap e_i / e_(i+1) - 1. Theory: a direction is "
         "identifiable only where its gap is clearly above zero; inside a near-degenerate cluster it may mix.",
