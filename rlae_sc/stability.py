@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from rlae_sc.chunks import run_pass
 
 N_BOOTSTRAP = 50  # Poisson resamples of the cells
+BLOCK = 8_192  # cells whose resampled scatter is accumulated at a time (~85 MB of products at k = 50)
 IDENTIFIABLE = 0.9  # a direction whose expected |cos| is below this is flagged as not identifiable
 
 
@@ -44,19 +45,30 @@ def stability(
     n_bootstrap, seed
         Poisson resamples and their seed.
     """
-    Z = np.asarray(scores, dtype=np.float64)
-    n, k = Z.shape
+    n, k = scores.shape
     rng = np.random.default_rng(seed)
+    upper = np.triu_indices(k)
+    weight = np.zeros(n_bootstrap)  # per resample: total weight, weighted score sums, weighted scatter's upper half
+    sums = np.zeros((n_bootstrap, k))
+    products = np.zeros((n_bootstrap, len(upper[0])))
+    leak = np.zeros(k)
+    for start in range(0, n, BLOCK):  # blocks of cells: memory does not grow with n; one product for all resamples
+        Z = np.asarray(scores[start : start + BLOCK], dtype=np.float64)
+        w = rng.poisson(1.0, size=(n_bootstrap, len(Z))).astype(np.float64)  # row b: resample b's weights
+        weight += w.sum(axis=1)
+        sums += w @ Z
+        products += w @ (Z[:, upper[0]] * Z[:, upper[1]])
+        if residual_sq is not None:
+            leak += np.asarray(residual_sq[start : start + BLOCK], dtype=np.float64) @ np.square(Z)
+    scatter = np.zeros((n_bootstrap, k, k))
+    scatter[:, upper[0], upper[1]] = products
+    scatter[:, upper[1], upper[0]] = products
     total = np.zeros(k)
-    for _ in range(n_bootstrap):
-        w = rng.poisson(1.0, size=n).astype(np.float64)
-        mean = (w @ Z) / w.sum()
-        Y = (Z - mean) * np.sqrt(w)[:, None]
-        V = np.linalg.eigh(Y.T @ Y)[1][:, ::-1]
+    for b in range(n_bootstrap):  # the resample's centred scatter within the subspace, and its eigenvectors
+        V = np.linalg.eigh(scatter[b] - np.outer(sums[b], sums[b]) / weight[b])[1][:, ::-1]
         total += np.abs(np.diag(V))
     cos = total / n_bootstrap
     if residual_sq is not None:
-        leak = (Z**2 * np.asarray(residual_sq, dtype=np.float64)[:, None]).sum(axis=0)
         cos /= np.sqrt(1 + leak / (np.asarray(eigenvalues) - outside_eigenvalue) ** 2)
     return cos
 
@@ -70,12 +82,15 @@ def direction_stability(model, matrix, scores: np.ndarray, *, client=None) -> np
     cell's squared norm (n m flops, against n m^2 for the scatter pass);
     ``e_(k+1)`` is the model's exact reference (``model.reference``).
     """
-    Z = np.asarray(scores, dtype=np.float64)
     _, rows = run_pass(matrix, _squared_norms_block, client=client, desc="stability")
-    residual_sq = np.maximum(rows["sq"] - np.square(Z).sum(axis=1), 0.0)
+    residual_sq = rows["sq"]
+    for start in range(0, len(scores), BLOCK):  # minus each cell's squared norm within the subspace
+        block = slice(start, start + BLOCK)
+        residual_sq[block] -= np.square(np.asarray(scores[block], dtype=np.float64)).sum(axis=1)
+    np.maximum(residual_sq, 0.0, out=residual_sq)
     k, e = model.n_components, model.reference["eigenvalues"]
     outside = float(e[k]) if len(e) > k else 0.0  # every direction trained: nothing outside the subspace
-    return stability(Z, residual_sq=residual_sq, eigenvalues=model.eigenvalues, outside_eigenvalue=outside)
+    return stability(scores, residual_sq=residual_sq, eigenvalues=model.eigenvalues, outside_eigenvalue=outside)
 
 
 def not_identifiable(scores: np.ndarray) -> list[int]:
