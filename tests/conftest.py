@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +52,18 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found: real-data tests need ../shared/data beside the checkout")
     return path
+
+
+@pytest.fixture(scope="session")
+def kang_run(tmp_path_factory):
+    """``rlae-sc run`` on kang_se_12261 (12,261 cells, label key ``cell_type``), once for the tests that read its
+    outputs (the end-to-end bars in tests/test_real_data.py, the pooled reference in tests/test_federated.py);
+    returns the output folder."""
+    from rlae_sc.pipeline import run
+
+    out = tmp_path_factory.mktemp("kang") / "pooled"
+    run(shared_file("kang_se_12261.h5ad"), out, label_key="cell_type")
+    return out
 
 
 def trained_matrix(pre: ad.AnnData) -> np.ndarray:
@@ -110,3 +124,35 @@ def rlae_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "rlae_sc", *map(str, args)], capture_output=True, text=True, check=check
     )
+
+
+def snakemake(*args, cwd=ROOT) -> subprocess.CompletedProcess:
+    """``snakemake -s Snakefile ARGS...`` in a fresh interpreter, with this interpreter's bin first on PATH (the
+    rules call ``rlae-sc``); output captured as text."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def workflow_dir(counts: ad.AnnData, wd: Path) -> Path:
+    """``wd`` made ready for the ``.test`` configuration: its ``config/`` and ``counts`` as ``data/tiny.h5ad``."""
+    shutil.copytree(ROOT / ".test" / "config", wd / "config")
+    (wd / "data").mkdir()
+    counts.write_h5ad(wd / "data" / "tiny.h5ad")
+    return wd
+
+
+@pytest.fixture(scope="session")
+def workflow_run(small_counts, tmp_path_factory):
+    """The ``.test`` configuration on ``small_counts``, run once, uninterrupted and locally (``--cores 2``), for
+    every test that only reads its outputs (tests/test_workflow.py, and the local reference of
+    tests/test_slurm.py). Returns ``(workdir, log)``, the log being Snakemake's output."""
+    wd = workflow_dir(small_counts, tmp_path_factory.mktemp("wf"))
+    res = snakemake("--cores", "2", "--directory", str(wd))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return wd, res.stdout + res.stderr

@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from rlae_sc.report import write_index
-from tests.conftest import rlae_cli
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
@@ -21,38 +18,10 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def results(small_counts_file, tmp_path_factory):
-    res = tmp_path_factory.mktemp("results")
-    rlae_cli(
-        "run",
-        str(small_counts_file),
-        "--out",
-        str(res / "small"),
-        "--label-key",
-        "cell_type",
-        "--n-components",
-        "8",
-        "--min-genes",
-        "50",
-        "--n-top-genes",
-        "200",
-    )
-    rlae_cli(
-        "map",
-        str(small_counts_file),
-        "--model",
-        str(res / "small" / "model.npz"),
-        "--reference",
-        str(res / "small" / "embedding.h5ad"),
-        "--out-dir",
-        str(res / "mapping" / "again"),
-        "--label-key",
-        "cell_type",
-        "--truth-key",
-        "cell_type",
-    )
-    write_index(res)
-    return res
+def results(workflow_run):
+    """The pages of the ``.test`` workflow's results (conftest's ``workflow_run``): the index, a dataset's report
+    and a query's mapping report, as ``make run`` writes them."""
+    return workflow_run[0] / "results"
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +56,7 @@ def shots(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("page", ["index.html", "small/report.html", "mapping/again/report.html"])
+@pytest.mark.parametrize("page", ["index.html", "tiny/report.html", "mapping/tiny_again/report.html"])
 @pytest.mark.parametrize("width", [1200, 380])
 def test_page_renders(results, browser, shots, page, width):
     browser.set_window_size(width, 900)

@@ -247,8 +247,9 @@ def test_secure_mode_needs_three_sites(sites, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def kang(tmp_path_factory):
-    """kang_se_12261 split by donor (8 sites) and run with --secure, and pooled `rlae-sc run` on the same cells."""
+def kang(kang_run, tmp_path_factory):
+    """kang_se_12261 split by donor (8 sites) and run with --secure; the pooled `rlae-sc run` on the same cells is
+    conftest's ``kang_run``. Returns (pooled output folder, federated output folder, site files)."""
     path = shared_file("kang_se_12261.h5ad")
     d = tmp_path_factory.mktemp("kang")
     cells = ad.read_h5ad(path)
@@ -257,15 +258,14 @@ def kang(tmp_path_factory):
         paths.append(d / "sites" / f"donor_{donor}.h5ad")
         paths[-1].parent.mkdir(exist_ok=True)
         cells[cells.obs["sample_id"].astype(str) == donor].copy().write_h5ad(paths[-1])
-    pipeline.run(path, d / "pooled", label_key="cell_type")
     federate(paths, d / "fed", secure=True, label_key="cell_type", timeout=600)
-    return d, paths
+    return kang_run, d / "fed", paths
 
 
 @pytest.mark.slow
 def test_kang_one_site_per_donor_secure_equals_pooled(kang):
-    d, _ = kang
-    pooled_model, model = load_model(d / "pooled" / "model.npz"), load_model(d / "fed" / "model.npz")
+    pooled, fed, _ = kang
+    pooled_model, model = load_model(pooled / "model.npz"), load_model(fed / "model.npz")
     assert model.recipe.genes == pooled_model.recipe.genes
     assert theory.alignment(model.directions, pooled_model.directions)[:10].min() >= 1 - 1e-6
     np.testing.assert_allclose(model.eigenvalues[:10], pooled_model.eigenvalues[:10], rtol=1e-5)
@@ -274,10 +274,10 @@ def test_kang_one_site_per_donor_secure_equals_pooled(kang):
 @pytest.mark.slow
 @pytest.mark.xfail(reason="each site runs Leiden on its own cells' graph, not the pooled one (README: Federated fit)")
 def test_kang_site_ari_within_001_of_pooled_ari_on_its_cells(kang):
-    d, paths = kang
-    pooled_emb = ad.read_h5ad(d / "pooled" / "embedding.h5ad")
+    pooled, fed, paths = kang
+    pooled_emb = ad.read_h5ad(pooled / "embedding.h5ad")
     for p in paths:
-        emb = ad.read_h5ad(d / "fed" / "sites" / p.stem / "embedding.h5ad")
+        emb = ad.read_h5ad(fed / "sites" / p.stem / "embedding.h5ad")
         ref = pooled_emb[emb.obs_names]
         pooled_ari = adjusted_rand_score(ref.obs["cell_type"].astype(str), ref.obs["leiden"].astype(str))
         site_ari = adjusted_rand_score(emb.obs["cell_type"].astype(str), emb.obs["leiden"].astype(str))

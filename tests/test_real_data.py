@@ -30,9 +30,8 @@ def test_garnett_pbmc800_meets_the_accuracy_bar(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["k"] == 50
 
 
-def test_kang_12k_cells_end_to_end(tmp_path):
-    run(shared_file("kang_se_12261.h5ad"), tmp_path, label_key="cell_type")
-    got = recompute(tmp_path, 50)
+def test_kang_12k_cells_end_to_end(kang_run):
+    got = recompute(kang_run, 50)
     assert got["ari"] >= 0.55
     assert got["min_abs_cos_top10"] >= 0.999
 

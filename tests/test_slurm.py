@@ -3,10 +3,10 @@
 The test brings up Debian's ``slurm-wlm`` (22.05) with munge on this machine: ``munged``, ``slurmctld -D`` and
 ``slurmd -D``, started as root without systemd, on 127.0.0.1, with no ``slurmdbd`` (so no ``sacct``: the
 executor plugin asks ``squeue``, and ``MinJobAge`` keeps finished jobs visible to it). It runs the ``.test``
-config through the profile, a local run of the same config beside it, and a run whose input is damaged; it
-checks that every rule ran as a SLURM job with the resources the rule requests, that the outputs equal the
-local run's, and that the failing rule is reported as failed by Snakemake and by SLURM. Then it gets Dask
-workers as SLURM jobs (``dask: slurm:2``, dask-jobqueue) and runs a pass on them.
+config through the profile and a run whose input is damaged, beside a local run of the same config; it checks
+that every rule ran as a SLURM job with the resources the rule requests, that the outputs equal the local run's,
+and that the failing rule is reported as failed by Snakemake and by SLURM. Then it gets Dask workers
+as SLURM jobs (``dask: slurm:2``, dask-jobqueue) and runs a pass on them.
 
 Needs root and the packages ``slurm-wlm`` and ``munge`` (``.ci/run`` installs them); skipped with the reason
 otherwise, unless ``RLAE_SC_REQUIRE_SLURM=1`` (set by ``.ci/run`` where it can install them), where a missing
@@ -35,6 +35,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from rlae_sc.chunks import H5adMatrix, dask_client
 from rlae_sc.passes import scatter_matrix
+from tests.conftest import workflow_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_CONF = Path("/etc/slurm/slurm.conf")  # srun inside a job reads it there: the job step drops SLURM_CONF
@@ -197,24 +198,20 @@ SLURM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, small_counts, tmp_path_factory):
-    """The .test config run through profiles/slurm and locally (at the same time), and a run whose input is
-    damaged through profiles/slurm; returns ``{name: (workdir, returncode, output)}``."""
-    dirs = {name: tmp_path_factory.mktemp(name) for name in ("slurm", "local", "broken")}
-    for wd in dirs.values():
-        shutil.copytree(ROOT / ".test" / "config", wd / "config")
-        (wd / "data").mkdir()
-        small_counts.write_h5ad(wd / "data" / "tiny.h5ad")
+def runs(cluster, small_counts, workflow_run, tmp_path_factory):
+    """The .test config run through profiles/slurm, and a run whose input is damaged through profiles/slurm (at
+    the same time), beside the local run of the same config (conftest's ``workflow_run``, shared with
+    tests/test_workflow.py); returns ``{name: (workdir, returncode, output)}``."""
+    dirs = {name: workflow_dir(small_counts, tmp_path_factory.mktemp(name)) for name in ("slurm", "broken")}
     cfg = yaml.safe_load((dirs["broken"] / "config" / "config.yaml").read_text())
     cfg["datasets"]["broken"] = {"path": "data/broken.h5ad"}
     (dirs["broken"] / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     (dirs["broken"] / "data" / "broken.h5ad").write_bytes((dirs["broken"] / "data" / "tiny.h5ad").read_bytes()[:5000])
     procs = {
         "slurm": snakemake(dirs["slurm"], *SLURM_ARGS),
-        "local": snakemake(dirs["local"], "--cores", "2"),
         "broken": snakemake(dirs["broken"], *SLURM_ARGS, "results/broken/preprocessed.h5ad"),
     }
-    results = {}
+    results = {"local": (workflow_run[0], 0, workflow_run[1])}
     for name, proc in procs.items():
         out, _ = proc.communicate(timeout=900)
         results[name] = (dirs[name], proc.returncode, out)
