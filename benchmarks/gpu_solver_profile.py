@@ -16,6 +16,7 @@ package.__path__ = [str(ROOT / "rlae_sc")]
 sys.modules["rlae_sc"] = package
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu as G  # noqa: E402
+
 from rlae_sc.lae import solvers as S  # noqa: E402
 
 
