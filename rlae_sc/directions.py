@@ -121,7 +121,7 @@ def directions_adata(
 def summary(model: RLAEModel, reference: dict, stability: np.ndarray) -> dict:
     """What ``uns['rlae']`` holds: the model's ``eigenvalues``, ``variance`` and ``variance_ratio`` (k,),
     ``singular_values`` (k,), ``lambda``, training ``params`` and ``trace``, each direction's ``stability`` (k,;
-    expected |cos| under resampling of cells, :mod:`rlae_sc.stability`), and ``reference_pca``: exact PCA's
+    expected ``|cos|`` under resampling of cells, :mod:`rlae_sc.stability`), and ``reference_pca``: exact PCA's
     ``eigenvalues``, ``variance_ratio``, per-component ``alignment`` and ``eigengaps`` (k,) from ``reference``
     (the second value of :func:`compare_with_pca`)."""
     return {

@@ -111,7 +111,7 @@ def variance_ratio(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = N
 @styled
 def stability(adata: ad.AnnData, *, key: str = UNS_KEY, ax: Axes | None = None) -> Axes:
     """Per kept unit: its shrinkage ``1 - lambda / e_i`` (the decoder's ``s_i^2``) and its direction's stability
-    (expected |cos| under resampling of cells), the components below
+    (expected ``|cos|`` under resampling of cells), the components below
     :data:`rlae_sc.stability.IDENTIFIABLE` marked as not identifiable.
 
     Parameters and the return value are those of :func:`rlae_sc.pl.variance_ratio`.

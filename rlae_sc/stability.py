@@ -1,10 +1,10 @@
-"""Direction stability: the expected |cos| between a principal direction and its value when cells are resampled.
+"""Direction stability: the expected ``|cos|`` between a principal direction and its value when cells are resampled.
 
 Fast method: a Poisson bootstrap restricted to the trained subspace. Resampling
 cells with Poisson(1) weights ``w`` changes the scatter matrix within the span
 of the k directions to ``Z^T diag(w) Z`` (less the weighted mean), with ``Z``
 the cells' scores (n x k); its eigenvectors, compared with the axes, give each
-direction's |cos| under that resample at a cost of n k^2 per sample (a scatter
+direction's ``|cos|`` under that resample at a cost of n k^2 per sample (a scatter
 pass costs n m^2). Leakage out of the subspace is added to first order: the
 directions outside it move direction i by ``sum_c z_ci^2 r_c^2 / (e_i -
 e_out)^2`` in squared norm, ``r_c`` the norm of cell c's residual outside the
@@ -32,7 +32,7 @@ def stability(
     n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
 ) -> np.ndarray:
-    """Expected |cos| (k,) between each direction and its resampled value.
+    """Expected ``|cos|`` (k,) between each direction and its resampled value.
 
     Parameters
     ----------

@@ -62,7 +62,7 @@ def rlae(
         ``uns['rlae']``
             ``eigenvalues``, ``variance`` (eigenvalues / (n - 1)), ``variance_ratio``, ``singular_values``
             and ``lambda`` (units of ``C = X^T X``, a sum over cells); ``stability``, each direction's expected
-            |cos| under resampling of cells (:func:`rlae_sc.stability.direction_stability`); ``metrics`` and
+            ``|cos|`` under resampling of cells (:func:`rlae_sc.stability.direction_stability`); ``metrics`` and
             ``reference_pca``, the checks against exact PCA (``min_abs_cos_top10``, ``subspace_distance``, per-component
             ``alignment``, ...); ``params``, the call's and the training's parameters; ``trace``, the training
             history; and the model itself (``encoder``, ``decoder``, ``total_scatter``, ``n_cells``), read back
