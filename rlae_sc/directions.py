@@ -96,8 +96,8 @@ def directions_adata(
     out.var["rlae_used"] = np.zeros(out.n_vars, dtype=bool)
     out.var.iloc[rows, out.var.columns.get_loc("rlae_used")] = True
     out.varm[DIRECTIONS_KEY] = loadings
-    out.obsm[EMBEDDING_KEY] = model.scores(matrix, client=client, device=device)
-    stable = direction_stability(model, matrix, out.obsm[EMBEDDING_KEY], client=client)
+    out.obsm[EMBEDDING_KEY], residual_sq = model.scores(matrix, residuals=True, client=client, device=device)
+    stable = direction_stability(model, out.obsm[EMBEDDING_KEY], residual_sq)
     out.uns[UNS_KEY] = summary(model, reference, stable)
     qc = pre.uns.get("rlae_preprocess", {})
     metrics = {

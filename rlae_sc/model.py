@@ -93,10 +93,13 @@ class RLAEModel:
     def explained_variance(self) -> np.ndarray:
         return self.eigenvalues / (self.n_cells - 1)
 
-    def scores(self, X, *, client=None, device: str = TrainParams.device) -> np.ndarray:
-        """PCA scores ``X P`` (n x k, float32) of a preprocessed matrix X (n x m), the products on ``device``
-        (see :func:`rlae_sc.passes.scores`)."""
-        return scores(X, self.directions, client=client, device=device)
+    def scores(
+        self, X, *, residuals: bool = False, client=None, device: str = TrainParams.device
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """PCA scores ``X P`` (n x k, float32) of a preprocessed matrix X (n x m), the products on ``device``;
+        with ``residuals`` also each cell's squared distance from the directions' span (n,) (see
+        :func:`rlae_sc.passes.scores`)."""
+        return scores(X, self.directions, residuals=residuals, client=client, device=device)
 
     def embed(
         self,

@@ -129,17 +129,33 @@ def _scatter_on_device(
 
 
 def scores(
-    X, P: np.ndarray, *, chunk_size: int = CHUNK_SIZE, client=None, device: str = TrainParams.device
-) -> np.ndarray:
+    X,
+    P: np.ndarray,
+    *,
+    residuals: bool = False,
+    chunk_size: int = CHUNK_SIZE,
+    client=None,
+    device: str = TrainParams.device,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """``X P`` (n x k, float32 numpy on the host) for ``X`` (n x m; as in :func:`scatter_matrix`) and
     directions ``P`` (m x k); the products in float64 on ``device`` (see :func:`torch_device`; the workers'
-    CPUs with a Dask ``client``)."""
+    CPUs with a Dask ``client``).
+
+    With ``residuals``, also each row's squared distance from the span of ``P`` (n,, float64, units of
+    ``X`` squared), ``|x|^2 - |x P|^2`` for orthonormal ``P``, from the same pass: returns ``(scores,
+    residual_sq)``.
+    """
     matrix = _rows(X)
     dev = "cpu" if client is not None else str(torch_device(device))
-    fn = partial(_scores_block, P=np.asarray(P, dtype=np.float64), device=dev)
-    return run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="embedding")[1]["scores"]
+    fn = partial(_scores_block, P=np.asarray(P, dtype=np.float64), device=dev, residuals=residuals)
+    rows = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="embedding")[1]
+    return (rows["scores"], rows["residual_sq"]) if residuals else rows["scores"]
 
 
-def _scores_block(block, start: int, *, P: np.ndarray, device: str) -> tuple[dict, dict]:
+def _scores_block(block, start: int, *, P: np.ndarray, device: str, residuals: bool = False) -> tuple[dict, dict]:
     B = torch.from_numpy(_dense(block, "float64")).to(device)
-    return {}, {"scores": (B @ torch.from_numpy(P).to(device)).float().cpu().numpy()}
+    Z = B @ torch.from_numpy(P).to(device)
+    rows = {"scores": Z.float().cpu().numpy()}
+    if residuals:
+        rows["residual_sq"] = (torch.sum(B * B, dim=1) - torch.sum(Z * Z, dim=1)).clamp_(min=0.0).cpu().numpy()
+    return {}, rows

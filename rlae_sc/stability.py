@@ -14,9 +14,6 @@ subspace and ``e_out`` the largest eigenvalue outside.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
-
-from rlae_sc.chunks import run_pass
 
 N_BOOTSTRAP = 50  # Poisson resamples of the cells
 BLOCK = 8_192  # cells whose resampled scatter is accumulated at a time (~85 MB of products at k = 50)
@@ -73,21 +70,15 @@ def stability(
     return cos
 
 
-def direction_stability(model, matrix, scores: np.ndarray, *, client=None) -> np.ndarray:
+def direction_stability(model, scores: np.ndarray, residual_sq: np.ndarray) -> np.ndarray:
     """:func:`stability` (k,) of ``model``'s directions (an :class:`~rlae_sc.model.RLAEModel`), leakage included.
 
-    ``matrix`` holds the rows the model was trained on (n x m; e.g.
-    :func:`rlae_sc.preprocess.trained_rows`), ``scores`` their scores ``X P``
-    (n x k). One pass over ``matrix`` (on Dask with ``client``) gives each
-    cell's squared norm (n m flops, against n m^2 for the scatter pass);
-    ``e_(k+1)`` is the model's exact reference (``model.reference``).
+    ``scores`` (n x k) and ``residual_sq`` (n,) are the scores ``X P`` of the
+    rows the model was trained on and each row's squared distance from the
+    directions' span, as one pass gives them
+    (``model.scores(X, residuals=True)``); ``e_(k+1)`` is the model's exact
+    reference (``model.reference``).
     """
-    _, rows = run_pass(matrix, _squared_norms_block, client=client, desc="stability")
-    residual_sq = rows["sq"]
-    for start in range(0, len(scores), BLOCK):  # minus each cell's squared norm within the subspace
-        block = slice(start, start + BLOCK)
-        residual_sq[block] -= np.square(np.asarray(scores[block], dtype=np.float64)).sum(axis=1)
-    np.maximum(residual_sq, 0.0, out=residual_sq)
     k, e = model.n_components, model.reference["eigenvalues"]
     outside = float(e[k]) if len(e) > k else 0.0  # every direction trained: nothing outside the subspace
     return stability(scores, residual_sq=residual_sq, eigenvalues=model.eigenvalues, outside_eigenvalue=outside)
@@ -96,10 +87,3 @@ def direction_stability(model, matrix, scores: np.ndarray, *, client=None) -> np
 def not_identifiable(scores: np.ndarray) -> list[int]:
     """The components (1-based) whose stability ``scores`` (k,) is below :data:`IDENTIFIABLE`."""
     return [int(i) + 1 for i in np.flatnonzero(np.asarray(scores) < IDENTIFIABLE)]
-
-
-def _squared_norms_block(block, start: int):
-    """Each row's squared norm (float64) of a block of the trained matrix."""
-    if sp.issparse(block):
-        return {}, {"sq": np.asarray(block.multiply(block).sum(axis=1), dtype=np.float64).ravel()}
-    return {}, {"sq": np.square(np.asarray(block, dtype=np.float64)).sum(axis=1)}

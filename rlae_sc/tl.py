@@ -87,8 +87,8 @@ def rlae(
     obsm_key, varm_key, uns_key = (
         (EMBEDDING_KEY, DIRECTIONS_KEY, UNS_KEY) if key_added is None else (key_added, key_added, key_added)
     )
-    adata.obsm[obsm_key] = model.scores(matrix, **passes)
-    stable = direction_stability(model, matrix, adata.obsm[obsm_key], client=passes.get("client"))
+    adata.obsm[obsm_key], residual_sq = model.scores(matrix, residuals=True, **passes)
+    stable = direction_stability(model, adata.obsm[obsm_key], residual_sq)
     adata.varm[varm_key] = model.directions.astype(np.float32)
     called = {name: value for name, value in params.items() if name != "client" and value is not None}
     adata.uns[uns_key] = {
