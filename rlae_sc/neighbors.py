@@ -24,6 +24,11 @@ EXACT_MAX_CELLS = 50_000  # up to this many cells, neighbours are exact
 NPROBE = 16  # IVF lists searched per query (recall@15 >= 0.95 in benchmarks/knn.md)
 TRAIN_PER_LIST = 64  # cells per IVF list used to train the coarse quantiser
 DISTANCE_BLOCK = 16_384  # cells whose neighbour distances are recomputed at a time (~100 MB at k=15, d=50)
+# UMAP's membership strengths (McInnes, Healy, Melville 2018, section 3), with umap-learn's constants:
+BANDWIDTH_STEPS = 64  # bisection steps for each cell's bandwidth sigma
+BANDWIDTH_TOLERANCE = 1e-5  # |sum of memberships - log2(k)| at which the bisection stops
+MIN_BANDWIDTH_SCALE = 1e-3  # sigma is at least this times the cell's mean neighbour distance
+MEMBERSHIP_BLOCK = 65_536  # cells whose bandwidths are found at a time (~7 MB per array at k = 15)
 
 
 def build_index(X: np.ndarray, *, seed: int = 0, exact: bool | None = None):
@@ -97,19 +102,14 @@ def umap_graph(dist: np.ndarray, idx: np.ndarray) -> tuple[sp.csr_matrix, sp.csr
         functions, but with 32-bit indices and one temporary at a time, so that a graph of 1M cells costs
         about 0.5 GB beyond the result.
     """
-    from umap.umap_ import compute_membership_strengths, smooth_knn_dist
-
     n, k = idx.shape
-    distances = sp.csr_matrix(
-        (dist[:, 1:].ravel(), idx[:, 1:].ravel().astype(np.int32), np.arange(0, n * (k - 1) + 1, k - 1)),
-        shape=(n, n),
-    )
-    distances.sort_indices()
-    sigmas, rhos = smooth_knn_dist(dist, float(k), local_connectivity=1.0)
-    _, cols, vals, _ = compute_membership_strengths(idx, dist, sigmas, rhos)
-    a = sp.csr_matrix((vals.astype(np.float32), cols.astype(np.int32), np.arange(0, n * k + 1, k)), shape=(n, n))
-    del cols, vals
-    a.eliminate_zeros()  # the cell itself
+    indptr = np.arange(0, n * (k - 1) + 1, k - 1)
+    cols = idx[:, 1:].ravel().astype(np.int32)
+    distances = sp.csr_matrix((dist[:, 1:].ravel(), cols.copy(), indptr), shape=(n, n))
+    distances.sort_indices()  # in place, on its own copy of the columns
+    a = sp.csr_matrix((membership_strengths(dist).ravel(), cols, indptr), shape=(n, n))
+    del cols
+    a.eliminate_zeros()  # strengths that underflow, as scanpy drops them
     a_t = a.T.tocsr()
     both = a.multiply(a_t).tocsr()
     union = a + a_t
@@ -117,6 +117,49 @@ def umap_graph(dist: np.ndarray, idx: np.ndarray) -> tuple[sp.csr_matrix, sp.csr
     connectivities = union - both
     connectivities.sort_indices()
     return distances, connectivities
+
+
+def membership_strengths(dist: np.ndarray) -> np.ndarray:
+    """UMAP's membership strength of each cell's neighbours (n x (k - 1), float32) from its distances to its
+    ``k`` nearest cells, itself first (``dist``: n x k, as from :func:`knn`).
+
+    For cell i, ``rho_i`` is its smallest positive neighbour distance and the bandwidth ``sigma_i`` solves
+    ``sum_j exp(-max(0, d_ij - rho_i) / sigma_i) = log2(k)`` over its ``k - 1`` neighbours, by bisection
+    (``BANDWIDTH_STEPS`` steps from 1, doubling while unbounded; stopped within ``BANDWIDTH_TOLERANCE``),
+    then raised to at least ``MIN_BANDWIDTH_SCALE`` times the mean of its row of ``dist`` (of all of
+    ``dist`` when every distance of the row is 0). The strength is ``exp(-(d_ij - rho_i) / sigma_i)``, and
+    1 where ``d_ij <= rho_i``. These are umap-learn's rules with local connectivity 1 (its
+    ``smooth_knn_dist`` and ``compute_membership_strengths``), which scanpy's ``neighbors`` uses; computed
+    here with numpy, block by block, so that no process compiles them.
+    """
+    n, k = dist.shape
+    target = np.log2(k)
+    out = np.empty((n, k - 1), dtype=np.float32)
+    floor_all = MIN_BANDWIDTH_SCALE * float(np.mean(dist, dtype=np.float64))
+    for start in range(0, n, MEMBERSHIP_BLOCK):
+        d = np.asarray(dist[start : start + MEMBERSHIP_BLOCK], dtype=np.float64)
+        positive = np.where(d > 0, d, np.inf).min(axis=1)
+        rho = np.where(np.isfinite(positive), positive, 0.0)
+        excess = d[:, 1:] - rho[:, None]
+        lo, hi = np.zeros(len(d)), np.full(len(d), np.inf)
+        sigma = np.ones(len(d))
+        active = np.arange(len(d))  # rows still bisecting
+        for _ in range(BANDWIDTH_STEPS):
+            x, s = excess[active], sigma[active, None]
+            total = np.where(x > 0, np.exp(-np.maximum(x, 0) / s), 1.0).sum(axis=1)
+            moving = np.abs(total - target) >= BANDWIDTH_TOLERANCE
+            active, total = active[moving], total[moving]
+            if not len(active):
+                break
+            above = total > target
+            hi[active[above]] = sigma[active[above]]
+            lo[active[~above]] = sigma[active[~above]]
+            h = hi[active]
+            sigma[active] = np.where(np.isinf(h), 2 * sigma[active], (lo[active] + h) / 2)
+        minimum = np.where(rho > 0, MIN_BANDWIDTH_SCALE * d.mean(axis=1), floor_all)
+        sigma = np.maximum(sigma, minimum)
+        out[start : start + len(d)] = np.where(excess > 0, np.exp(-np.maximum(excess, 0) / sigma[:, None]), 1.0)
+    return out
 
 
 def save_index(index, path: str | Path) -> str:
