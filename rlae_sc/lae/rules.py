@@ -93,18 +93,21 @@ def _save_checkpoint(path, signature: str, it: int, weights: dict, gen: torch.Ge
     checkpoint_file.save(path, signature, arrays)
 
 
-def exact_encoder(C: torch.Tensor, W2: torch.Tensor, lam: float) -> torch.Tensor:
+def exact_encoder(
+    C: torch.Tensor, W2: torch.Tensor, lam: float, *, eig: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
     """Minimiser of the sum loss over the encoder for a fixed decoder.
 
-    Solves ``(W2^T W2) W1 C + lam W1 = W2^T C`` in the eigenbasis of
-    ``W2^T W2 = Q diag(d) Q^T``: row i of ``Q^T W1`` is ``b_i (d_i C + lam I)^{-1}``
-    with ``b_i`` row i of ``Q^T W2^T C`` (k solves of size m).
+    Solves ``(W2^T W2) W1 C + lam W1 = W2^T C`` in the eigenbases of
+    ``W2^T W2 = Q diag(d) Q^T`` and ``C = V diag(c) V^T``: entry (i, j) of
+    ``Q^T W1 V`` is entry (i, j) of ``Q^T W2^T C V`` divided by ``d_i c_j +
+    lam``. ``eig``: ``(c, V)`` of ``C`` when the caller has them (full-batch
+    training solves with the same ``C`` every step); else computed here.
     """
+    c, V = torch.linalg.eigh(C) if eig is None else eig
     d, Q = torch.linalg.eigh(W2.T @ W2)
-    B = Q.T @ W2.T @ C
-    eye = torch.eye(C.shape[0], dtype=C.dtype, device=C.device)
-    rows = [torch.linalg.solve(d[i] * C + lam * eye, B[i]) for i in range(len(d))]
-    return Q @ torch.stack(rows)
+    B = (Q.T @ W2.T @ C) @ V
+    return Q @ (B / (d[:, None] * c[None, :] + lam)) @ V.T
 
 
 def feedback_step(
@@ -256,6 +259,7 @@ def train_rule(
         }
         opt.load_state_dict(saved)
     n = None if X is None else X.shape[0]
+    C_eig = torch.linalg.eigh(C) if rule == "alternating" else None  # full batch only: the same C every step
     if state is None:
         recorder.record(0, W1, W2, lam, B)
     with progress(total=n_iter, desc=f"train ({rule})", initial=start - 1) as bar:
@@ -298,7 +302,7 @@ def train_rule(
                 W2 = W1.T
             elif rule == "alternating":
                 W2 = ridge_decoder(Ct, W1, float(lam))
-                W1 = exact_encoder(Ct, W2, float(lam))
+                W1 = exact_encoder(Ct, W2, float(lam), eig=C_eig)
             elif rule == "tied_ridge":
                 W2 = ridge_decoder(Ct, W1, float(lam))
                 W1 = W2.T
