@@ -23,7 +23,7 @@ run: install
 	$(BIN)/snakemake --cores $(CORES)
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup
 
 docs: install
 	$(BIN)/sphinx-build -W -b html docs build/docs

@@ -22,6 +22,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+# Files whose tests read one session fixture's long run (conftest's workflow_run, kang_run) share a worker.
+SHARED_RUNS = {
+    "test_browser": "workflow_run",
+    "test_slurm": "workflow_run",
+    "test_workflow": "workflow_run",
+    "test_federated": "kang_run",
+    "test_real_data": "kang_run",
+}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist's ``--dist loadgroup`` (``make test``: ``-n auto``), each file runs whole on one
+    worker, so its module fixtures are built once, and the files of one shared run (``SHARED_RUNS``) on the
+    same worker, so the run is made once. A wrapper: the marks must be there before xdist's own hook reads them."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        item.add_marker(pytest.mark.xdist_group(SHARED_RUNS.get(module, module)))
+    return (yield)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """torch on one thread for a test module (restored after): the theory's tests take thousands of steps on
