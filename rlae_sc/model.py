@@ -284,7 +284,10 @@ def fit_scatter(
     C = torch.from_numpy(C_np).to(dev)
     t1 = time.perf_counter()
     auto = p.n_components == AUTO
-    recorder = TraceRecorder(C, p.n_components) if not auto and (p.trace_metrics or p.solver != SOLVER) else None
+    # the check's reference: exact PCA of the same C, one more eigenpair for the last gap; shared with the trace
+    exact = None if auto else exact_pca(C_np, min(p.n_components + 1, C_np.shape[0]))
+    tracing = not auto and (p.trace_metrics or p.solver != SOLVER)
+    recorder = TraceRecorder(C, p.n_components, reference=exact) if tracing else None
     reference_seconds = time.perf_counter() - t1
     noise: dict = {}
     try:
@@ -326,8 +329,9 @@ def fit_scatter(
             result.lambda_rule = rule
     except ValueError as exc:
         raise InputError(source, str(exc), "Adjust the training parameters.") from None
-    t2 = time.perf_counter()  # the check's reference: exact PCA of the same C, one more eigenpair for the last gap
-    e_ref, U_ref = exact_pca(C_np, min(result.encoder.shape[0] + 1, C_np.shape[0]))
+    t2 = time.perf_counter()
+    k_ref = min(result.encoder.shape[0] + 1, C_np.shape[0])  # auto: known only now
+    e_ref, U_ref = exact if exact is not None and len(exact[0]) == k_ref else exact_pca(C_np, k_ref)
     reference_seconds += time.perf_counter() - t2
     record = {
         "solver": result.solver,

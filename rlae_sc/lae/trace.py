@@ -23,10 +23,15 @@ class TraceRecorder:
     have more than k columns (oversampled training).
     """
 
-    def __init__(self, C: torch.Tensor, k: int, loss: str = "sum") -> None:
+    def __init__(
+        self, C: torch.Tensor, k: int, loss: str = "sum", *, reference: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
+        """``reference``: exact PCA of ``C`` already computed (``(e, U)`` with at least k pairs, as from
+        :func:`rlae_sc.lae.theory.exact_pca`); its top k are used instead of computing them again."""
         self.C = C
         self.loss = loss
-        self.e, self.U = theory.exact_pca(C.cpu().numpy(), k)
+        e, U = theory.exact_pca(C.cpu().numpy(), k) if reference is None else reference
+        self.e, self.U = e[:k], U[:, :k]
         self.rows: dict[str, list[float]] = {}
 
     def record(self, it: int, W1: torch.Tensor, W2: torch.Tensor, lam, B: torch.Tensor | None = None) -> None:
