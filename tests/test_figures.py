@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def figures_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
-    rlae_cli("figures", "--out-dir", str(out), "--quick")
+    rlae_cli("figures", "--out-dir", str(out), "--quick", threads=1)  # thousands of small steps: one thread is faster
     return out
 
 
