@@ -330,8 +330,9 @@ def fit_scatter(
     except ValueError as exc:
         raise InputError(source, str(exc), "Adjust the training parameters.") from None
     t2 = time.perf_counter()
-    k_ref = min(result.encoder.shape[0] + 1, C_np.shape[0])  # auto: known only now
-    e_ref, U_ref = exact if exact is not None and len(exact[0]) == k_ref else exact_pca(C_np, k_ref)
+    if exact is None:  # auto: k is known only now
+        exact = exact_pca(C_np, min(result.encoder.shape[0] + 1, C_np.shape[0]))
+    e_ref, U_ref = exact
     reference_seconds += time.perf_counter() - t2
     record = {
         "solver": result.solver,
