@@ -170,14 +170,24 @@ def _neighbors(
     return sha256
 
 
+def leiden(adata: ad.AnnData, *, resolution: float, seed: int, key_added: str = "leiden") -> None:
+    """scanpy's Leiden (igraph, two iterations, undirected) on ``adata``'s graph, into ``obs[key_added]``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.leiden(
+            adata, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=seed,
+            key_added=key_added,
+        )  # fmt: skip
+
+
 def _leiden_umap(adata: ad.AnnData, *, resolution: float, seed: int) -> None:
     """scanpy's Leiden and UMAP on ``adata``'s graph. The UMAP starts from the first two principal components
     (``obsm['X_rlae'][:, :2]``, rescaled by umap-learn) instead of a spectral layout of the graph: it keeps the
     global arrangement as well (Kobak and Linderman, Nat. Biotechnol. 2021) and skips an eigensolve of the
     graph, which took as long as the layout itself on a 50,000-cell sketch."""
+    leiden(adata, resolution=resolution, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sc.tl.leiden(adata, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
         sc.tl.umap(adata, init_pos=np.asarray(adata.obsm[EMBEDDING_KEY][:, :2], dtype=np.float32), random_state=seed)
 
 
