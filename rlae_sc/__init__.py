@@ -18,14 +18,40 @@ and ``model.embed(cells, matrix=H5adMatrix(path))`` read blocks of cells; ``with
 gives them a Dask client (``client=``).
 """
 
-from rlae_sc import get, pl, pp, tl
-from rlae_sc.chunks import H5adMatrix, dask_client
-from rlae_sc.errors import InputError
-from rlae_sc.io import read
-from rlae_sc.model import RLAEModel, fit, load_model
-from rlae_sc.model import load_model as read_model
-from rlae_sc.pipeline import run
+import importlib
+
+# ``preprocess`` is both a submodule and the function it defines; the function is bound here, over the
+# submodule's name, so that ``rlae_sc.preprocess`` is the function however the submodule is imported later.
 from rlae_sc.preprocess import Recipe, fit_recipe, preprocess
+
+# Every other public name and the module that defines it, imported on first use (PEP 562): a process that runs
+# one stage loads only the libraries it needs (torch, umap-learn, faiss and matplotlib take seconds).
+_EXPORTS = {
+    "H5adMatrix": "rlae_sc.chunks",
+    "dask_client": "rlae_sc.chunks",
+    "InputError": "rlae_sc.errors",
+    "read": "rlae_sc.io",
+    "RLAEModel": "rlae_sc.model",
+    "fit": "rlae_sc.model",
+    "load_model": "rlae_sc.model",
+    "read_model": "rlae_sc.model",  # the same function as load_model, under scanpy's name for readers
+    "run": "rlae_sc.pipeline",
+}
+_SUBMODULES = ("get", "pl", "pp", "tl")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"rlae_sc.{name}")
+    if name in _EXPORTS:
+        module = importlib.import_module(_EXPORTS[name])
+        return getattr(module, "load_model" if name == "read_model" else name)
+    raise AttributeError(f"module 'rlae_sc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, *_SUBMODULES])
+
 
 __all__ = [
     "H5adMatrix",

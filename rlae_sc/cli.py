@@ -12,7 +12,6 @@ import sys
 import warnings
 from pathlib import Path
 
-from rlae_sc import pipeline
 from rlae_sc.chunks import WorkersLost
 from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
@@ -28,7 +27,6 @@ from rlae_sc.params import (
     given,
     per_stage,
 )
-from rlae_sc.report import write_index
 from rlae_sc.simulate import BUNDLED
 
 
@@ -136,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> None:
+    from rlae_sc import pipeline  # here, not above: `rlae-sc --help` and option errors need none of the stages
+
     c = args.command
     if c in federated_cli.COMMANDS:
         federated_cli.dispatch(args)
@@ -152,6 +152,8 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif c == "report":
         pipeline.report_file(args.embedding, args.out_dir, dataset=args.dataset, label_key=args.label_key)
     elif c == "index":
+        from rlae_sc.report import write_index
+
         print(f"wrote {write_index(args.results, out=args.out)}")
     elif c == "run":
         metrics = pipeline.run(

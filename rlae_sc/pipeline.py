@@ -3,6 +3,9 @@
 counts.h5ad -> preprocess -> preprocessed.h5ad -> train -> model.npz
 -> directions -> directions.h5ad -> cluster -> embedding.h5ad + metrics.json
 -> report -> report.html + figures/*.png
+
+A stage imports the modules that need torch, umap-learn, faiss or matplotlib when it runs, not when this module
+is imported: a process running one stage loads only its own stage's libraries.
 """
 
 from __future__ import annotations
@@ -21,13 +24,8 @@ import pandas as pd
 
 from rlae_sc.atomic import atomic_path
 from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix, run_pass
-from rlae_sc.cluster import cluster
-from rlae_sc.directions import directions_adata
 from rlae_sc.errors import InputError
 from rlae_sc.io import detect_format, read, write_h5ad, write_json
-from rlae_sc.mapping import map_query
-from rlae_sc.model import fit, load_model, scatter_checkpoint_path
-from rlae_sc.neighbors import load_index
 from rlae_sc.params import MappingParams, PassParams, PreprocessParams, ReadParams, split
 from rlae_sc.preprocess import (
     Recipe,
@@ -36,7 +34,6 @@ from rlae_sc.preprocess import (
     preprocess,
     preprocessed_adata,
 )
-from rlae_sc.report import write_mapping_report, write_report
 from rlae_sc.simulate import bundled
 
 log = logging.getLogger("rlae_sc")
@@ -234,6 +231,8 @@ def train_file(
     rule to ``<out>.checkpoint``; when interrupted, training resumes from them
     on the next call; they are removed once the model is written.
     """
+    from rlae_sc.model import fit, scatter_checkpoint_path
+
     checkpoint = Path(f"{out}.checkpoint")  # a learning rule interrupted here resumes from it on the next run
     with _backed_stage(preprocessed, "preprocess") as pre, dask_client(dask) as client:
         model = fit(pre, source=str(preprocessed), checkpoint=checkpoint, client=client, **params)
@@ -271,6 +270,9 @@ def directions_file(
 
     The preprocessed matrix is read block by block (on Dask when ``dask`` is given), as in :func:`train_file`.
     """
+    from rlae_sc.directions import directions_adata
+    from rlae_sc.model import load_model
+
     model = load_model(model_path)
     with _backed_stage(preprocessed, "preprocess") as pre, dask_client(dask) as client:
         out_adata, metrics = directions_adata(model, pre, client=client)
@@ -295,6 +297,8 @@ def cluster_file(
     Reads the embedding, ``obs``, ``var`` and ``uns`` only; ``X`` (log-normalised values, when the input
     was preprocessed in memory) is copied into ``out`` on disk, never loaded.
     """
+    from rlae_sc.cluster import cluster
+
     with _backed_stage(directions, "directions") as backed:
         adata = _without_x(backed)
     result = cluster(adata, label_key=label_key, index_out=index_path(out), source=str(directions), **params)
@@ -326,6 +330,8 @@ def index_path(embedding: str | Path) -> Path:
 
 def report_file(embedding: str | Path, out_dir: str | Path, *, dataset: str, label_key: str | None = None) -> Path:
     """Figures and ``report.html`` from ``embedding.h5ad`` into ``out_dir`` (``X`` is not read)."""
+    from rlae_sc.report import write_report
+
     with _backed_stage(embedding, "cluster") as adata:
         return write_report(adata, adata.uns["rlae"]["metrics"], out_dir, dataset=dataset, label_key=label_key)
 
@@ -371,6 +377,8 @@ def embed_file(model_path: str | Path, counts: str | Path, out: str | Path | Non
     is given) and ``out`` holds ``obs``, ``var``, ``obsm['X_rlae']`` and ``uns``
     but no matrix.
     """
+    from rlae_sc.model import load_model
+
     model = load_model(model_path)
     if "input_kind" in params:
         raise InputError(counts, "input_kind is the model's, not an option here", "Leave input_kind unset.")
@@ -416,6 +424,10 @@ def map_file(
     ``obs['rlae_label']``, ``obs['rlae_label_confidence']``, ``obs['rlae_qc_pass']``),
     ``mapping.json`` and ``report.html`` with figures into ``out_dir``; returns the summary.
     """
+    from rlae_sc.mapping import map_query
+    from rlae_sc.neighbors import load_index
+    from rlae_sc.report import write_mapping_report
+
     out_dir = Path(out_dir)
     with _backed_stage(reference, "cluster") as backed:
         ref = _without_x(backed)
