@@ -11,7 +11,14 @@ against a plain Poisson bootstrap of the full eigenproblem (``N_FULL`` resamples
 resampled C), with the reference's own split-half agreement (how far its ranks can be trusted), and the time of
 the stability computation against one scatter pass over the same rows. Writes benchmarks/stability.json.
 
-    .venv/bin/python benchmarks/components.py [--stability | DATASET ...]
+``--demo``: where the demo data's auto k comes from. The demo (:func:`rlae_sc.simulate.synthetic_counts`) has
+a latent rank of 8 in its log-rates, not in the log-normalised matrix the autoencoder sees. At 2,000 and 8,000
+cells: the spectrum of that matrix, of its expectation (the mean of ``N_REPLICATES`` matrices preprocessed with
+the same recipe from counts redrawn at the same Poisson means, :func:`rlae_sc.simulate.synthetic_rates`), and of
+the noise itself (the matrix minus that expectation), whose top eigenvalue is set beside the same noise permuted
+(parallel analysis) and with random sign flips of its entries. Writes benchmarks/components_demo.json.
+
+    .venv/bin/python benchmarks/components.py [--stability | --demo | DATASET ...]
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ from scipy.stats import spearmanr
 from sklearn.neighbors import NearestNeighbors
 
 from rlae_sc.model import fit
-from rlae_sc.noise_floor import elbow, parallel_analysis
+from rlae_sc.noise_floor import elbow, parallel_analysis, top_eigenvalue
 from rlae_sc.passes import scatter_matrix
 from rlae_sc.preprocess import preprocess, trained_rows
+from rlae_sc.simulate import synthetic_counts, synthetic_rates
 from rlae_sc.stability import direction_stability
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -173,5 +181,59 @@ def stability_check() -> None:
     print(f"wrote {out}")
 
 
+N_REPLICATES = 40  # redrawn count matrices averaged into the demo's expected matrix
+DEMO_CELLS = (2000, 8000)
+
+
+def demo_check() -> None:
+    rows = []
+    for n_cells in DEMO_CELLS:
+        counts = synthetic_counts(n_cells=n_cells)
+        pre, recipe = preprocess(counts)
+        X = np.asarray(pre.X, dtype=np.float64)
+        X -= X.mean(0)
+        e = scipy.linalg.eigh(X.T @ X, eigvals_only=True)[::-1]
+        model = fit(pre, n_components="auto", trace_metrics=False, device="cpu")
+        kept = counts.obs_names.get_indexer(pre.obs_names)
+        rate = synthetic_rates(n_cells=n_cells)[kept]
+        rng = np.random.default_rng(1)
+        M = np.zeros_like(X)
+        for _ in range(N_REPLICATES):
+            redrawn = ad.AnnData(X=rng.poisson(rate).astype(np.float32), var=counts.var)
+            M += recipe.transform(redrawn)
+        M /= N_REPLICATES
+        M -= M.mean(0)
+        expected = scipy.linalg.eigh(M.T @ M, eigvals_only=True)[::-1]
+        noise = X - M  # the noise of X plus 1/N_REPLICATES of the redrawn matrices' own
+        noise_top = top_eigenvalue(noise.T @ noise)
+        permuted = parallel_analysis(noise, sum_squares=np.sum(noise**2, 0), device="cpu").samples
+        flipped = [top_eigenvalue((s := noise * rng.choice([-1.0, 1.0], size=noise.shape)).T @ s) for _ in range(5)]
+        rounds = model.params["noise_floor_rounds"]
+        row = {
+            "n_cells": pre.n_obs,
+            "n_genes": pre.n_vars,
+            "k_auto": model.n_components,
+            "noise_floor_rounds": rounds,
+            "mp_edge": model.params["mp_edge"],
+            "eigenvalues": e[:25].tolist(),
+            "expected_eigenvalues": expected[:25].tolist(),
+            "noise_top_eigenvalue": noise_top,
+            "noise_permuted_top_eigenvalues": list(permuted),
+            "noise_sign_flipped_top_eigenvalues": flipped,
+            "k_above_noise_top": int(np.sum(e > noise_top)),
+        }
+        print(json.dumps({key: val for key, val in row.items() if key not in ("eigenvalues", "expected_eigenvalues")}))
+        print("eigenvalues", np.round(e[:20]).tolist(), "\nexpected", np.round(expected[:20]).tolist(), flush=True)
+        rows.append(row)
+    out = Path(__file__).with_name("components_demo.json")
+    out.write_text(json.dumps(rows, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
 if __name__ == "__main__":
-    stability_check() if "--stability" in sys.argv[1:] else main(sys.argv[1:])
+    if "--stability" in sys.argv[1:]:
+        stability_check()
+    elif "--demo" in sys.argv[1:]:
+        demo_check()
+    else:
+        main(sys.argv[1:])

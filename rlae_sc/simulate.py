@@ -22,8 +22,9 @@ def synthetic_counts(
 
     Each cell type has a centre in a ``rank``-dimensional latent space; a
     cell's latent position is its type's centre plus noise; each gene loads
-    on two latent factors. Counts are Poisson with a log-normal library size.
-    The last ``n_mito`` genes are named ``MT-...`` so mitochondrial QC applies.
+    on two latent factors. Counts are Poisson with a log-normal library size
+    (their means: :func:`synthetic_rates`). The last ``n_mito`` genes are
+    named ``MT-...`` so mitochondrial QC applies.
     ``seed`` fixes the structure (type centres, loadings, baselines);
     ``cell_seed`` (default: ``seed``) draws the cells, so two calls with the
     same ``seed`` and different ``cell_seed`` are two batches of the same tissue.
@@ -34,17 +35,7 @@ def synthetic_counts(
     ``obs['cell_type']``, the true loadings in ``varm['true_loadings']``
     (n_genes x rank) and the parameters in ``uns['simulation']``.
     """
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 1.2, size=(n_types, rank))
-    loadings = np.zeros((n_genes, rank))
-    for g in range(n_genes):
-        loadings[g, rng.choice(rank, size=2, replace=False)] = rng.normal(0, 0.5, size=2)
-    baseline = rng.normal(-1.0, 1.0, size=n_genes)
-    rng = np.random.default_rng([seed, seed if cell_seed is None else cell_seed])
-    types = rng.integers(0, n_types, size=n_cells)
-    z = centres[types] + rng.normal(0, 0.35, size=(n_cells, rank))
-    library = rng.lognormal(0, 0.3, size=n_cells)
-    rate = library[:, None] * np.exp(baseline + z @ loadings.T)
+    rng, types, rate, loadings = _draw(n_cells, n_genes, n_types, rank, seed, cell_seed)
     counts = rng.poisson(rate).astype(np.float32)
     names = [f"Gene{g:05d}" for g in range(n_genes - n_mito)] + [f"MT-G{g:02d}" for g in range(n_mito)]
     adata = ad.AnnData(
@@ -64,6 +55,30 @@ def synthetic_counts(
         "model": "poisson log-linear",
     }
     return adata
+
+
+def synthetic_rates(
+    *, n_cells: int = 2000, n_genes: int = 1500, n_types: int = 6, rank: int = 8, seed: int = 0, cell_seed=None
+) -> np.ndarray:
+    """The Poisson means of :func:`synthetic_counts` with the same arguments (n_cells x n_genes, counts):
+    ``library_size * exp(baseline + latent @ loadings.T)``, from which its counts are drawn."""
+    return _draw(n_cells, n_genes, n_types, rank, seed, cell_seed)[2]
+
+
+def _draw(n_cells: int, n_genes: int, n_types: int, rank: int, seed: int, cell_seed: int | None):
+    """The tissue's structure and its cells: (the cells' generator, left where the counts are drawn from it,
+    cell types (n_cells,), Poisson means (n_cells x n_genes), loadings (n_genes x rank))."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.2, size=(n_types, rank))
+    loadings = np.zeros((n_genes, rank))
+    for g in range(n_genes):
+        loadings[g, rng.choice(rank, size=2, replace=False)] = rng.normal(0, 0.5, size=2)
+    baseline = rng.normal(-1.0, 1.0, size=n_genes)
+    rng = np.random.default_rng([seed, seed if cell_seed is None else cell_seed])
+    types = rng.integers(0, n_types, size=n_cells)
+    z = centres[types] + rng.normal(0, 0.35, size=(n_cells, rank))
+    library = rng.lognormal(0, 0.3, size=n_cells)
+    return rng, types, library[:, None] * np.exp(baseline + z @ loadings.T), loadings
 
 
 BUNDLED = ("synthetic", "synthetic_query", "pbmc68k_reduced")
