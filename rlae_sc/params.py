@@ -151,7 +151,7 @@ class TrainParams(Stage):
     )
     n_permutations: int = param(5, "permutations of the cells behind the noise floor (n_components auto)")
     noise_quantile: float = param(
-        0.99, "the noise floor is this quantile of a normal law fitted to the permutations' top eigenvalues"
+        0.95, "the noise floor is this quantile of a normal law fitted to the permutations' top eigenvalues"
     )
     oversample: int = param(40, f"extra latent units {SOLVER} trains and drops (faster convergence)")
     scatter_precision: str = param(
