@@ -18,7 +18,7 @@ and ``model.embed(cells, matrix=H5adMatrix(path))`` read blocks of cells; ``with
 gives them a Dask client (``client=``).
 """
 
-import importlib
+from importlib import import_module as _import_module
 
 # ``preprocess`` is both a submodule and the function it defines; the function is bound here, over the
 # submodule's name, so that ``rlae_sc.preprocess`` is the function however the submodule is imported later.
@@ -34,23 +34,23 @@ _EXPORTS = {
     "RLAEModel": "rlae_sc.model",
     "fit": "rlae_sc.model",
     "load_model": "rlae_sc.model",
-    "read_model": "rlae_sc.model",  # the same function as load_model, under scanpy's name for readers
     "run": "rlae_sc.pipeline",
 }
+_ALIASES = {"read_model": "load_model"}  # scanpy's name for readers, the same function
 _SUBMODULES = ("get", "pl", "pp", "tl")
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
-        return importlib.import_module(f"rlae_sc.{name}")
-    if name in _EXPORTS:
-        module = importlib.import_module(_EXPORTS[name])
-        return getattr(module, "load_model" if name == "read_model" else name)
+        return _import_module(f"rlae_sc.{name}")
+    target = _ALIASES.get(name, name)
+    if target in _EXPORTS:
+        return getattr(_import_module(_EXPORTS[target]), target)
     raise AttributeError(f"module 'rlae_sc' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS, *_SUBMODULES])
+    return sorted({*globals(), *_EXPORTS, *_ALIASES, *_SUBMODULES})
 
 
 __all__ = [

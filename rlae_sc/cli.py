@@ -134,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> None:
-    from rlae_sc import pipeline  # here, not above: `rlae-sc --help` and option errors need none of the stages
-
     c = args.command
     if c in federated_cli.COMMANDS:
-        federated_cli.dispatch(args)
-    elif c == "preprocess":
+        return federated_cli.dispatch(args)
+    from rlae_sc import pipeline  # here, not above: `rlae-sc --help` and option errors need none of the stages
+
+    if c == "preprocess":
         params = given(args, ReadParams, PreprocessParams, PassParams)
         pipeline.preprocess_file(args.counts, args.out, label_key=args.label_key, **params)
     elif c == "train":

@@ -431,9 +431,9 @@ def map_file(
     out_dir = Path(out_dir)
     with _backed_stage(reference, "cluster") as backed:
         ref = _without_x(backed)
-    index = load_index(index_path(reference), sha256=ref.uns["rlae_cluster"]["index_sha256"])
     mapping = split(params, ReadParams, MappingParams, source=str(counts))[1]
     query = embed_file(model_path, counts, None, **params)  # written once below, with the mapping
+    index = load_index(index_path(reference), sha256=ref.uns["rlae_cluster"]["index_sha256"])
     summary = map_query(
         ref,
         query,

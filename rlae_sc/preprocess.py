@@ -15,7 +15,6 @@ from functools import partial
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 import scipy.sparse as sp
 
 from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, matrix_of, run_pass
@@ -564,6 +563,8 @@ def _kept_rows(block, start: int, keep: np.ndarray) -> sp.csr_matrix:
 
 def _scanpy_hvg(recipe: Recipe, counts: sp.csr_matrix, candidates: np.ndarray) -> np.ndarray:
     """scanpy's ``seurat`` or ``cell_ranger`` selection on the log-normalised candidate genes."""
+    import scanpy as sc  # here: importing rlae_sc (and `rlae-sc --help`) does not load scanpy
+
     cand = np.flatnonzero(candidates)
     sub = ad.AnnData(X=recipe._normalize(counts)[:, cand])
     with warnings.catch_warnings():

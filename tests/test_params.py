@@ -127,3 +127,16 @@ def imports_torch(module: str) -> bool:
 )
 def test_modules_that_need_a_key_name_do_not_import_torch(module, torch):
     assert imports_torch(module) == torch
+
+
+def test_the_package_the_cli_and_the_pipeline_import_no_stage_library_until_used():
+    code = (
+        "import sys\n"
+        "import rlae_sc, rlae_sc.cli, rlae_sc.pipeline\n"
+        "print(sorted(m for m in ('torch', 'scanpy', 'umap', 'faiss', 'matplotlib') if m in sys.modules))\n"
+        "print(all(getattr(rlae_sc, name) is not None for name in rlae_sc.__all__), 'torch' in sys.modules)\n"
+        "names = dir(rlae_sc)\n"
+        "print(rlae_sc.read_model is rlae_sc.load_model, callable(rlae_sc.preprocess), len(set(names)) == len(names))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:3] == ["[]", "True True", "True True True"]
