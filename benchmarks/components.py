@@ -186,16 +186,17 @@ DEMO_CELLS = (2000, 8000)
 
 
 def demo_check() -> None:
+    """The demo's spectrum, its expectation's and its noise's at ``DEMO_CELLS`` cells (see the module's doc)."""
     rows = []
     for n_cells in DEMO_CELLS:
         counts = synthetic_counts(n_cells=n_cells)
         pre, recipe = preprocess(counts)
-        X = np.asarray(pre.X, dtype=np.float64)
+        X = np.asarray(trained_rows(pre).read(0, pre.n_obs), dtype=np.float64)
         X -= X.mean(0)
         e = scipy.linalg.eigh(X.T @ X, eigvals_only=True)[::-1]
         model = fit(pre, n_components="auto", trace_metrics=False, device="cpu")
         kept = counts.obs_names.get_indexer(pre.obs_names)
-        rate = synthetic_rates(n_cells=n_cells)[kept]
+        rate = synthetic_rates(counts)[kept]
         rng = np.random.default_rng(1)
         M = np.zeros_like(X)
         for _ in range(N_REPLICATES):

@@ -35,7 +35,9 @@ def synthetic_counts(
     ``obs['cell_type']``, the true loadings in ``varm['true_loadings']``
     (n_genes x rank) and the parameters in ``uns['simulation']``.
     """
-    rng, types, rate, loadings = _draw(n_cells, n_genes, n_types, rank, seed, cell_seed)
+    cell_seed = seed if cell_seed is None else cell_seed
+    shape = {"n_cells": n_cells, "n_genes": n_genes, "n_types": n_types, "rank": rank}
+    rng, types, rate, loadings = _draw(**shape, seed=seed, cell_seed=cell_seed)
     counts = rng.poisson(rate).astype(np.float32)
     names = [f"Gene{g:05d}" for g in range(n_genes - n_mito)] + [f"MT-G{g:02d}" for g in range(n_mito)]
     adata = ad.AnnData(
@@ -47,25 +49,34 @@ def synthetic_counts(
         var=pd.DataFrame(index=names),
     )
     adata.varm["true_loadings"] = loadings
-    adata.uns["simulation"] = {
-        "n_types": n_types,
-        "rank": rank,
-        "seed": seed,
-        "cell_seed": seed if cell_seed is None else cell_seed,
-        "model": "poisson log-linear",
-    }
+    adata.uns["simulation"] = {**shape, "seed": seed, "cell_seed": cell_seed, "model": "poisson log-linear"}
     return adata
 
 
-def synthetic_rates(
-    *, n_cells: int = 2000, n_genes: int = 1500, n_types: int = 6, rank: int = 8, seed: int = 0, cell_seed=None
-) -> np.ndarray:
-    """The Poisson means of :func:`synthetic_counts` with the same arguments (n_cells x n_genes, counts):
-    ``library_size * exp(baseline + latent @ loadings.T)``, from which its counts are drawn."""
-    return _draw(n_cells, n_genes, n_types, rank, seed, cell_seed)[2]
+def synthetic_rates(adata: ad.AnnData) -> np.ndarray:
+    """The Poisson means the counts of ``adata`` were drawn from.
+
+    Parameters
+    ----------
+    adata
+        A result of :func:`synthetic_counts`, all its cells and genes; the means are recomputed from the
+        parameters it records in ``uns['simulation']``.
+
+    Returns
+    -------
+    ``library_size * exp(baseline + latent @ loadings.T)``, float64 (n_cells x n_genes), counts per cell.
+    """
+    sim = adata.uns["simulation"]
+    if (sim["n_cells"], sim["n_genes"]) != adata.shape:
+        raise ValueError(
+            f"the simulation drew {sim['n_cells']} x {sim['n_genes']} counts, this AnnData holds "
+            f"{adata.n_obs} x {adata.n_vars}: give synthetic_rates the AnnData synthetic_counts returned"
+        )
+    keys = ("n_cells", "n_genes", "n_types", "rank", "seed", "cell_seed")
+    return _draw(**{key: int(sim[key]) for key in keys})[2]
 
 
-def _draw(n_cells: int, n_genes: int, n_types: int, rank: int, seed: int, cell_seed: int | None):
+def _draw(*, n_cells: int, n_genes: int, n_types: int, rank: int, seed: int, cell_seed: int):
     """The tissue's structure and its cells: (the cells' generator, left where the counts are drawn from it,
     cell types (n_cells,), Poisson means (n_cells x n_genes), loadings (n_genes x rank))."""
     rng = np.random.default_rng(seed)
@@ -74,7 +85,7 @@ def _draw(n_cells: int, n_genes: int, n_types: int, rank: int, seed: int, cell_s
     for g in range(n_genes):
         loadings[g, rng.choice(rank, size=2, replace=False)] = rng.normal(0, 0.5, size=2)
     baseline = rng.normal(-1.0, 1.0, size=n_genes)
-    rng = np.random.default_rng([seed, seed if cell_seed is None else cell_seed])
+    rng = np.random.default_rng([seed, cell_seed])
     types = rng.integers(0, n_types, size=n_cells)
     z = centres[types] + rng.normal(0, 0.35, size=(n_cells, rank))
     library = rng.lognormal(0, 0.3, size=n_cells)
