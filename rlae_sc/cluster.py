@@ -171,7 +171,19 @@ def _neighbors(
 
 
 def leiden(adata: ad.AnnData, *, resolution: float, seed: int, key_added: str = "leiden") -> None:
-    """scanpy's Leiden (igraph, two iterations, undirected) on ``adata``'s graph, into ``obs[key_added]``."""
+    """scanpy's Leiden (igraph flavour, two iterations, undirected) on ``adata``'s neighbour graph, in place.
+
+    Parameters
+    ----------
+    adata
+        Cells with ``obsp['connectivities']`` (n_cells x n_cells, as :func:`cluster` builds it).
+    resolution
+        Leiden's resolution (higher: more, smaller clusters).
+    seed
+        Leiden's random state.
+    key_added
+        Writes the clusters to ``obs[key_added]`` (categorical, n_cells) and the parameters to ``uns[key_added]``.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sc.tl.leiden(
