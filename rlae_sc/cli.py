@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> None:
     c = args.command
     if c in federated_cli.COMMANDS:
-        return federated_cli.dispatch(args)
+        federated_cli.dispatch(args)
+        return
     from rlae_sc import pipeline  # here, not above: `rlae-sc --help` and option errors need none of the stages
 
     if c == "preprocess":
