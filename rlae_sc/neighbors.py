@@ -145,8 +145,7 @@ def membership_strengths(dist: np.ndarray) -> np.ndarray:
         sigma = np.ones(len(d))
         active = np.arange(len(d))  # rows still bisecting
         for _ in range(BANDWIDTH_STEPS):
-            x, s = excess[active], sigma[active, None]
-            total = np.where(x > 0, np.exp(-np.maximum(x, 0) / s), 1.0).sum(axis=1)
+            total = _strengths(excess[active], sigma[active]).sum(axis=1)
             moving = np.abs(total - target) >= BANDWIDTH_TOLERANCE
             active, total = active[moving], total[moving]
             if not len(active):
@@ -158,8 +157,13 @@ def membership_strengths(dist: np.ndarray) -> np.ndarray:
             sigma[active] = np.where(np.isinf(h), 2 * sigma[active], (lo[active] + h) / 2)
         minimum = np.where(rho > 0, MIN_BANDWIDTH_SCALE * d.mean(axis=1), floor_all)
         sigma = np.maximum(sigma, minimum)
-        out[start : start + len(d)] = np.where(excess > 0, np.exp(-np.maximum(excess, 0) / sigma[:, None]), 1.0)
+        out[start : start + len(d)] = _strengths(excess, sigma)
     return out
+
+
+def _strengths(excess: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """``exp(-excess / sigma)`` row by row (excess: rows x neighbours, sigma: rows), 1 where ``excess <= 0``."""
+    return np.where(excess > 0, np.exp(-np.maximum(excess, 0) / sigma[:, None]), 1.0)
 
 
 def save_index(index, path: str | Path) -> str:
