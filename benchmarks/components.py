@@ -58,6 +58,13 @@ def label_agreement(Z: np.ndarray, labels: np.ndarray, k: int = 15) -> float:
     return float(np.mean(labels[idx] == labels[:, None]))
 
 
+def centred_matrix(pre: ad.AnnData) -> np.ndarray:
+    """The matrix the autoencoder trains on (:func:`rlae_sc.preprocess.trained_rows`), float64, centred (n x m)."""
+    X = np.asarray(trained_rows(pre).read(0, pre.n_obs), dtype=np.float64)
+    X -= X.mean(0)
+    return X
+
+
 def main(only: list[str]) -> None:
     """Every set of ``SETS`` (or those whose file stems are in ``only``); rows of earlier runs for the other
     sets are kept in components.json."""
@@ -74,8 +81,7 @@ def main(only: list[str]) -> None:
             warnings.simplefilter("ignore")
             pre, _ = preprocess(ad.read_h5ad(path), **pp)
         labels = pre.obs[key].astype(str).to_numpy()
-        X = np.asarray(trained_rows(pre).read(0, pre.n_obs), dtype=np.float64)
-        X -= X.mean(0)
+        X = centred_matrix(pre)
         keep = ~np.isin(labels, unlabelled)
         row = {"dataset": name.removesuffix(".h5ad"), "n_cells": pre.n_obs, "n_genes": pre.n_vars}
         for k in ("auto", 50):
@@ -136,8 +142,7 @@ def stability_check() -> None:
     scores, residual_sq = model.scores(rows, residuals=True, device="cpu")  # the directions stage's one pass
     fast = direction_stability(model, scores, residual_sq)
     stability_seconds = time.perf_counter() - t0 - scores_seconds  # beyond the scores the stage needs anyway
-    X = np.asarray(rows.read(0, pre.n_obs), dtype=np.float64)
-    X -= X.mean(0)
+    X = centred_matrix(pre)
     t0 = time.perf_counter()
     precise = full_bootstrap(X, model.directions.astype(np.float64), N_PRECISE)
     cos = precise[:N_FULL]
@@ -191,8 +196,7 @@ def demo_check() -> None:
     for n_cells in DEMO_CELLS:
         counts = synthetic_counts(n_cells=n_cells)
         pre, recipe = preprocess(counts)
-        X = np.asarray(trained_rows(pre).read(0, pre.n_obs), dtype=np.float64)
-        X -= X.mean(0)
+        X = centred_matrix(pre)
         e = scipy.linalg.eigh(X.T @ X, eigvals_only=True)[::-1]
         model = fit(pre, n_components="auto", trace_metrics=False, device="cpu")
         kept = counts.obs_names.get_indexer(pre.obs_names)
