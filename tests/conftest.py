@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import anndata as ad
 import numpy as np
@@ -67,11 +68,30 @@ def small_counts_file(small_counts, tmp_path_factory):
     return path
 
 
+# What a test needs from its machine, and the environment variable with which CI makes it mandatory (``.ci/run``
+# sets each where it can provide the piece; tests/test_slurm.py has its own RLAE_SC_REQUIRE_SLURM).
+REQUIRE_DATA = "RLAE_SC_REQUIRE_DATA"  # the real matrices of ../shared/data
+REQUIRE_BROWSER = "RLAE_SC_REQUIRE_BROWSER"  # Chromium, chromedriver and selenium (tests/test_browser.py)
+
+
+def required(switch: str) -> bool:
+    """Whether the environment variable ``switch`` asks for its piece: set to anything but empty or ``0``."""
+    return os.environ.get(switch, "") not in ("", "0")
+
+
+def unavailable(reason: str, switch: str) -> NoReturn:
+    """End the calling test for want of a piece of its machine: skipped with ``reason``, or failed with the same
+    reason where the environment variable ``switch`` (``REQUIRE_DATA``, ``REQUIRE_BROWSER``) requires the piece."""
+    if required(switch):
+        pytest.fail(f"{reason} ({switch} is set: this test may not be skipped)", pytrace=False)
+    pytest.skip(reason)
+
+
 def shared_file(name: str) -> Path:
-    """A file of ../shared/data, or skip the test with a clear reason."""
+    """A file of ../shared/data; else the test is skipped with the reason, or failed under ``RLAE_SC_REQUIRE_DATA``."""
     path = SHARED_DATA / name
     if not path.exists():
-        pytest.skip(f"{path} not found: real-data tests need ../shared/data beside the checkout")
+        unavailable(f"{path} not found: real-data tests need ../shared/data beside the checkout", REQUIRE_DATA)
     return path
 
 

@@ -1,5 +1,8 @@
 """The pages in a real browser (headless Chromium): every image loads, the console stays clean,
-nothing overflows a narrow window. Screenshots go to RLAE_SCREENSHOTS (default: a temporary folder)."""
+nothing overflows a narrow window. Screenshots go to RLAE_SCREENSHOTS (default: a temporary folder).
+
+Needs selenium and Debian's ``chromium`` and ``chromium-driver``: skipped with the reason without them, failed
+instead under ``RLAE_SC_REQUIRE_BROWSER`` (set by ``.ci/run`` where it can install them)."""
 
 from __future__ import annotations
 
@@ -9,12 +12,32 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REQUIRE_BROWSER, unavailable
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"
-)
+try:
+    from selenium import webdriver
+except ImportError:
+    webdriver = None
+
+
+def missing() -> str | None:
+    """Why the browser cannot be started here (None: it can)."""
+    if webdriver is None:
+        return "selenium is not installed"
+    if not (CHROMIUM and CHROMEDRIVER):
+        return "needs Debian's chromium and chromium-driver (.ci/run installs them)"
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def browser_available():
+    """Skip or fail (``RLAE_SC_REQUIRE_BROWSER``) this file's tests when the browser is missing, before the
+    session's workflow run that they would render is made for them (session scope: set up before it)."""
+    reason = missing()
+    if reason:
+        unavailable(reason, REQUIRE_BROWSER)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
-"""Analytic Pearson residuals against scanpy.experimental (garnett; skipped without ../shared/data)."""
+"""Analytic Pearson residuals against scanpy.experimental (garnett; skipped without ../shared/data, failed instead
+under RLAE_SC_REQUIRE_DATA)."""
 
 import warnings
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -10,8 +10,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from rlae_sc.residuals import default_clip, pearson_residuals, residual_sums, residual_variance, select_genes
-
-GARNETT = Path(__file__).resolve().parents[2] / "shared" / "data" / "garnett_pbmc800.h5ad"
+from tests.conftest import shared_file
 
 
 def test_residuals_by_formula_on_a_small_matrix():
@@ -32,9 +31,7 @@ def test_residuals_by_formula_on_a_small_matrix():
 
 @pytest.fixture(scope="module")
 def garnett_filtered():
-    if not GARNETT.exists():
-        pytest.skip(f"{GARNETT} not found (../shared/data is absent)")
-    a = ad.read_h5ad(GARNETT)
+    a = ad.read_h5ad(shared_file("garnett_pbmc800.h5ad"))
     sc.pp.filter_cells(a, min_genes=200)
     sc.pp.filter_genes(a, min_cells=3)
     return a
