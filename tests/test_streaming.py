@@ -16,7 +16,7 @@ from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix, run_p
 from rlae_sc.errors import InputError
 from rlae_sc.lae import theory
 from rlae_sc.model import load_model
-from rlae_sc.passes import _scatter_block, scatter_matrix
+from rlae_sc.passes import _scatter_block, _scores_block, scatter_matrix
 from rlae_sc.preprocess import fit_recipe
 from tests.conftest import trained_matrix
 
@@ -146,32 +146,65 @@ def test_streaming_file_is_an_ordinary_h5ad(both):
     assert sp.issparse(pre.X) and pre.X.shape == (pre.n_obs, pre.n_vars) and "rlae_recipe" in pre.uns
 
 
-def test_an_interrupted_pass_resumes_from_its_checkpoint(both, tmp_path, monkeypatch):
-    pre = str(both["streaming"] / "pre.h5ad")
-    fn = partial(_scatter_block, precision="float64")
-    whole, _ = run_pass(H5adMatrix(pre), fn, chunk_size=50)
-    read, calls = H5adMatrix.read, []
+READ = H5adMatrix.read  # unpatched, for the spies below
+
+
+def interrupt_after(monkeypatch, n_blocks: int) -> list[int]:
+    """Make ``H5adMatrix.read`` raise KeyboardInterrupt, as a signal would, once ``n_blocks`` blocks have been
+    read; returns the list of the first rows read so far."""
+    calls = []
 
     def interrupted(self, start, stop):
-        if len(calls) == 4:
-            raise KeyboardInterrupt  # as a signal would, after four blocks
+        if len(calls) == n_blocks:
+            raise KeyboardInterrupt
         calls.append(start)
-        return read(self, start, stop)
+        return READ(self, start, stop)
 
     monkeypatch.setattr(H5adMatrix, "read", interrupted)
+    return calls
+
+
+def record_reads(monkeypatch) -> list[int]:
+    """Record the first row of every block ``H5adMatrix.read`` reads from now on (replacing any spy before)."""
+    calls = []
+    monkeypatch.setattr(H5adMatrix, "read", lambda self, a, b: calls.append(a) or READ(self, a, b))
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["sums", "rows"])
+def test_an_interrupted_pass_resumes_from_its_checkpoint(both, tmp_path, monkeypatch, kind):
+    """Stopped after four of its twelve blocks, a pass resumes with the fifth and gives the uninterrupted result:
+    the sums of the scatter pass, or the rows of the scores pass (kept in the checkpoint since the start)."""
+    pre = str(both["streaming"] / "pre.h5ad")
+    n = H5adMatrix(pre).shape[0]
+    if kind == "sums":
+        fn = partial(_scatter_block, precision="float64")
+    else:
+        P = np.random.default_rng(0).standard_normal((H5adMatrix(pre).shape[1], 3))
+        fn = partial(_scores_block, P=P, device="cpu", residuals=True)
+    whole = run_pass(H5adMatrix(pre), fn, chunk_size=50)
+    assert whole[0 if kind == "sums" else 1], "the pass gave nothing to compare"
     ckpt = tmp_path / "pass.checkpoint"
+    first = interrupt_after(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         run_pass(H5adMatrix(pre), fn, chunk_size=50, checkpoint=ckpt, checkpoint_seconds=0)
-    monkeypatch.setattr(H5adMatrix, "read", read)
-    resumed_from = []
-    monkeypatch.setattr(H5adMatrix, "read", lambda self, a, b: resumed_from.append(a) or read(self, a, b))
-    again, _ = run_pass(H5adMatrix(pre), fn, chunk_size=50, checkpoint=ckpt, checkpoint_seconds=0)
-    assert resumed_from[0] == 200  # the four finished blocks were not read again
-    for key in whole:
-        np.testing.assert_array_equal(again[key], whole[key])
-    # a checkpoint of another pass (here: another block size) is not resumed
-    other, _ = run_pass(H5adMatrix(pre), fn, chunk_size=70, checkpoint=ckpt)
-    np.testing.assert_allclose(other["C"], whole["C"], rtol=1e-12, atol=1e-9)
+    assert first == [0, 50, 100, 150]
+    interrupted = ckpt.read_bytes()  # the checkpoint after four blocks, for the other pass below
+    resumed_from = record_reads(monkeypatch)
+    again = run_pass(H5adMatrix(pre), fn, chunk_size=50, checkpoint=ckpt, checkpoint_seconds=0)
+    assert resumed_from == list(range(200, n, 50))  # the blocks not yet done, each once
+    for got, expected in zip(again, whole, strict=True):  # sums, then rows
+        assert sorted(got) == sorted(expected)
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key])
+    # the checkpoint after four blocks of 50 is not resumed by another pass (here: blocks of 70), which starts over
+    ckpt.write_bytes(interrupted)
+    reads = record_reads(monkeypatch)
+    other = run_pass(H5adMatrix(pre), fn, chunk_size=70, checkpoint=ckpt)
+    assert reads == list(range(0, n, 70))
+    for got, expected in zip(other, whole, strict=True):
+        for key in expected:
+            np.testing.assert_allclose(got[key], expected[key], rtol=1e-12, atol=1e-9 * np.abs(expected[key]).max())
 
 
 def test_train_file_removes_its_checkpoints(both, tmp_path):
