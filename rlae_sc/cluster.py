@@ -26,19 +26,14 @@ import scanpy as sc
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from rlae_sc.errors import InputError
-from rlae_sc.keys import EMBEDDING_KEY
+from rlae_sc.keys import EMBEDDING_KEY, HARMONY_KEY
+from rlae_sc.labels import MISSING_LABELS, labelled_mask  # noqa: F401 (MISSING_LABELS: documented here)
 from rlae_sc.neighbors import EXACT_MAX_CELLS, build_index, knn, save_index, search, umap_graph
 from rlae_sc.params import ClusterParams
 
-MISSING_LABELS = ("", "?", "nan", "NaN", "unknown", "Unknown", "NA")
 EXTEND_BLOCK = 65_536  # cells outside the sketch voted and placed at a time
 
 log = logging.getLogger("rlae_sc")
-
-
-def labelled_mask(values: pd.Series) -> np.ndarray:
-    """True where a label is present: not NaN and not one of ``MISSING_LABELS``."""
-    return values.notna().to_numpy() & ~values.astype(str).isin(MISSING_LABELS).to_numpy()
 
 
 def kernel_votes(dist: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -59,12 +54,23 @@ def cluster(
     n_dims: int | None = ClusterParams.n_dims,
     resolution: float = ClusterParams.resolution,
     label_key: str | None = None,
+    batch_key: str | None = None,
+    harmony: bool = ClusterParams.harmony,
     seed: int = ClusterParams.seed,
     sketch_cells: int = ClusterParams.sketch_cells,
     index_out: str | Path | None = None,
     source: str = "input",
 ) -> dict:
-    """kNN graph on ``obsm['X_rlae']``, Leiden and UMAP, in place; returns the run's numbers.
+    """kNN graph on ``obsm['X_rlae']`` (or its Harmony correction), Leiden and UMAP, in place; returns the
+    run's numbers.
+
+    With ``harmony``, Harmony (harmonypy) corrects the first ``n_dims`` components for ``batch_key``; the
+    result is stored as ``obsm['X_rlae_harmony']`` and the graph, Leiden and UMAP are built on it (the
+    neighbour index written to ``index_out`` stays on ``obsm['X_rlae']``, the space query cells are embedded
+    in). With ``batch_key``, the result also holds ``batch_mixing``: the mean over cells of the inverse Simpson
+    index of batches among each cell's neighbours in the graph, scaled to 0 (one batch) .. 1 (all batches
+    equally); with ``label_key``, ``label_agreement``: the mean fraction of each cell's neighbours that share
+    its label (cells with a label), a measure that needs no clustering.
 
     Neighbours are found on the first ``n_dims`` components (all when
     ``None``) with a faiss index: exact (flat) up to
@@ -96,13 +102,28 @@ def cluster(
         )
     if EMBEDDING_KEY not in adata.obsm:
         raise InputError(source, f"has no obsm[{EMBEDDING_KEY!r}]", "Run `rlae-sc directions` first.")
+    if harmony and not batch_key:
+        raise InputError(
+            source, "harmony needs a batch_key (none was set)", "Preprocess with batch_key set, or leave harmony off."
+        )
     k = adata.obsm[EMBEDDING_KEY].shape[1]
     n_dims = k if n_dims is None else min(n_dims, k)
     n_neighbors = min(n_neighbors, adata.n_obs - 1)
     X = np.ascontiguousarray(adata.obsm[EMBEDDING_KEY][:, :n_dims], dtype=np.float32)
     seconds = {}
+    index_sha256 = None
+    if harmony:
+        t0 = time.perf_counter()
+        if index_out is not None:
+            index_sha256 = save_index(build_index(X, seed=seed), index_out)
+        X = run_harmony(X, adata.obs[batch_key], seed=seed)
+        adata.obsm[HARMONY_KEY] = X
+        seconds["harmony_seconds"] = time.perf_counter() - t0
+        index_out = None
     t0 = time.perf_counter()
-    index_sha256 = _neighbors(adata, X, n_neighbors=n_neighbors, seed=seed, index_out=index_out)
+    written = _neighbors(adata, X, n_neighbors=n_neighbors, seed=seed, index_out=index_out)
+    index_sha256 = index_sha256 or written
+    adata.uns["neighbors"]["params"]["use_rep"] = HARMONY_KEY if harmony else EMBEDDING_KEY
     seconds["neighbors_seconds"] = time.perf_counter() - t0
     sketched = adata.n_obs > sketch_cells
     if sketched:
@@ -119,6 +140,8 @@ def cluster(
         _extend_sketch(adata, small, sketch, X, n_neighbors=n_neighbors, seed=seed)
         seconds["sketch_extension_seconds"] = time.perf_counter() - t0
     result = {"n_clusters": int(adata.obs["leiden"].nunique()), **seconds}
+    if batch_key:
+        result["batch_mixing"] = batch_mixing(adata.obsp["distances"], adata.obs[batch_key])
     if label_key is not None:
         labels = adata.obs[label_key].astype(str)
         has = labelled_mask(adata.obs[label_key])
@@ -127,12 +150,15 @@ def cluster(
             ari=float(adjusted_rand_score(truth, pred)),
             nmi=float(normalized_mutual_info_score(truth, pred)),
             n_labelled=int(has.sum()),
+            label_agreement=label_agreement(adata.obsp["distances"], adata.obs[label_key]),
         )
     adata.uns["rlae_cluster"] = {
         "n_neighbors": n_neighbors,
         "n_dims": n_dims,
         "resolution": resolution,
         "label_key": label_key or "",
+        "batch_key": batch_key or "",
+        "harmony": bool(harmony),
         "seed": seed,
         "neighbors": "exact (faiss flat)" if adata.n_obs <= EXACT_MAX_CELLS else "approximate (faiss IVF-flat)",
         "sketch_cells": int(sketch_cells) if sketched else 0,
@@ -140,6 +166,51 @@ def cluster(
     if index_sha256 is not None:
         adata.uns["rlae_cluster"]["index_sha256"] = index_sha256
     return result
+
+
+def run_harmony(X: np.ndarray, batches: pd.Series, *, seed: int = 0) -> np.ndarray:
+    """Harmony (harmonypy, its defaults) on the embedding ``X`` (cells x d) for the batches (cells,);
+    returns the corrected embedding (cells x d, float32)."""
+    import harmonypy
+
+    meta = pd.DataFrame({"batch": batches.astype(str).to_numpy()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Z = np.asarray(harmonypy.run_harmony(X, meta, "batch", random_state=seed, verbose=False).Z_corr)
+    return np.ascontiguousarray(Z if Z.shape == X.shape else Z.T, dtype=np.float32)
+
+
+def _neighbour_rows(distances) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's row and its neighbours' columns (pairs,) of a kNN distance graph (cells x cells, CSR)."""
+    graph = distances.tocsr()
+    return np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr)), graph.indices
+
+
+def batch_mixing(distances, batches: pd.Series) -> float:
+    """Mean over cells of the inverse Simpson index of batches among each cell's neighbours in the kNN graph
+    ``distances`` (cells x cells), scaled to 0..1 by ``(index - 1) / (batches - 1)``."""
+    codes = pd.Categorical(batches.astype(str)).codes
+    n_batches = int(codes.max()) + 1
+    if n_batches < 2:
+        return 0.0
+    rows, cols = _neighbour_rows(distances)
+    counts = np.zeros((distances.shape[0], n_batches))
+    np.add.at(counts, (rows, codes[cols]), 1.0)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    simpson = 1.0 / np.maximum((share**2).sum(axis=1), 1e-12)
+    return float(np.mean((simpson - 1) / (n_batches - 1)))
+
+
+def label_agreement(distances, labels: pd.Series) -> float:
+    """Mean over labelled cells of the fraction of their neighbours in the kNN graph ``distances`` (cells x
+    cells) that carry the same label (neighbours without a label count as different)."""
+    has = labelled_mask(labels)
+    text = labels.astype(str).to_numpy()
+    rows, cols = _neighbour_rows(distances)
+    same = (text[rows] == text[cols]) & has[cols]
+    k = np.bincount(rows, minlength=len(text))
+    agree = np.bincount(rows, weights=same.astype(float), minlength=len(text)) / np.maximum(k, 1)
+    return float(agree[has].mean())
 
 
 def _neighbors(

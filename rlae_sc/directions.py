@@ -76,7 +76,7 @@ def directions_adata(
     ``varm['rlae_directions']`` the directions (all input genes x k, zero rows
     for genes not used), ``var['rlae_used']`` marks used genes, and
     ``uns['rlae']`` the eigenvalues, variance ratios, lambda, parameters,
-    the comparison with exact PCA and each direction's ``stability``
+    the comparison with exact PCA, the recipe's ``batch_key`` ("" for none) and each direction's ``stability``
     (:func:`rlae_sc.stability.direction_stability`; the metrics list the
     components below :data:`rlae_sc.stability.IDENTIFIABLE` as
     ``not_identifiable``). ``device``: where the passes' products run (``"auto"``: CUDA when
@@ -98,7 +98,7 @@ def directions_adata(
     out.varm[DIRECTIONS_KEY] = loadings
     out.obsm[EMBEDDING_KEY], residual_sq = model.scores(matrix, residuals=True, client=client, device=device)
     stable = direction_stability(model, out.obsm[EMBEDDING_KEY], residual_sq)
-    out.uns[UNS_KEY] = summary(model, reference, stable)
+    out.uns[UNS_KEY] = {**summary(model, reference, stable), "batch_key": model.recipe.batch_key or ""}
     qc = pre.uns.get("rlae_preprocess", {})
     metrics = {
         **{key: int(qc[key]) for key in QC_COUNTS if key in qc},

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from rlae_sc.batches import batch_codes, centred_scale, grouped_sums
 from rlae_sc.chunks import H5adMatrix, InMemory, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.keys import EMBEDDING_KEY
@@ -120,10 +122,18 @@ class RLAEModel:
         :class:`~rlae_sc.chunks.H5adMatrix` of a file too large for memory;
         ``adata`` then only carries ``obs`` and ``var``), else from ``adata.X``;
         on Dask when ``client`` is given.
+
+        A model trained with a ``batch_key`` centres each cell on its batch's centre: cells of a batch the
+        model knows (``obs[batch_key]``) on that batch's, the cells of each other batch on their own mean
+        (over those of them that pass QC), found in one more pass, as the recipe's ``mean`` centring does;
+        without the column, all cells are one new batch, ``query``. ``uns['rlae_embed']['new_batches']``
+        names them.
         """
         idx = self.recipe.gene_index(adata.var_names, min_overlap=min_overlap, source=source)
         matrix = matrix if matrix is not None else InMemory(sp.csr_matrix(adata.X))
-        fn = partial(_embed_block, recipe=self.recipe, idx=idx, mito=mito_mask(adata.var_names), P=self.directions)
+        mito = mito_mask(adata.var_names)
+        recipe, batch, new = _query_batches(self.recipe, adata.obs, matrix, idx, mito, client=client, source=source)
+        fn = partial(_embed_block, recipe=recipe, idx=idx, mito=mito, P=self.directions, batch=batch)
         rows = run_pass(matrix, fn, client=client, desc="embedding")[1]
         adata.obsm[EMBEDDING_KEY] = rows["scores"]
         adata.obs["rlae_qc_pass"] = rows["qc_pass"]
@@ -131,6 +141,7 @@ class RLAEModel:
             "n_components": self.n_components,
             "gene_overlap": float((idx >= 0).mean()),
             "min_overlap": min_overlap,
+            "new_batches": new,
         }
         return adata
 
@@ -367,13 +378,56 @@ def fit_scatter(
     )
 
 
-def _embed_block(block, start: int, *, recipe: Recipe, idx: np.ndarray, mito: np.ndarray, P: np.ndarray):
-    """Scores (float32) and QC flags of a block of cells x input genes."""
+def _query_batches(
+    recipe: Recipe, obs: pd.DataFrame, matrix, idx: np.ndarray, mito: np.ndarray, *, client=None, source="query"
+) -> tuple[Recipe, np.ndarray | None, list[str]]:
+    """The recipe that embeds query cells, each cell's batch in it (cells,; ``None`` without batches), and
+    the names of the batches new to the model (see :meth:`RLAEModel.embed`)."""
+    if not recipe.batches:
+        return recipe, None, []
+    key = recipe.batch_key
+    values = obs[key] if key in obs else pd.Series("query", index=obs.index)
+    codes, names = batch_codes(values, key=key, source=source)
+    known = pd.Index(recipe.batches).get_indexer(names)
+    new = [name for name, k in zip(names, known, strict=True) if k < 0]
+    fresh = np.cumsum(known < 0) - 1  # each new batch's place among the new ones
+    in_model = np.where(known >= 0, known, len(recipe.batches) + fresh)
+    if new:
+        group = np.where(known < 0, fresh, -1)[codes]
+        fn = partial(_new_batch_block, recipe=recipe, idx=idx, mito=mito, group=group, n_new=len(new))
+        sums = run_pass(matrix, fn, client=client, desc="new batches")[0]
+        if (sums["n"] == 0).any():
+            empty = [name for name, n in zip(new, sums["n"], strict=True) if n == 0]
+            raise InputError(
+                source, f"no cell of batch(es) {', '.join(empty)} passes the model's QC", "Check those cells' counts."
+            )
+        centres = sums["sum"] / sums["n"][:, None]
+        recipe = recipe.with_batches(new, centres, centred_scale(sums["sum"], sums["sumsq"], sums["n"], centres)[1])
+    return recipe, in_model[codes], new
+
+
+def _new_batch_block(block, start: int, *, recipe: Recipe, idx: np.ndarray, mito, group: np.ndarray, n_new: int):
+    """Sums and sums of squares (new batches x m) of the log-normalised values of the recipe's genes (missing
+    genes: zero) over the QC-passing cells of each new batch (``group``: all cells,; -1: a known batch)."""
     X = sp.csr_matrix(block)
-    Z = recipe._scale(recipe._normalize(X), idx, dtype=np.float64)
+    codes = np.where(recipe.keep(*cell_qc(X, mito)), group[start : start + X.shape[0]], -1)
+    present = idx >= 0
+    L = recipe.normalize_rows(X)[:, idx[present]]
+    L = sp.csr_matrix((L.data, np.flatnonzero(present)[L.indices], L.indptr), shape=(L.shape[0], len(idx)))
+    total, squares = grouped_sums(L, codes, n_new)
+    return {"sum": total, "sumsq": squares, "n": np.bincount(codes[codes >= 0], minlength=n_new)}, {}
+
+
+def _embed_block(
+    block, start: int, *, recipe: Recipe, idx: np.ndarray, mito: np.ndarray, P: np.ndarray, batch=None
+):
+    """Scores (float32) and QC flags of a block of cells x input genes (``batch``: all cells' batches)."""
+    X = sp.csr_matrix(block)
+    codes = None if batch is None else batch[start : start + X.shape[0]]
+    Z = recipe.scale_rows(recipe.normalize_rows(X), idx, batch=codes, dtype=np.float64)
     return {}, {
         "scores": (Z @ P).astype(np.float32),
-        "qc_pass": recipe._keep(*cell_qc(X, mito)),
+        "qc_pass": recipe.keep(*cell_qc(X, mito)),
     }
 
 

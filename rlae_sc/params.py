@@ -113,6 +113,26 @@ class PreprocessParams(Stage):
         choices=("seurat_v3", "seurat", "cell_ranger"),
     )
     clip: float | None = param(None, "clip scaled values at +-clip, the columns re-centred after; none: no clipping")
+    batch_key: str | None = param(
+        None,
+        "obs column naming each cell's batch (sample, donor, study, chemistry): genes are selected across batches "
+        "and each batch is centred on its own centre, so that shifts between batches leave the trained matrix; "
+        "none: one batch",
+    )
+    batch_centering: str = param(
+        "anchors",
+        "how each batch's centre is estimated with batch_key: mean, the batch's own mean (removes real biology "
+        "when cell-type shares differ between batches); anchors, the mean corrected by clusters matched between "
+        "batches (mutual nearest clusters of a first pass, or the groups of keep_key), so that unequal shares "
+        "are kept",
+        choices=("anchors", "mean"),
+    )
+    batch_scale: bool = param(False, "with batch_key, scale each batch's genes by that batch's own standard deviation")
+    keep_key: str | None = param(
+        None,
+        "with batch_centering anchors: obs column of known groups (cell types) whose cells are matched between "
+        "batches, instead of a first-pass clustering (cells without a label are not matched)",
+    )
 
 
 @stage("train", "Training of the sum-regularized linear autoencoder (:func:`rlae_sc.model.fit`).")
@@ -187,12 +207,31 @@ class ClusterParams(Stage):
         50_000, "above this many cells, Leiden and UMAP run on a seeded sample of this size, the rest follow"
     )
     seed: int = param(0, "seed of the neighbour index, Leiden, UMAP and the sketch")
+    harmony: bool = param(
+        False,
+        "run Harmony (harmonypy) on the embedding with the recipe's batch_key, store it as obsm['X_rlae_harmony'] "
+        "and build the graph, Leiden and UMAP on it",
+    )
 
 
 @stage("mapping", "Embedding query cells with a reference's model and mapping them onto it.")
 class MappingParams(Stage):
     n_neighbors: int = param(15, "reference neighbours per query cell (label transfer and UMAP position)")
     min_overlap: float = param(0.5, "fewest of the model's genes, as a fraction, that the cells must have")
+    classifier: str = param(
+        "logistic",
+        "how labels are transferred: logistic, a logistic regression on the reference's embedding (as CellTypist "
+        "on genes); knn, a kernel-weighted vote of the n_neighbors nearest reference cells",
+        choices=("logistic", "knn"),
+    )
+    min_confidence: float = param(
+        0.5, "query cells whose label holds less than this share of the vote (knn) or probability are unassigned"
+    )
+    distance_quantile: float | None = param(
+        0.99,
+        "query cells farther from their nearest reference cells than this quantile of the reference cells' own "
+        "distances (per label, on stability-weighted components) are unassigned; none: no distance check",
+    )
 
 
 @stage("federation", "A federated fit's connections (:mod:`rlae_sc.federated`).")

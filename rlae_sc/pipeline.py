@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from rlae_sc.atomic import atomic_path
+from rlae_sc.batches import obs_column
 from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.io import detect_format, read, write_h5ad, write_json
@@ -94,7 +95,7 @@ def preprocess_file(counts: str | Path, out: str | Path, *, label_key: str | Non
         recipe = _preprocess_streaming(counts, out, options, label_key, passes.dask, steps)
     else:
         adata = read(counts, **asdict(options))
-        _check_label_key(adata.obs, label_key, counts)
+        _check_obs_keys(adata.obs, label_key, steps, counts)
         pre, recipe = preprocess(adata, input_kind=options.input_kind, source=str(counts), scale=False, **asdict(steps))
         _record_input(pre, counts, options.layer, options.input_kind)
         write_h5ad(pre, out)
@@ -114,6 +115,14 @@ def _check_label_key(obs: pd.DataFrame, label_key: str | None, source) -> None:
             f"has no label column {label_key!r} (columns: {', '.join(map(str, obs.columns)) or 'none'})",
             "Set label_key to an existing obs column, or leave it unset.",
         )
+
+
+def _check_obs_keys(obs: pd.DataFrame, label_key: str | None, steps: PreprocessParams, source) -> None:
+    """Every ``obs`` column the run will read exists, before any work: the labels, the batches, the groups."""
+    _check_label_key(obs, label_key, source)
+    for key, what in ((steps.batch_key, "batch"), (steps.keep_key, "keep")):
+        if key is not None:
+            obs_column(obs, key, what=what, source=source)
 
 
 def _open_streaming(counts: str | Path, layer: str | None) -> tuple[H5adMatrix, pd.DataFrame, pd.Index]:
@@ -153,11 +162,12 @@ def _preprocess_streaming(
     counts, out, options: ReadParams, label_key: str | None, dask, steps: PreprocessParams
 ) -> Recipe:
     matrix, obs, genes = _open_streaming(counts, options.layer)
-    _check_label_key(obs, label_key, counts)
+    _check_obs_keys(obs, label_key, steps, counts)
     with dask_client(dask) as client, _reading(counts):
         recipe, qc = fit_recipe(
             matrix,
             genes,
+            obs=obs,
             input_kind=options.input_kind,
             source=str(counts),
             validate=True,
@@ -301,7 +311,10 @@ def cluster_file(
 
     with _backed_stage(directions, "directions") as backed:
         adata = _without_x(backed)
-    result = cluster(adata, label_key=label_key, index_out=index_path(out), source=str(directions), **params)
+    batch_key = adata.uns["rlae"].get("batch_key") or None
+    result = cluster(
+        adata, label_key=label_key, batch_key=batch_key, index_out=index_path(out), source=str(directions), **params
+    )
     metrics = {**adata.uns.pop("rlae_metrics"), **result}
     adata.uns["rlae"]["metrics"] = metrics
     write_h5ad(adata, out, x_from=directions)

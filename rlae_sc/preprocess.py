@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import anndata as ad
@@ -17,211 +17,25 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from rlae_sc.batches import (
+    FIRST_PASS_DIMS,
+    align_centres,
+    batch_codes,
+    centred_scale,
+    clusters_within_batches,
+    grouped_sums,
+    label_pairs,
+    match_and_align,
+    obs_column,
+)
 from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, matrix_of, run_pass
 from rlae_sc.errors import InputError
+from rlae_sc.hvg import scanpy_hvg, seurat_v3_clip, seurat_v3_select
 from rlae_sc.io import validate_matrix
-from rlae_sc.params import MappingParams, PreprocessParams, ReadParams
-from rlae_sc.residuals import THETA, default_clip, pearson_residuals, residual_sums, residual_variance, select_genes
-
-MITO_PREFIXES = ("MT-", "mt-")
-
-
-@dataclass
-class Recipe:
-    """Every parameter and fitted statistic needed to replay preprocessing.
-
-    Attributes
-    ----------
-    input_kind
-        See :class:`rlae_sc.params.ReadParams`.
-    min_genes, min_cells, max_pct_mito, target_sum, normalization, n_top_genes, hvg_flavor, clip
-        The parameters as applied (see :class:`rlae_sc.params.PreprocessParams`):
-        ``target_sum`` is the median of the reference's totals when not given
-        (a cell's total is taken over all its genes; not used by Pearson
-        residuals), ``hvg_flavor`` is ``seurat`` for log-normalised input given
-        ``seurat_v3`` and ``pearson_residuals`` with that normalisation, and
-        ``max_pct_mito`` is ``None`` when no gene is mitochondrial.
-    input_genes
-        Gene names of the reference input, in order.
-    genes
-        Genes used, in input order (length m).
-    mean, std
-        Per-gene mean and standard deviation (ddof=1) of log-normalised values
-        over reference cells (m,); ``std`` is 1 where a gene is constant, and
-        for Pearson residuals (centred, not scaled: ``mean`` is their mean).
-    gene_sums, theta, residual_clip
-        Pearson residuals only: each gene's count total over the reference
-        cells (m,), the overdispersion and the clipping bound
-        (``sqrt(n reference cells)``); a cell's total is taken over the genes
-        used (see :mod:`rlae_sc.residuals`).
-    offset
-        Per-gene mean subtracted after clipping (m,), zeros without clipping.
-    stats
-        Counts from fitting: cells and genes in, removed by each filter, kept.
-    """
-
-    input_kind: str = ReadParams.input_kind
-    min_genes: int = PreprocessParams.min_genes
-    min_cells: int = PreprocessParams.min_cells
-    max_pct_mito: float | None = PreprocessParams.max_pct_mito
-    target_sum: float | None = PreprocessParams.target_sum
-    normalization: str = PreprocessParams.normalization
-    n_top_genes: int = PreprocessParams.n_top_genes
-    hvg_flavor: str = PreprocessParams.hvg_flavor
-    clip: float | None = PreprocessParams.clip
-    input_genes: list[str] = field(default_factory=list)
-    genes: list[str] = field(default_factory=list)
-    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    std: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    offset: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    gene_sums: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    theta: float = THETA
-    residual_clip: float | None = None
-    stats: dict = field(default_factory=dict)
-
-    @property
-    def pearson(self) -> bool:
-        """Whether the recipe computes Pearson residuals of counts (else log-normalised values)."""
-        return self.normalization == "pearson_residuals"
-
-    @property
-    def stored(self) -> str:
-        """What a preprocessed file's sparse ``X`` holds for the genes used: :data:`LOG_NORMALIZED` values,
-        or :data:`COUNTS` for Pearson residuals (computed from them block by block)."""
-        return COUNTS if self.pearson else LOG_NORMALIZED
-
-    # -- replay -----------------------------------------------------------------
-
-    def qc_metrics(self, adata: ad.AnnData) -> pd.DataFrame:
-        """Per-cell ``n_genes``, ``total_counts`` and ``pct_mito`` (NaN when no mito genes are named)."""
-        n_genes, total, pct = cell_qc(sp.csr_matrix(adata.X), mito_mask(adata.var_names))
-        return pd.DataFrame({"n_genes": n_genes, "total_counts": total, "pct_mito": pct}, index=adata.obs_names)
-
-    def qc_pass(self, adata: ad.AnnData) -> np.ndarray:
-        """Boolean mask (n_cells,) of cells that pass the recipe's cell filters."""
-        qc = self.qc_metrics(adata)
-        return self._keep(qc["n_genes"].to_numpy(), qc["total_counts"].to_numpy(), qc["pct_mito"].to_numpy())
-
-    def _keep(self, n_genes: np.ndarray, total: np.ndarray, pct_mito: np.ndarray) -> np.ndarray:
-        keep = (n_genes >= max(self.min_genes, 1)) & (total > 0)
-        if self.max_pct_mito is not None and not np.isnan(pct_mito).all():
-            keep &= pct_mito <= self.max_pct_mito
-        return keep
-
-    def normalize(self, adata: ad.AnnData) -> sp.csr_matrix:
-        """Log-normalised values of all of ``adata``'s genes (CSR, float32, cells x genes); the counts
-        themselves for Pearson residuals (which :meth:`transform` computes over the genes used)."""
-        return self._normalize(sp.csr_matrix(adata.X))
-
-    def _normalize(self, X: sp.csr_matrix) -> sp.csr_matrix:
-        """``log1p(target_sum * x / cell total)`` (totals over all genes), or ``X`` for log-normalised input
-        and for Pearson residuals."""
-        if self.input_kind == "log_normalized" or self.pearson:
-            return sp.csr_matrix(X, dtype=np.float32)
-        X = sp.csr_matrix(X, dtype=np.float64, copy=True)
-        total = np.asarray(X.sum(axis=1)).ravel()
-        total[total == 0] = 1.0
-        X.data *= np.repeat(self.target_sum / total, np.diff(X.indptr))
-        np.log1p(X.data, out=X.data)
-        return X.astype(np.float32)
-
-    def transform(
-        self, adata: ad.AnnData, *, min_overlap: float = MappingParams.min_overlap, source: str = "query"
-    ) -> np.ndarray:
-        """Replay the recipe on ``adata`` (any cells, any gene order) -> float32 (n_cells x m).
-
-        Genes are matched by name; genes of the recipe missing from ``adata``
-        count as zero expression (a warning gives the overlap). Fewer than
-        ``min_overlap`` of the recipe's genes present is an :class:`InputError`.
-        No cell is dropped: use :meth:`qc_pass` to flag cells QC would remove.
-        """
-        return self._scale(
-            self.normalize(adata), self.gene_index(adata.var_names, min_overlap=min_overlap, source=source)
-        )
-
-    def gene_index(
-        self, var_names, *, min_overlap: float = MappingParams.min_overlap, source: str = "query"
-    ) -> np.ndarray:
-        """Column of each recipe gene in ``var_names`` (-1: missing), checked against ``min_overlap``."""
-        idx = pd.Index(var_names).get_indexer(self.genes)
-        present = idx >= 0
-        overlap = float(present.mean())
-        if overlap < min_overlap:
-            raise InputError(
-                source,
-                f"only {int(present.sum())} of the model's {len(self.genes)} genes ({overlap:.0%}) are present, "
-                f"below the minimum overlap of {min_overlap:.0%}",
-                "Check that genes are named the same way as in the reference (symbols vs Ensembl ids), "
-                "or lower min_overlap if you accept the loss.",
-            )
-        if overlap < 1:
-            warnings.warn(
-                f"{source}: {len(self.genes) - int(present.sum())} of the model's {len(self.genes)} genes are missing "
-                f"(overlap {overlap:.1%}); they are treated as zero expression",
-                stacklevel=3,
-            )
-        return idx
-
-    def _scale(self, L: sp.csr_matrix, idx: np.ndarray, *, dtype=np.float32, compute=np.float64) -> np.ndarray:
-        """Centre, scale and clip log-normalised values ``L`` (or, for Pearson residuals, compute the
-        residuals of counts ``L`` in float64, cell totals over the recipe's genes, and centre them);
-        ``idx[j]`` is the column of recipe gene j in ``L`` (-1: missing, taken as zero). Computed in
-        ``compute`` precision, in place (memory: one dense copy, two for residuals); returns ``dtype``
-        (n_cells x m)."""
-        present = idx >= 0
-        if present.all() and np.array_equal(idx, np.arange(L.shape[1])):
-            Z = L.toarray().astype(compute, copy=False)  # the columns are the recipe's genes, in order
-        else:
-            Z = np.zeros((L.shape[0], len(self.genes)), dtype=compute)
-            Z[:, present] = L[:, idx[present]].toarray()
-        if self.pearson:
-            Z = self.residuals(Z).astype(compute, copy=False)
-        Z -= self.mean.astype(compute, copy=False)
-        Z /= self.std.astype(compute, copy=False)
-        if self.clip is not None:
-            np.clip(Z, -self.clip, self.clip, out=Z)
-        Z -= self.offset.astype(compute, copy=False)
-        return Z.astype(dtype, copy=False)
-
-    def residuals(self, counts) -> np.ndarray:
-        """Pearson residuals (float64, n_cells x m) of ``counts`` of the recipe's genes (n_cells x m),
-        uncentred: scanpy's ``normalize_pearson_residuals`` of the genes used."""
-        return pearson_residuals(counts, gene_sums=self.gene_sums, theta=self.theta, clip=self.residual_clip)
-
-    # -- serialisation ------------------------------------------------------------
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict; arrays become lists of floats (exact round trip)."""
-        d = asdict(self)
-        for key in ARRAYS:
-            d[key] = np.asarray(d[key], dtype=np.float64).tolist()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Recipe:
-        """Inverse of :meth:`to_dict`."""
-        d = dict(d)
-        for key in ARRAYS:
-            d[key] = np.asarray(d[key], dtype=np.float64)
-        return cls(**d)
-
-
-ARRAYS = ("mean", "std", "offset", "gene_sums")  # the recipe's per-gene arrays (lists in JSON)
-
-
-def mito_mask(var_names: pd.Index) -> np.ndarray:
-    """True for mitochondrial genes: names starting with ``MT-`` or ``mt-``."""
-    return np.asarray(pd.Index(var_names).astype(str).str.startswith(MITO_PREFIXES), dtype=bool)
-
-
-def cell_qc(X: sp.csr_matrix, mito: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(n_genes, total_counts, pct_mito)`` per cell of ``X`` (cells x genes); pct_mito is NaN without mito genes."""
-    total = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
-    if mito.any():
-        pct = 100 * np.asarray(X[:, mito].sum(axis=1, dtype=np.float64)).ravel() / np.where(total > 0, total, 1.0)
-    else:
-        pct = np.full(len(total), np.nan)
-    return np.diff(X.indptr), total, pct
+from rlae_sc.labels import labelled_mask
+from rlae_sc.params import PreprocessParams, ReadParams
+from rlae_sc.recipe import COUNTS, LOG_NORMALIZED, SCALED, Recipe, cell_qc, mito_mask
+from rlae_sc.residuals import default_clip, residual_sums, residual_variance, select_genes
 
 
 def new_recipe(
@@ -247,6 +61,12 @@ def new_recipe(
                 "Give the counts (input_kind: counts), or use normalization: log1p.",
             )
         hvg_flavor = "pearson_residuals"  # genes are ranked by the variance of their residuals
+        if p.batch_key is not None:
+            raise InputError(
+                source,
+                "batch_key is not available with normalization pearson_residuals",
+                "Use normalization: log1p with batch_key, or leave batch_key unset.",
+            )
     var_names = pd.Index(var_names).astype(str)
     mito = mito_mask(var_names)
     recipe = Recipe(
@@ -260,6 +80,10 @@ def new_recipe(
         hvg_flavor=hvg_flavor,
         clip=p.clip,
         input_genes=list(var_names),
+        batch_key=p.batch_key,
+        batch_centering=p.batch_centering,
+        batch_scale=p.batch_scale,
+        keep_key=p.keep_key,
     )
     return recipe, mito
 
@@ -294,41 +118,6 @@ def gene_candidates(recipe: Recipe, n_cells: np.ndarray, *, source: str = "input
             source, f"no genes are detected in at least {recipe.min_cells} cells after QC", "Lower min_cells."
         )
     return candidates
-
-
-def seurat_v3_clip(gene: dict, candidates: np.ndarray, n: int) -> dict:
-    """Seurat v3's first step (as scanpy's ``flavor="seurat_v3"``, one batch), from per-gene count sums.
-
-    A loess fit (span 0.3, degree 2) of log10 variance on log10 mean gives
-    each candidate gene's expected standard deviation ``reg_std``; counts are
-    clipped at ``clip_val = mean + sqrt(n) * reg_std``. ``gene['sum']`` and
-    ``gene['sumsq']`` (input genes,) are sums over the ``n`` QC-passing cells.
-    Returns ``cand`` (indices of candidates), ``mean``, ``reg_std`` and ``clip_val`` (each candidates,).
-    """
-    from skmisc.loess import loess
-
-    cand = np.flatnonzero(candidates)
-    mean = gene["sum"][cand] / n
-    var = (gene["sumsq"][cand] / n - mean**2) * (n / (n - 1))
-    not_const = var > 0
-    fitted = np.zeros(len(cand))
-    model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=0.3, degree=2)
-    model.fit()
-    fitted[not_const] = model.outputs.fitted_values
-    reg_std = np.sqrt(10**fitted)
-    return {"cand": cand, "mean": mean, "reg_std": reg_std, "clip_val": reg_std * np.sqrt(n) + mean}
-
-
-def seurat_v3_select(fit: dict, clipped: dict, n: int, n_genes: int, n_top_genes: int) -> np.ndarray:
-    """Seurat v3's ranking: the ``n_top_genes`` candidates with the largest variance of standardised clipped
-    counts. ``fit`` is :func:`seurat_v3_clip`'s, ``clipped`` the sums and sums of squares of clipped counts
-    (candidates,) over the ``n`` cells; returns a mask over the ``n_genes`` input genes."""
-    mean, reg_std = fit["mean"], fit["reg_std"]
-    norm_var = (n * mean**2 + clipped["sumsq"] - 2 * clipped["sum"] * mean) / ((n - 1) * reg_std**2)
-    rank = np.argsort(np.argsort(-norm_var))  # the ranking scanpy uses
-    hvg = np.zeros(n_genes, dtype=bool)
-    hvg[fit["cand"][rank < n_top_genes]] = True
-    return hvg
 
 
 def set_genes(recipe: Recipe, hvg: np.ndarray) -> np.ndarray:
@@ -370,6 +159,7 @@ def fit_recipe(
     matrix: InMemory | H5adMatrix,
     var_names: pd.Index,
     *,
+    obs: pd.DataFrame | None = None,
     input_kind: str = ReadParams.input_kind,
     source: str = "input",
     validate: bool = False,
@@ -380,36 +170,45 @@ def fit_recipe(
     """Fit a :class:`Recipe` with passes over the rows of ``matrix`` (cells x genes), never holding it whole.
 
     ``params`` are the preprocessing parameters, fields of :class:`rlae_sc.params.PreprocessParams`
-    (``min_genes``, ``n_top_genes``, ``clip``, ...); those not given take their defaults.
+    (``min_genes``, ``n_top_genes``, ``clip``, ``batch_key``, ...); those not given take their defaults.
+    ``obs`` (cells,) holds the columns ``batch_key`` and ``keep_key`` name.
 
     Pass 1: per-cell QC and, over cells passing QC, per-gene detection, sums
-    and sums of squares. Pass 2 (``seurat_v3`` selection): per-gene sums of
-    counts clipped as in Seurat v3 (the same statistics as scanpy's
-    ``highly_variable_genes(flavor="seurat_v3")``); with Pearson residuals,
+    and sums of squares (per batch with ``batch_key``). Pass 2 (``seurat_v3`` selection): per-gene sums of
+    counts clipped as in Seurat v3, per batch (the same statistics as scanpy's
+    ``highly_variable_genes(flavor="seurat_v3", batch_key=...)``; :mod:`rlae_sc.hvg`); with Pearson residuals,
     the sums of squares of the candidate genes' residuals instead (cell
     totals over the candidates, as scanpy's ``flavor="pearson_residuals"``
     after its gene filter). Pass 3: mean and standard deviation of the
     selected genes' log-normalised values (the mean of their residuals, cell
-    totals over the selected genes). Pass 4 (``clip``):
+    totals over the selected genes); with ``batch_key``, per batch, and the batches' centres
+    (:func:`fit_batch_centres`, more passes for ``anchors``). Pass 4 (``clip``):
     the mean of the clipped scaled values. ``validate`` checks each block's
     values (NaN, negatives, non-integer counts) in pass 1. The ``seurat`` and
     ``cell_ranger`` flavors call scanpy and need ``matrix`` in memory.
     Every pass returns sums over cells, and every decision taken from them is
     a function of its own (:func:`check_qc`, :func:`gene_candidates`,
-    :func:`seurat_v3_clip`, :func:`seurat_v3_select`, :func:`set_scale`), which
+    :func:`rlae_sc.hvg.seurat_v3_clip`, :func:`rlae_sc.hvg.seurat_v3_select`, :func:`set_scale`), which
     the federated coordinator (:mod:`rlae_sc.federated`) calls on sums over sites.
     Returns the recipe and the QC table of all cells (``n_genes``,
     ``total_counts``, ``pct_mito``, ``qc_pass``).
     """
     recipe, mito = new_recipe(var_names, input_kind=input_kind, source=source, **params)
     passes = {"chunk_size": chunk_size, "client": client}
+    batch = None
+    if recipe.batch_key is not None:
+        values = obs_column(obs if obs is not None else pd.DataFrame(), recipe.batch_key, what="batch", source=source)
+        batch, recipe.batches = batch_codes(values, key=recipe.batch_key, source=source)
+    n_batches = len(recipe.batches) or 1
     genes = pd.Index(recipe.input_genes)
     check = {"source": str(source), "input_kind": input_kind, "genes": genes} if validate else None
-    gene, cells = run_pass(matrix, partial(_qc_block, recipe=recipe, mito=mito, check=check), desc="QC", **passes)
+    block = partial(_qc_block, recipe=recipe, mito=mito, check=check, batch=batch, n_batches=n_batches)
+    gene, cells = run_pass(matrix, block, desc="QC", **passes)
     keep = cells["qc_pass"]
     qc = pd.DataFrame(cells)
     n = int(keep.sum())
     check_qc(recipe, len(keep), n, float(np.median(qc["n_genes"])), source=source)
+    n_b = np.bincount(batch[keep], minlength=n_batches) if batch is not None else np.array([n])
     candidates = gene_candidates(recipe, gene["n_cells"], source=source)
     if recipe.target_sum is None and input_kind == "counts" and not recipe.pearson:
         recipe.target_sum = float(np.median(qc["total_counts"].to_numpy()[keep]))
@@ -424,12 +223,27 @@ def fit_recipe(
         hvg = np.zeros(len(candidates), dtype=bool)
         hvg[cand[select_genes(residual_variance(sums, n), recipe.n_top_genes)]] = True
     elif recipe.hvg_flavor == "seurat_v3":
-        fit = seurat_v3_clip(gene, candidates, n)
-        block = partial(_clipped_block, keep=keep, cand=fit["cand"], clip_val=fit["clip_val"])
+        if batch is None:
+            fits = [seurat_v3_clip(gene, candidates, n)]
+            clip_val = fits[0]["clip_val"]
+        else:
+            by_batch = [{"sum": gene["batch_sum"][b], "sumsq": gene["batch_sumsq"][b]} for b in range(n_batches)]
+            fits = [seurat_v3_clip(by_batch[b], candidates, int(n_b[b])) for b in range(n_batches)]
+            clip_val = np.stack([fit["clip_val"] for fit in fits])
+        block = partial(_clipped_block, keep=keep, cand=fits[0]["cand"], clip_val=clip_val, batch=batch)
         clipped, _ = run_pass(matrix, block, desc="HVG", **passes)
-        hvg = seurat_v3_select(fit, clipped, n, len(candidates), recipe.n_top_genes)
+        per_batch = [clipped] if batch is None else [{k: v[b] for k, v in clipped.items()} for b in range(n_batches)]
+        hvg = seurat_v3_select(fits, per_batch, list(n_b), len(candidates), recipe.n_top_genes)
     elif isinstance(matrix, InMemory):
-        hvg = _scanpy_hvg(recipe, sp.csr_matrix(matrix.array)[keep], candidates)
+        X = sp.csr_matrix(matrix.array)[keep]
+        in_batch = None if batch is None else batch[keep]
+        hvg = scanpy_hvg(
+            recipe.normalize_rows(X),
+            candidates,
+            flavor=recipe.hvg_flavor,
+            n_top_genes=recipe.n_top_genes,
+            batch=in_batch,
+        )
     else:
         raise InputError(
             source,
@@ -441,11 +255,14 @@ def fit_recipe(
         recipe.gene_sums = gene["sum"][idx]
         block = partial(_residual_block, keep=keep, cand=idx, gene_sums=recipe.gene_sums, recipe=recipe)
     else:
-        block = partial(_lognorm_block, recipe=recipe, keep=keep, idx=idx)
+        block = partial(_lognorm_block, recipe=recipe, keep=keep, idx=idx, codes=batch, n_codes=n_batches)
     sums, _ = run_pass(matrix, block, desc="gene means", **passes)
     set_scale(recipe, sums, n)
+    if batch is not None:
+        fit_batch_centres(recipe, matrix, sums, n_b, keep=keep, idx=idx, batch=batch, obs=obs, source=source, **passes)
     if recipe.clip is not None:
-        sums, _ = run_pass(matrix, partial(_offset_block, recipe=recipe, keep=keep, idx=idx), desc="clip", **passes)
+        block = partial(_offset_block, recipe=recipe, keep=keep, idx=idx, batch=batch)
+        sums, _ = run_pass(matrix, block, desc="clip", **passes)
         recipe.offset = sums["sum"] / n
     counts = {"n_cells_in": len(keep), "n_cells_all_zero": (qc["total_counts"] == 0).sum(), "n_cells_kept": n}
     set_stats(recipe, counts, gene, candidates)
@@ -484,11 +301,11 @@ def preprocess(
         The fitted recipe (see :meth:`Recipe.to_dict`).
     """
     X = sp.csr_matrix(adata.X)
-    recipe, qc = fit_recipe(InMemory(X), adata.var_names, input_kind=input_kind, source=source, **params)
+    recipe, qc = fit_recipe(InMemory(X), adata.var_names, obs=adata.obs, input_kind=input_kind, source=source, **params)
     pre, keep = preprocessed_adata(recipe, adata.obs, qc, stored=SCALED if scale else recipe.stored)
-    L = recipe._normalize(X[keep])
+    L = recipe.normalize_rows(X[keep])
     idx = recipe.gene_index(recipe.input_genes)
-    pre.X = recipe._scale(L, idx) if scale else L[:, idx]
+    pre.X = recipe.scale_rows(L, idx, batch=recipe.batch_of(pre.obs, source=source)) if scale else L[:, idx]
     pre.raw = ad.AnnData(X=L, obs=pre.obs[[]], var=pd.DataFrame(index=adata.var_names))
     return pre, recipe
 
@@ -515,8 +332,85 @@ def preprocessed_adata(
     return pre, keep
 
 
-def _qc_block(block: sp.csr_matrix, start: int, *, recipe: Recipe, mito: np.ndarray, check: dict | None):
-    """Pass 1: per-cell QC; per-gene detection (all cells) and count sums (cells passing QC)."""
+def fit_batch_centres(
+    recipe: Recipe,
+    matrix,
+    sums: dict,
+    n_b: np.ndarray,
+    *,
+    keep: np.ndarray,
+    idx: np.ndarray,
+    batch: np.ndarray,
+    obs: pd.DataFrame,
+    source: str = "input",
+    **passes,
+) -> None:
+    """Set the recipe's batch centres and its standard deviations about them (:mod:`rlae_sc.batches`).
+
+    ``sums`` are pass 3's, with per-batch sums and sums of squares of the genes used (``group_sum``,
+    ``group_sumsq``: B x m) over the ``n_b`` (B,) QC-passing cells of each batch; ``batch`` (input cells,)
+    each cell's batch; ``keep`` the QC mask and ``idx`` the genes' input columns. ``mean`` centring takes
+    each batch's mean; ``anchors`` matches clusters between batches, the ``keep_key`` groups (one more
+    pass), or first-pass clusters (three more passes: the scatter of the mean-centred matrix, the scores on
+    its top :data:`~rlae_sc.batches.FIRST_PASS_DIMS` directions, the clusters' sums).
+    """
+    batch_mean = sums["group_sum"] / np.maximum(n_b, 1)[:, None]
+    centres = batch_mean
+    if recipe.batch_centering == "anchors" and len(n_b) > 1:
+        kept = {"keep": keep, "idx": idx, "recipe": recipe}
+        if recipe.keep_key is not None:
+            groups = obs_column(obs, recipe.keep_key, what="keep", source=source)
+            has = labelled_mask(groups)
+            names = sorted(set(groups[has].astype(str)))
+            group = np.where(has, pd.Index(names).get_indexer(groups.astype(str)), -1)
+            n_groups = len(names)
+            cluster = np.where(group >= 0, batch * n_groups + group, -1)
+            means, sizes = _cluster_means(matrix, cluster, len(n_b) * n_groups, **kept, **passes)
+            cluster_batch = np.arange(len(sizes)) // n_groups
+            pairs = label_pairs(cluster_batch, np.arange(len(sizes)) % n_groups, sizes)
+            centres = align_centres(means, sizes, cluster_batch, pairs, batch_mean, n_b)
+        else:
+            recipe.batch_centre = batch_mean  # the first pass: each batch on its own mean
+            recipe.std, recipe.batch_std = centred_scale(sums["group_sum"], sums["group_sumsq"], n_b, batch_mean)
+            block = partial(_first_pass_block, batch=batch, P=None, **kept)
+            C = run_pass(matrix, block, desc="first pass", **passes)[0]["C"]
+            d = min(FIRST_PASS_DIMS, C.shape[0] - 1)
+            P = np.linalg.eigh(C)[1][:, ::-1][:, :d]
+            block = partial(_first_pass_block, batch=batch, P=P, **kept)
+            scores = run_pass(matrix, block, desc="first-pass scores", **passes)[1]["scores"]
+            found, cluster_batch = clusters_within_batches(scores, batch[keep], len(n_b))
+            cluster = np.full(len(keep), -1)
+            cluster[keep] = found
+            means, sizes = _cluster_means(matrix, cluster, len(cluster_batch), **kept, **passes)
+            std = recipe.std
+            centres, _ = match_and_align(means, sizes, cluster_batch, batch_mean, n_b, project=lambda V: (V / std) @ P)
+    recipe.batch_centre = centres
+    recipe.std, own = centred_scale(sums["group_sum"], sums["group_sumsq"], n_b, centres)
+    recipe.batch_std = own if recipe.batch_scale else np.zeros((0, 0))
+
+
+def _cluster_means(matrix, cluster: np.ndarray, n_clusters: int, **kept) -> tuple[np.ndarray, np.ndarray]:
+    """Each cluster's mean log-normalised values of the genes used (clusters x m) and its cells (clusters,),
+    from one pass; ``cluster`` (input cells,) numbers the clusters (-1: in none)."""
+    passes = {key: kept.pop(key) for key in ("chunk_size", "client") if key in kept}
+    block = partial(_lognorm_block, codes=cluster, n_codes=n_clusters, **kept)
+    sums = run_pass(matrix, block, desc="cluster means", **passes)[0]
+    sizes = np.bincount(cluster[kept["keep"] & (cluster >= 0)], minlength=n_clusters)
+    return sums["group_sum"] / np.maximum(sizes, 1)[:, None], sizes
+
+
+def _qc_block(
+    block: sp.csr_matrix,
+    start: int,
+    *,
+    recipe: Recipe,
+    mito: np.ndarray,
+    check: dict | None,
+    batch: np.ndarray | None = None,
+    n_batches: int = 1,
+):
+    """Pass 1: per-cell QC; per-gene detection (all cells) and count sums (cells passing QC), with ``batch``
+    (all cells,) also per batch (``batch_sum``, ``batch_sumsq``: batches x genes)."""
     X = sp.csr_matrix(block)
     if check is not None:
         validate_matrix(
@@ -526,7 +420,7 @@ def _qc_block(block: sp.csr_matrix, start: int, *, recipe: Recipe, mito: np.ndar
             names=(pd.RangeIndex(start, start + X.shape[0]), check["genes"]),
         )
     n_genes, total, pct = cell_qc(X, mito)
-    keep = recipe._keep(n_genes, total, pct)
+    keep = recipe.keep(n_genes, total, pct)
     K = X[keep]
     m = X.shape[1]
     sums = {
@@ -535,75 +429,95 @@ def _qc_block(block: sp.csr_matrix, start: int, *, recipe: Recipe, mito: np.ndar
         "sum": np.bincount(K.indices, weights=K.data.astype(np.float64), minlength=m),
         "sumsq": np.bincount(K.indices, weights=np.square(K.data, dtype=np.float64), minlength=m),
     }
+    if batch is not None:
+        sums["batch_sum"], sums["batch_sumsq"] = grouped_sums(K, batch[start : start + X.shape[0]][keep], n_batches)
     return sums, {"n_genes": n_genes, "total_counts": total, "pct_mito": pct, "qc_pass": keep}
 
 
-def _clipped_block(block, start: int, *, keep: np.ndarray, cand: np.ndarray, clip_val: np.ndarray):
-    """Pass 2: sums and sums of squares of clipped counts of the candidate genes over cells passing QC."""
-    X = _kept_rows(block, start, keep)[:, cand]
-    data = np.minimum(X.data.astype(np.float64), clip_val[X.indices])
-    m = len(cand)
-    return {
-        "sum": np.bincount(X.indices, weights=data, minlength=m),
-        "sumsq": np.bincount(X.indices, weights=data**2, minlength=m),
-    }, {}
+def _clipped_block(
+    block, start: int, *, keep: np.ndarray, cand: np.ndarray, clip_val: np.ndarray, batch: np.ndarray | None = None
+):
+    """Pass 2: sums and sums of squares of clipped counts of the candidate genes over cells passing QC
+    (candidates,); with ``batch`` (all cells,), per batch (batches x candidates), ``clip_val`` then each
+    batch's (batches x candidates)."""
+    X = kept_rows(block, start, keep)[:, cand]
+    if batch is None:
+        data = np.minimum(X.data.astype(np.float64), clip_val[X.indices])
+        m = len(cand)
+        return {
+            "sum": np.bincount(X.indices, weights=data, minlength=m),
+            "sumsq": np.bincount(X.indices, weights=data**2, minlength=m),
+        }, {}
+    codes = kept_codes(batch, block, start, keep)
+    data = np.minimum(X.data.astype(np.float64), clip_val[np.repeat(codes, np.diff(X.indptr)), X.indices])
+    total, squares = grouped_sums(sp.csr_matrix((data, X.indices, X.indptr), shape=X.shape), codes, len(clip_val))
+    return {"sum": total, "sumsq": squares}, {}
 
 
 def _residual_block(block, start: int, *, keep: np.ndarray, cand: np.ndarray, gene_sums: np.ndarray, recipe: Recipe):
     """Passes 2 and 3 with Pearson residuals: sums and sums of squares of the residuals of genes ``cand``
     (their count totals ``gene_sums``; cell totals over them) over cells passing QC."""
-    X = _kept_rows(block, start, keep)[:, cand]
+    X = kept_rows(block, start, keep)[:, cand]
     return residual_sums(X, gene_sums=gene_sums, theta=recipe.theta, clip=recipe.residual_clip), {}
 
 
-def _kept_rows(block, start: int, keep: np.ndarray) -> sp.csr_matrix:
+def kept_rows(block, start: int, keep: np.ndarray) -> sp.csr_matrix:
     """The rows of a block (starting at row ``start``) of cells that pass QC (``keep`` over all cells), as CSR."""
     return sp.csr_matrix(block)[keep[start : start + block.shape[0]]]
 
 
-def _scanpy_hvg(recipe: Recipe, counts: sp.csr_matrix, candidates: np.ndarray) -> np.ndarray:
-    """scanpy's ``seurat`` or ``cell_ranger`` selection on the log-normalised candidate genes."""
-    import scanpy as sc  # here: importing rlae_sc (and `rlae-sc --help`) does not load scanpy
-
-    cand = np.flatnonzero(candidates)
-    sub = ad.AnnData(X=recipe._normalize(counts)[:, cand])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = sc.pp.highly_variable_genes(
-            sub, flavor=recipe.hvg_flavor, n_top_genes=recipe.n_top_genes, inplace=False
-        )
-    mask = np.zeros(len(candidates), dtype=bool)
-    mask[cand[np.asarray(table["highly_variable"], dtype=bool)]] = True
-    return mask
+def kept_codes(codes: np.ndarray, block, start: int, keep: np.ndarray) -> np.ndarray:
+    """``codes`` (over all cells) of a block's cells that pass QC, as :func:`kept_rows` keeps them."""
+    stop = start + block.shape[0]
+    return codes[start:stop][keep[start:stop]]
 
 
-def _lognorm_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
-    """Pass 3: sums and sums of squares of the selected genes' log-normalised values over cells passing QC."""
-    L = recipe._normalize(_kept_rows(block, start, keep))[:, idx]
+def _lognorm_block(
+    block,
+    start: int,
+    *,
+    recipe: Recipe,
+    keep: np.ndarray,
+    idx: np.ndarray,
+    codes: np.ndarray | None = None,
+    n_codes: int = 1,
+):
+    """Pass 3: sums and sums of squares of the selected genes' log-normalised values over cells passing QC;
+    with ``codes`` (all cells,; -1: none), also per code (``group_sum``, ``group_sumsq``: n_codes x genes)."""
+    L = recipe.normalize_rows(kept_rows(block, start, keep))[:, idx]
     data = L.data.astype(np.float64)
-    return {
+    sums = {
         "sum": np.bincount(L.indices, weights=data, minlength=len(idx)),
         "sumsq": np.bincount(L.indices, weights=data**2, minlength=len(idx)),
-    }, {}
+    }
+    if codes is not None:
+        sums["group_sum"], sums["group_sumsq"] = grouped_sums(L, kept_codes(codes, block, start, keep), n_codes)
+    return sums, {}
 
 
-def _offset_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
+def _first_pass_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray, batch, P):
+    """The batch-centred scaled rows of a block's cells passing QC: their scatter ``C`` (m x m, float64 sums
+    of float32 products) when ``P`` is None, else their scores on ``P`` (rows x d, float32)."""
+    L = recipe.normalize_rows(kept_rows(block, start, keep))
+    Z = recipe.scale_rows(L, idx, batch=kept_codes(batch, block, start, keep), compute=np.float32)
+    if P is None:
+        return {"C": (Z.T @ Z).astype(np.float64)}, {}
+    return {}, {"scores": Z @ P.astype(np.float32)}
+
+
+def _offset_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray, batch=None):
     """Pass 4: sums of the clipped scaled values over cells passing QC (``recipe.offset`` still zero)."""
-    L = recipe._normalize(_kept_rows(block, start, keep))
-    return {"sum": recipe._scale(L, idx, dtype=np.float64).sum(axis=0)}, {}
+    L = recipe.normalize_rows(kept_rows(block, start, keep))
+    codes = None if batch is None else kept_codes(batch, block, start, keep)
+    return {"sum": recipe.scale_rows(L, idx, batch=codes, dtype=np.float64).sum(axis=0)}, {}
 
 
 def lognorm_rows_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
     """The log-normalised values of the genes used (cells passing QC) of a block of counts, as the
     ``data``, ``indices`` and per-row ``nnz`` of CSR rows (float32, int32, int64)."""
-    L = recipe._normalize(_kept_rows(block, start, keep))[:, idx]
+    L = recipe.normalize_rows(kept_rows(block, start, keep))[:, idx]
     L.sort_indices()
     return {}, {"data": L.data, "indices": L.indices.astype(np.int32), "nnz": np.diff(L.indptr).astype(np.int64)}
-
-
-SCALED = "scaled"  # X holds the trained matrix
-LOG_NORMALIZED = "log_normalized"  # X holds log-normalised values of the genes used; the recipe scales them
-COUNTS = "counts"  # X holds counts of the genes used; the recipe computes their Pearson residuals and centres them
 
 
 @dataclass(frozen=True)
@@ -615,11 +529,13 @@ class ScaledRows:
     float64's rounded to float32 by about 1e-7 relative).
 
     Reads like :class:`~rlae_sc.chunks.InMemory` and :class:`~rlae_sc.chunks.H5adMatrix`
-    (and is picklable, for Dask); memory is one dense block.
+    (and is picklable, for Dask); memory is one dense block. ``batch`` (rows,): each row's batch, for a
+    recipe with batches (:meth:`Recipe.batch_of`).
     """
 
     rows: InMemory | H5adMatrix
     recipe: Recipe
+    batch: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -627,7 +543,8 @@ class ScaledRows:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         block = sp.csr_matrix(self.rows.read(start, stop))
-        return self.recipe._scale(block, np.arange(self.shape[1]), compute=np.float32)
+        batch = None if self.batch is None else self.batch[start:stop]
+        return self.recipe.scale_rows(block, np.arange(self.shape[1]), batch=batch, compute=np.float32)
 
     def fingerprint(self) -> str:
         return f"scaled {self.rows.fingerprint()}"
@@ -638,5 +555,6 @@ def trained_rows(pre: ad.AnnData) -> InMemory | H5adMatrix | ScaledRows:
     or backed): ``X`` itself, or ``X`` scaled on the fly when it holds log-normalised values or counts."""
     rows = matrix_of(pre)
     if pre.uns["rlae_preprocess"].get("X") in (LOG_NORMALIZED, COUNTS):
-        return ScaledRows(rows, Recipe.from_dict(json.loads(pre.uns["rlae_recipe"])))
+        recipe = Recipe.from_dict(json.loads(pre.uns["rlae_recipe"]))
+        return ScaledRows(rows, recipe, recipe.batch_of(pre.obs, source="preprocessed input"))
     return rows

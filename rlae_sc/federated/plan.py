@@ -6,7 +6,7 @@ every site is sent; :meth:`Plan.advance` takes the sums over sites of their
 answers (:func:`rlae_sc.federated.statistics.site_statistics`), applies the
 same decision functions as the pooled :func:`rlae_sc.preprocess.fit_recipe`
 (:func:`~rlae_sc.preprocess.check_qc`, :func:`~rlae_sc.preprocess.gene_candidates`,
-:func:`~rlae_sc.preprocess.seurat_v3_clip`, :func:`~rlae_sc.preprocess.seurat_v3_select`,
+:func:`~rlae_sc.hvg.seurat_v3_clip`, :func:`~rlae_sc.hvg.seurat_v3_select`,
 :func:`~rlae_sc.preprocess.set_scale`) and moves to the next round; after the
 last one, :meth:`Plan.train` fits the model on the summed ``C`` with
 :func:`rlae_sc.model.fit_scatter`, the solver and checks of ``train``.
@@ -32,6 +32,7 @@ from rlae_sc.atomic import atomic_path
 from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
 from rlae_sc.federated.statistics import COARSE_BINS, COARSE_WIDTH, fraction_bits
+from rlae_sc.hvg import seurat_v3_clip, seurat_v3_select
 from rlae_sc.params import PreprocessParams, TrainParams
 from rlae_sc.preprocess import (
     Recipe,
@@ -41,8 +42,6 @@ from rlae_sc.preprocess import (
     set_genes,
     set_scale,
     set_stats,
-    seurat_v3_clip,
-    seurat_v3_select,
 )
 
 PLAN_FORMAT = "rlae-sc-federation-plan"
@@ -180,7 +179,7 @@ class Plan:
         if "hvg_fit" in self.state:
             fit = {key: np.asarray(val) for key, val in self.state["hvg_fit"].items()}
             clipped = {"sum": total["clipped_sum"], "sumsq": total["clipped_sumsq"]}
-            hvg = seurat_v3_select(fit, clipped, self.state["n"], len(candidates), recipe.n_top_genes)
+            hvg = seurat_v3_select([fit], [clipped], [self.state["n"]], len(candidates), recipe.n_top_genes)
         else:
             hvg = candidates
         self._set_genes(recipe, hvg)
@@ -242,6 +241,12 @@ def new_plan(params: dict, train: dict) -> Plan:
             "federation",
             f"hvg_flavor {params['hvg_flavor']!r} is not supported in a federated fit",
             f"Leave hvg_flavor unset ({PreprocessParams.hvg_flavor}, on counts).",
+        )
+    if steps.batch_key is not None:
+        raise InputError(
+            "federation",
+            "batch_key is not available in a federated fit yet",
+            "Leave batch_key unset for the federation (each site's cells are centred on the pooled mean).",
         )
     if steps.normalization != PreprocessParams.normalization:
         raise InputError(

@@ -27,10 +27,10 @@ from rlae_sc.pipeline import _open_streaming
 from rlae_sc.preprocess import (
     Recipe,
     _clipped_block,
-    _kept_rows,
     _lognorm_block,
     _offset_block,
     _qc_block,
+    kept_rows,
     mito_mask,
     new_recipe,
 )
@@ -202,7 +202,7 @@ def site_statistics(site: Site, request: dict) -> dict[str, np.ndarray]:
 
 def _scatter_rows_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray, precision: str):
     """``Z^T Z``, column sums and rows of the preprocessed block ``Z`` (cells passing QC x genes used)."""
-    Z = recipe._scale(recipe._normalize(_kept_rows(block, start, keep)), idx)
+    Z = recipe.scale_rows(recipe.normalize_rows(kept_rows(block, start, keep)), idx)
     return _scatter_block(Z, start, precision=precision)
 
 
