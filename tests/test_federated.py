@@ -28,7 +28,7 @@ from rlae_sc.federated.statistics import decode, encode, open_site, site_statist
 from rlae_sc.lae import theory
 from rlae_sc.model import load_model
 from rlae_sc.passes import scatter_matrix
-from rlae_sc.preprocess import _kept_rows, fit_recipe
+from rlae_sc.preprocess import kept_rows, fit_recipe
 from tests.conftest import shared_file
 
 PRE = {"min_genes": 50, "n_top_genes": 150, "clip": 3.0}  # QC, seurat_v3 selection and clipping all take part
@@ -92,8 +92,8 @@ def test_sums_over_sites_give_the_pooled_recipe_and_scatter(sites, pooled, small
         np.testing.assert_allclose(plan.recipe[key], getattr(ref, key), rtol=1e-12, atol=1e-13)
     # C against the exact float64 scatter of the pooled trained matrix (float32, as stored)
     X = sp.csr_matrix(ad.concat([ad.read_h5ad(p) for p in sites]).X)
-    keep = ref._keep(*(np.asarray(v) for v in _qc(X, small_counts.var_names)))
-    Z = ref._scale(ref._normalize(_kept_rows(X, 0, keep)), ref.gene_index(ref.input_genes))
+    keep = ref.keep(*(np.asarray(v) for v in _qc(X, small_counts.var_names)))
+    Z = ref.scale_rows(ref.normalize_rows(kept_rows(X, 0, keep)), ref.gene_index(ref.input_genes))
     C0 = scatter_matrix(Z.astype(np.float64))
     assert np.abs(C - C0).max() <= 1e-10 * np.abs(C0).max()
 
