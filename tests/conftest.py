@@ -107,6 +107,16 @@ def kang_run(tmp_path_factory):
     return out
 
 
+def blocks_per_worker(task_stream: list[dict]) -> dict[str, int]:
+    """How many blocks of :func:`rlae_sc.chunks.run_pass` (tasks ``_block-...``) each Dask worker computed, by
+    worker address, from the records of the scheduler's task stream (``distributed.get_task_stream``)."""
+    counts: dict[str, int] = {}
+    for task in task_stream:  # keys of client.submit: the function's name, "-", a random id
+        if str(task["key"]).startswith("_block-") and task["status"] == "OK":
+            counts[task["worker"]] = counts.get(task["worker"], 0) + 1
+    return counts
+
+
 def trained_matrix(pre: ad.AnnData) -> np.ndarray:
     """The matrix a preprocessed AnnData trains on (float64, dense), recomputed here: ``X`` itself, or, when
     ``X`` holds log-normalised values, centred and scaled with ``var['mean']`` and ``var['std']``, then clipped

@@ -14,20 +14,21 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed import Client
+from distributed import Client, get_task_stream
 
 from rlae_sc import pipeline
-from rlae_sc.chunks import ONE_BLAS_THREAD, H5adMatrix, WorkersLost, dask_client, run_pass
+from rlae_sc.chunks import ONE_BLAS_THREAD, H5adMatrix, WorkersLost, run_pass
 from rlae_sc.lae import theory
 from rlae_sc.model import load_model
 from rlae_sc.passes import _scatter_block
 from rlae_sc.simulate import synthetic_counts
+from tests.conftest import blocks_per_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 PRE = {"min_genes": 50, "n_top_genes": 200}
@@ -79,21 +80,53 @@ def counts(tmp_path_factory):
     return path
 
 
-def stages(counts: Path, out: Path, dask: str | None) -> Path:
-    """preprocess (streaming), train and directions, with their passes on ``dask``; the model file."""
+def stages(counts: Path, out: Path, dask: str | None, watch: Client | None = None) -> tuple[Path, dict]:
+    """preprocess (streaming), train and directions, with their passes on ``dask``; returns the model file and,
+    by stage: the blocks of rows read in this process (``H5adMatrix.read`` calls) and, with ``watch`` (a client
+    of the scheduler at ``dask``), the blocks each Dask worker computed (the scheduler's task stream)."""
     out.mkdir()
-    pipeline.preprocess_file(counts, out / "pre.h5ad", streaming=True, dask=dask, **PRE)
-    pipeline.train_file(out / "pre.h5ad", out / "model.npz", n_components=K, dask=dask)
-    pipeline.directions_file(out / "pre.h5ad", out / "model.npz", out / "dir.h5ad", dask=dask)
-    return out / "model.npz"
+    pre, model = out / "pre.h5ad", out / "model.npz"
+    run = {
+        "preprocess": lambda: pipeline.preprocess_file(counts, pre, streaming=True, dask=dask, **PRE),
+        "train": lambda: pipeline.train_file(pre, model, n_components=K, dask=dask),
+        "directions": lambda: pipeline.directions_file(pre, model, out / "dir.h5ad", dask=dask),
+    }
+    read, reads = H5adMatrix.read, []
+
+    def counted(self, start, stop):
+        reads.append(start)
+        return read(self, start, stop)
+
+    blocks = {}
+    try:
+        H5adMatrix.read = counted  # in this process only: workers unpickle the class from rlae_sc itself
+        for name, stage in run.items():
+            reads.clear()
+            with get_task_stream(watch) if watch is not None else nullcontext() as stream:
+                stage()
+            blocks[name] = {"here": len(reads), "workers": blocks_per_worker(stream.data) if watch else {}}
+    finally:
+        H5adMatrix.read = read
+    return model, blocks
 
 
 def test_passes_on_tcp_workers_give_the_serial_directions(counts, tmp_path):
-    serial = load_model(stages(counts, tmp_path / "serial", None))
-    with tcp_cluster(2, tmp_path) as (address, _):
-        with dask_client(address) as client:
-            assert len(client.scheduler_info()["workers"]) == 2
-        on_dask = load_model(stages(counts, tmp_path / "dask", address))
+    model, serial_blocks = stages(counts, tmp_path / "serial", None)
+    serial = load_model(model)
+    with tcp_cluster(2, tmp_path) as (address, _), Client(address) as client:
+        workers = set(client.scheduler_info()["workers"])
+        assert len(workers) == 2
+        assert os.getpid() not in client.run(os.getpid).values()  # the workers are processes of their own
+        model, dask_blocks = stages(counts, tmp_path / "dask", address, watch=client)
+        on_dask = load_model(model)
+    # every block that a stage's passes read here when serial was computed by this cluster's workers instead,
+    # and none here; over the run, both workers took part
+    for name, serial_run in serial_blocks.items():
+        on_workers = dask_blocks[name]["workers"]
+        assert serial_run["here"] >= 2 and serial_run["workers"] == {}, (name, serial_run)
+        assert sum(on_workers.values()) == serial_run["here"] and set(on_workers) <= workers, (name, on_workers)
+        assert dask_blocks[name]["here"] == 0, (name, dask_blocks[name])
+    assert set().union(*(b["workers"] for b in dask_blocks.values())) == workers, dask_blocks
     cos = theory.alignment(serial.directions, on_dask.directions)
     assert cos[:10].min() >= 1 - 1e-9, cos
     assert on_dask.lam == pytest.approx(serial.lam, rel=1e-5)  # estimated by float32 iterations

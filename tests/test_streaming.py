@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.sparse as sp
+from distributed import get_task_stream
 
 from rlae_sc import pipeline
 from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix, run_pass
@@ -18,7 +19,7 @@ from rlae_sc.lae import theory
 from rlae_sc.model import load_model
 from rlae_sc.passes import _scatter_block, _scores_block, scatter_matrix
 from rlae_sc.preprocess import fit_recipe
-from tests.conftest import trained_matrix
+from tests.conftest import blocks_per_worker, trained_matrix
 
 PRE = {"min_genes": 50, "n_top_genes": 150, "clip": 3.0}  # HVG selection, QC and clipping all take part
 
@@ -103,17 +104,23 @@ def test_streaming_embed_equals_in_memory(both, counts_file):
     assert not b.obs["rlae_qc_pass"].iloc[:3].any()
 
 
-def test_dask_with_two_workers_gives_the_same_directions(both, counts_file, tmp_path):
+def test_dask_with_two_workers_gives_the_same_directions(both, counts_file, tmp_path, monkeypatch):
     pre = both["streaming"] / "pre.h5ad"
     with dask_client(2) as client:
-        assert len(client.scheduler_info()["workers"]) == 2
-        C_dask = scatter_matrix(H5adMatrix(str(pre)), chunk_size=100, client=client)
+        workers = set(client.scheduler_info()["workers"])
+        assert len(workers) == 2
+        with get_task_stream(client) as stream:
+            C_dask = scatter_matrix(H5adMatrix(str(pre)), chunk_size=100, client=client)
+    on_workers = blocks_per_worker(stream.data)  # the pass's blocks, each computed once, by these workers
+    assert sum(on_workers.values()) == -(-H5adMatrix(str(pre)).shape[0] // 100) and set(on_workers) <= workers
     C = scatter_matrix(ad.read_h5ad(pre).X)
     np.testing.assert_allclose(C_dask, C, rtol=1e-9, atol=1e-9 * np.abs(C).max())
+    read_here = record_reads(monkeypatch)  # in this process: the workers of dask=2 are processes of their own
     pipeline.preprocess_file(counts_file, tmp_path / "pre.h5ad", streaming=True, dask=2, **PRE)
     on_dask, serial = (trained_matrix(ad.read_h5ad(path)) for path in (tmp_path / "pre.h5ad", pre))
     np.testing.assert_allclose(on_dask, serial, atol=1e-5)
     pipeline.train_file(tmp_path / "pre.h5ad", tmp_path / "model.npz", n_components=10, dask=2)
+    assert read_here == [], "blocks of a dask=2 pass were read here, not on the workers"
     a, b = load_model(both["streaming"] / "model.npz"), load_model(tmp_path / "model.npz")
     assert theory.alignment(a.directions, b.directions).min() >= 0.9999
 
