@@ -115,6 +115,11 @@ def directions_adata(
         "not_identifiable": not_identifiable(stable),
         **metrics,
     }
+    if model.recipe.batches:
+        recipe = model.recipe
+        metrics.update(
+            batch_key=recipe.batch_key, n_batches=len(recipe.batches), batch_centering=recipe.batch_centering
+        )
     return out, metrics
 
 

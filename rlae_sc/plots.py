@@ -360,3 +360,45 @@ def confusion(query: ad.AnnData, truth_key: str, *, ax: Axes | None = None) -> A
     ax.set_ylabel(f"known label ({truth_key})")
     ax.set_title("Known vs transferred labels (cells)")
     return ax
+
+
+@styled
+def batch_composition(adata: ad.AnnData, batch_key: str, *, groupby: str = "leiden", ax: Axes | None = None) -> Axes:
+    """Each cluster's (``obs[groupby]``) cells by batch (``obs[batch_key]``) as stacked bars of shares, with the
+    cluster's cell count above its bar; returns the axes. A cluster of one batch among several is either a
+    cell type that batch alone holds or a batch effect left in the embedding."""
+    table = pd.crosstab(adata.obs[groupby].astype(str), adata.obs[batch_key].astype(str))
+    order = sorted(table.index, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
+    table = table.loc[order]
+    shares = table.to_numpy() / table.to_numpy().sum(axis=1, keepdims=True)
+    ax = new_axes(ax, (1.5 + 0.35 * len(table), 3.6))
+    cmap = mpl.colormaps["tab20" if table.shape[1] > 10 else "tab10"]
+    bottom = np.zeros(len(table))
+    for j, batch in enumerate(table.columns):
+        ax.bar(range(len(table)), shares[:, j], bottom=bottom, color=cmap(j % cmap.N), label=batch, width=0.8)
+        bottom += shares[:, j]
+    for i, n in enumerate(table.to_numpy().sum(axis=1)):
+        ax.text(i, 1.01, str(n), ha="center", va="bottom", fontsize=6, rotation=90)
+    ax.set_xticks(range(len(table)), table.index)
+    ax.set_ylim(0, 1.15)
+    ax.set_xlabel(f"cluster ({groupby})")
+    ax.set_ylabel("share of the cluster's cells")
+    ax.set_title(f"Batches ({batch_key}) in each cluster", fontsize=9)
+    ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4)
+    return ax
+
+
+@styled
+def qc_by_batch(adata: ad.AnnData, batch_key: str, *, metric: str = "n_genes", ax: Axes | None = None) -> Axes:
+    """The distribution of a per-cell QC metric (``obs[metric]``: ``n_genes``, ``total_counts`` or ``pct_mito``)
+    in each batch, as box plots (log scale for counts); returns the axes."""
+    groups = adata.obs.groupby(adata.obs[batch_key].astype(str), observed=True)[metric]
+    names = list(groups.groups)
+    ax = new_axes(ax, (1.5 + 0.5 * len(names), 3.2))
+    ax.boxplot([groups.get_group(name).dropna().to_numpy() for name in names], showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
+    if metric != "pct_mito":
+        ax.set_yscale("log")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} by batch", fontsize=9)
+    return ax

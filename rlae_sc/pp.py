@@ -23,8 +23,10 @@ def recipe(adata: ad.AnnData, *, copy: bool = False, **params) -> ad.AnnData | N
         Return a preprocessed copy and leave ``adata`` as it is.
     **params
         The preprocessing parameters, fields of :class:`~rlae_sc.params.PreprocessParams` (``min_genes``,
-        ``min_cells``, ``max_pct_mito``, ``target_sum``, ``n_top_genes``, ``hvg_flavor``, ``clip``), and
-        ``input_kind`` (:class:`~rlae_sc.params.ReadParams`).
+        ``min_cells``, ``max_pct_mito``, ``target_sum``, ``n_top_genes``, ``hvg_flavor``, ``clip``; with
+        ``batch_key``, genes are chosen across batches and each batch is centred on its own centre:
+        ``batch_centering``, ``batch_scale``, ``keep_key``), and ``input_kind``
+        (:class:`~rlae_sc.params.ReadParams`).
 
     Returns
     -------

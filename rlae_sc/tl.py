@@ -22,6 +22,7 @@ def rlae(
     adata: ad.AnnData,
     *,
     n_comps: int | str = TrainParams.n_components,
+    batch_key: str | None = None,
     key_added: str | None = None,
     copy: bool = False,
     **params,
@@ -39,6 +40,11 @@ def rlae(
         Latent units k, the principal directions found (``n_components`` of
         :class:`~rlae_sc.params.TrainParams`); ``"auto"``: lambda at the noise floor of the data
         (parallel analysis) and k the units that survive it.
+    batch_key
+        The ``obs`` column of each cell's batch. Batches are centred by the recipe
+        (:func:`rlae_sc.pp.recipe` with ``batch_key``), so this only checks that the recipe was fitted with
+        the same key (``None``: whatever the recipe holds); the directions are then those of the within-batch
+        scatter.
     key_added
         Where to store the results. ``None``: ``obsm['X_rlae']``, ``varm['rlae_directions']`` and
         ``uns['rlae']``; otherwise ``obsm[key_added]``, ``varm[key_added]`` and ``uns[key_added]``
@@ -73,7 +79,14 @@ def rlae(
         raise InputError(
             "adata", "has no uns['rlae_recipe']: it was not preprocessed by rlae-sc", "Run rl.pp.recipe(adata) first."
         )
-    genes = json.loads(adata.uns["rlae_recipe"])["genes"]
+    recipe = json.loads(adata.uns["rlae_recipe"])
+    if batch_key is not None and batch_key != recipe.get("batch_key"):
+        raise InputError(
+            "adata",
+            f"its recipe was fitted with batch_key {recipe.get('batch_key')!r}, not {batch_key!r}",
+            f"Preprocess with rl.pp.recipe(adata, batch_key={batch_key!r}) first: the recipe centres the batches.",
+        )
+    genes = recipe["genes"]
     if list(adata.var_names) != genes:
         raise InputError(
             "adata",
