@@ -252,6 +252,62 @@ def write_report(
     )
 
 
+# The mapping page's table: summary key -> label (keys not listed follow with their names).
+MAPPING_ROWS = [
+    ("n_query_cells", "query cells"),
+    ("label_key", "reference labels transferred"),
+    ("classifier", "classifier"),
+    ("n_neighbors", "reference neighbours per query cell"),
+    ("gene_overlap", "model genes present in the query (fraction)"),
+    ("signal_present", "model signal on genes present in the query (fraction; scales the confidence)"),
+    ("median_confidence", "median confidence"),
+    ("n_unassigned", "cells unassigned"),
+    ("unassigned_fraction", "cells unassigned (fraction)"),
+    ("n_beyond_reference", "unassigned: beyond the reference's neighbour distances"),
+    ("n_split_vote", "unassigned: split vote (below the minimum confidence)"),
+    ("distance_quantile", "distance quantile (per reference label)"),
+    ("min_confidence", "minimum confidence"),
+    ("n_scored", "cells whose known label is a reference label"),
+    ("accuracy", "accuracy (unassigned counted as wrong)"),
+    ("accuracy_assigned", "accuracy of the assigned cells"),
+    ("macro_f1", "macro-F1 over the reference labels present (unassigned counted as misses)"),
+    ("unassigned_known", "unassigned among cells of types the reference has (fraction)"),
+    ("n_novel", "cells of types the reference lacks"),
+    ("unassigned_novel", "unassigned among cells of types the reference lacks (fraction)"),
+    ("n_flagged_by_qc", "cells the reference QC would have removed (mapped all the same)"),
+]
+
+
+def _mapping_intro(summary: dict) -> str:
+    """The mapping page's opening paragraph: how cells were labelled and when they are left unassigned."""
+    classifier = {
+        "knn": "a kernel-weighted vote of their nearest reference cells",
+        "logistic": "a logistic regression on the reference's embedding",
+    }.get(summary.get("classifier"), "their nearest reference cells")
+    rules = [f"its label holds less than {summary.get('min_confidence')} of the vote (probability)"]
+    if summary.get("distance_quantile") is not None:
+        rules.insert(
+            0,
+            f"it lies farther from its nearest reference cells than the {summary['distance_quantile']} quantile of "
+            "the same distance among reference cells of the label its neighbours carry (on components weighted by "
+            "their stability)",
+        )
+    return (
+        "Query cells were embedded with the reference's model (its recipe and principal directions, no "
+        f"refitting) and labelled by {classifier}. A cell is left 'unassigned' when {', or when '.join(rules)}. "
+        "Accuracy and macro-F1 count unassigned cells as wrong. The confidence is the vote share (probability) "
+        "times the share of the model's signal on genes the query has."
+    )
+
+
+def _mapping_table(summary: dict) -> list[tuple[str, str, object]]:
+    """The summary's scalar numbers as ``(key, label, value)`` rows, in ``MAPPING_ROWS``'s order, then the rest."""
+    labels = dict(MAPPING_ROWS)
+    scalars = {key: value for key, value in summary.items() if not isinstance(value, dict) and value is not None}
+    ordered = [key for key, _ in MAPPING_ROWS if key in scalars] + [key for key in scalars if key not in labels]
+    return [(key, labels.get(key, key.replace("_", " ")), scalars[key]) for key in ordered]
+
+
 def write_mapping_report(
     reference: ad.AnnData,
     query: ad.AnnData,
@@ -261,20 +317,19 @@ def write_mapping_report(
     title: str,
     truth_key: str | None = None,
 ) -> Path:
-    """The mapping page: query cells in the reference UMAP, confidence, and agreement with known labels."""
+    """The mapping page: query cells in the reference UMAP, confidence, unassigned cells, and agreement with
+    known labels (accuracy and macro-F1 with unassigned cells counted as wrong)."""
     figures = [
         (name, fn(reference, query, truth_key), caption.format(truth_key=truth_key))
         for name, (fn, caption) in MAPPING_FIGURES.items()
         if truth_key or name != "confusion"
     ]
-    table = [(key, key.replace("_", " "), value) for key, value in summary.items() if not isinstance(value, dict)]
     return write_page(
         out_dir,
         title=title,
         figures=figures,
-        table=table,
-        intro="Query cells were embedded with the reference's model (its recipe and principal directions, no "
-        "refitting) and matched to their nearest reference cells in that embedding.",
+        table=_mapping_table(summary),
+        intro=_mapping_intro(summary),
     )
 
 
