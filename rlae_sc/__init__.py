@@ -19,6 +19,13 @@ gives them a Dask client (``client=``).
 """
 
 from importlib import import_module as _import_module
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
+try:
+    __version__ = _version("rlae-sc")
+except _PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "unknown"
 
 # ``preprocess`` is both a submodule and the function it defines; the function is bound here, over the
 # submodule's name, so that ``rlae_sc.preprocess`` is the function however the submodule is imported later.

@@ -12,6 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from rlae_sc import __version__
 from rlae_sc.chunks import WorkersLost
 from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
@@ -32,6 +33,7 @@ from rlae_sc.simulate import BUNDLED
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlae-sc", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"rlae-sc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("preprocess", help="QC, normalise, log1p, HVG, scale; record the recipe")

@@ -83,6 +83,13 @@ class RLAEModel:
     def __post_init__(self) -> None:
         self.directions, self.singular_values, self.eigenvalues = decoder_directions(self.decoder, self.lam)
 
+    def __repr__(self) -> str:
+        batches = f", batches={len(self.recipe.batches)}" if self.recipe.batches else ""
+        return (
+            f"RLAEModel(k={self.n_components}, genes={len(self.recipe.genes)}, cells={self.n_cells}, "
+            f"lambda={self.lam:.4g}, solver={self.params.get('solver', '?')!r}{batches})"
+        )
+
     @property
     def n_components(self) -> int:
         return self.decoder.shape[1]

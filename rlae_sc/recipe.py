@@ -97,6 +97,13 @@ class Recipe:
     batch_std: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     stats: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        batches = f", batch_key={self.batch_key!r} ({len(self.batches)} batches)" if self.batches else ""
+        return (
+            f"Recipe({self.normalization}, {len(self.genes)} of {len(self.input_genes)} genes, "
+            f"hvg_flavor={self.hvg_flavor!r}, cells kept={self.stats.get('n_cells_kept', '?')}{batches})"
+        )
+
     @property
     def pearson(self) -> bool:
         """Whether the recipe computes Pearson residuals of counts (else log-normalised values)."""

@@ -173,3 +173,17 @@ def test_garnett_recipe_then_rlae_then_scanpy():
     _, U = np.linalg.eigh(X.T @ X)
     U = U[:, ::-1][:, :10]
     assert abs_cos(a.varm["rlae_directions"][:, :10], U).min() >= 0.9999
+
+
+def test_version_and_short_reprs(small_counts):
+    import rlae_sc as rl
+    from tests.conftest import rlae_cli
+
+    assert rl.__version__ != "unknown"
+    assert rlae_cli("--version").stdout.strip() == f"rlae-sc {rl.__version__}"
+    adata = small_counts.copy()
+    rl.pp.recipe(adata, min_genes=50, n_top_genes=200)
+    rl.tl.rlae(adata, n_comps=5)
+    model = rl.get.model(adata)
+    assert repr(model).startswith("RLAEModel(k=5, genes=200, cells=") and len(repr(model)) < 200
+    assert repr(model.recipe).startswith("Recipe(log1p, 200 of 400 genes") and len(repr(model.recipe)) < 200
