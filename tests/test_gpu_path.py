@@ -3,6 +3,8 @@ solver's random start comes from a CPU generator (so CUDA gives the CPU's lambda
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -11,7 +13,7 @@ import torch
 from rlae_sc.chunks import InMemory
 from rlae_sc.lae import solvers
 from rlae_sc.lae.theory import alignment, decoder_directions
-from rlae_sc.passes import _scatter_on_device, scatter_matrix, scores, torch_device
+from rlae_sc.passes import STAGING_ROWS, _scatter_on_device, scatter_matrix, scores, torch_device
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -21,6 +23,23 @@ def cells(n: int = 900, m: int = 40, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     signal = (rng.standard_normal((n, 8)) * (np.arange(1, 9) ** -0.7)) @ rng.standard_normal((8, m))
     return signal + 0.3 * rng.standard_normal((n, m)) + 1.0
+
+
+@dataclass(frozen=True)
+class Recorded(InMemory):
+    """Rows of an array in memory (as :class:`InMemory`), noting each block read as ``(start, stop)``."""
+
+    blocks: list = field(default_factory=list)
+
+    def read(self, start: int, stop: int):
+        self.blocks.append((start, stop))
+        return super().read(start, stop)
+
+
+# Rows for the CUDA staging buffers: two whole blocks of STAGING_ROWS and a third of 900 rows, which is copied
+# into the first buffer again (after waiting for that buffer's last copy), into only its first 900 rows.
+N_STAGED = 2 * STAGING_ROWS + 900
+STAGED_BLOCKS = [(0, STAGING_ROWS), (STAGING_ROWS, 2 * STAGING_ROWS), (2 * STAGING_ROWS, N_STAGED)]
 
 
 def test_torch_device_auto_is_cpu_without_cuda():
@@ -80,6 +99,39 @@ def test_solver_gives_exact_directions():
     P = decoder_directions(fit.decoder, fit.lam)[0]
     assert fit.converged
     assert alignment(P, U[:, :10]).min() >= 1 - 1e-9
+
+
+def test_blocks_of_staging_size_sum_to_the_exact_scatter_on_the_cpu():
+    """The CPU side of the CUDA test below: the rows it gives, read in blocks of STAGING_ROWS (the CUDA block
+    size), are the three blocks that reach the staging buffers' reuse, and their sums are exact."""
+    X = cells(n=N_STAGED, m=12)
+    rows = Recorded(X)
+    C, total, n = _scatter_on_device(rows, precision="float64", chunk_size=STAGING_ROWS, device=torch.device("cpu"))
+    assert rows.blocks == STAGED_BLOCKS and n == N_STAGED
+    np.testing.assert_allclose(C, X.T @ X, rtol=1e-12)
+    np.testing.assert_allclose(total, X.sum(axis=0), rtol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_staging_buffers_reused_give_the_exact_scatter():
+    """Blocks through the two pinned staging buffers, each buffer used again: the third block of STAGING_ROWS-sized
+    blocks (in-memory rows in ``precision``, the default path), and the 8 blocks of 128 CSR rows of 900."""
+    X = cells(n=N_STAGED, m=60)
+    Xc = X - X.mean(axis=0)
+    exact = Xc.T @ Xc
+    # float32 products over 16,384 rows: about 2e-6 of the largest entry from exact on the CPU; rows left over in a
+    # reused buffer, or a buffer overwritten before its copy, would change C by far more
+    for precision, tol in [("float64", 1e-12), ("float32", 1e-4)]:
+        rows = Recorded(X.astype(precision))
+        C = scatter_matrix(rows, precision=precision, device="cuda")
+        assert rows.blocks == STAGED_BLOCKS, "the rows did not reach the reuse of a staging buffer"
+        np.testing.assert_allclose(C, exact, rtol=tol, atol=tol * np.abs(exact).max())
+    small = cells(m=60)  # buffers of 128 rows, each used four times, the last block 4 rows
+    rows = Recorded(sp.csr_matrix(small))
+    C = scatter_matrix(rows, chunk_size=128, device="cuda")
+    assert len(rows.blocks) == 8 and rows.blocks[-1] == (896, 900)
+    small_c = small - small.mean(axis=0)
+    np.testing.assert_allclose(C, small_c.T @ small_c, rtol=1e-12, atol=1e-12 * np.abs(small_c.T @ small_c).max())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
