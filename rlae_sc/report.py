@@ -112,6 +112,38 @@ FIGURES = {
 }
 
 
+def _batch_figure(adata: ad.AnnData, batch_key: str) -> Figure:
+    fig, axes = plots.offscreen_figure((11, 5.2), 1, 2, width_ratios=[1, 1.2])
+    plots.umap(adata, color=batch_key, ax=axes[0, 0])
+    plots.batch_composition(adata, batch_key, ax=axes[0, 1])
+    fig.tight_layout()
+    return fig
+
+
+def _qc_batch_figure(adata: ad.AnnData, batch_key: str) -> Figure:
+    metrics = [key for key in ("n_genes", "total_counts", "pct_mito") if adata.obs[key].notna().any()]
+    return _row(
+        lambda ax, key: plots.qc_by_batch(adata, batch_key, metric=key, ax=ax), metrics, (3.6, 3.4), "QC by batch"
+    )
+
+
+# With a batch key: name -> (function of (adata, batch_key), caption).
+BATCH_FIGURES = {
+    "batches": (
+        _batch_figure,
+        "Left: the UMAP coloured by batch. Right: each Leiden cluster's cells by batch (shares; counts above the "
+        "bars). After integration a cell type that every batch holds forms clusters of every batch; a cluster of one "
+        "batch is a type only that batch holds, or a batch effect the correction left (see the batch mixing in the "
+        "table: 0 when every cell's neighbours come from its own batch, 1 when all batches are equally present).",
+    ),
+    "qc_by_batch": (
+        _qc_batch_figure,
+        "Genes detected, total counts and mitochondrial share per cell in each batch, for the cells kept by QC. "
+        "Batches of different depth or chemistry differ here before any biology does.",
+    ),
+}
+
+
 def _confusion_figure(query: ad.AnnData, truth_key: str) -> Figure:
     shape = query.obs[truth_key].nunique(), query.obs["rlae_label"].nunique()
     return _single(lambda ax: plots.confusion(query, truth_key, ax=ax), (1.2 + 0.7 * shape[1], 1.2 + 0.5 * shape[0]))
@@ -166,6 +198,12 @@ METRIC_ROWS = [
     ("n_clusters", "Leiden clusters"),
     ("ari", "ARI vs labels"),
     ("nmi", "NMI vs labels"),
+    ("label_agreement", "label agreement: share of a cell's graph neighbours with its label"),
+    ("batch_key", "batch key"),
+    ("n_batches", "batches"),
+    ("batch_centering", "batch centring"),
+    ("harmony_seconds", "Harmony on the embedding, s"),
+    ("batch_mixing", "batch mixing of graph neighbours (0 none .. 1 even)"),
 ]
 
 
@@ -240,7 +278,12 @@ def write_page(
 def write_report(
     adata: ad.AnnData, metrics: dict, out_dir: str | Path, *, dataset: str, label_key: str | None = None
 ) -> Path:
-    """Write ``figures/*.png`` and ``report.html`` (images embedded) under ``out_dir``; return the page's path."""
+    """Write ``figures/*.png`` and ``report.html`` (images embedded) under ``out_dir``; return the page's path.
+    With a batch key (``uns['rlae_cluster']['batch_key']``), the batch figures (:data:`BATCH_FIGURES`) follow."""
+    batch_key = adata.uns.get("rlae_cluster", {}).get("batch_key") or None
+    figures = [(name, fn(adata, label_key), caption) for name, (fn, caption) in FIGURES.items()]
+    if batch_key:
+        figures += [(name, fn(adata, batch_key), caption) for name, (fn, caption) in BATCH_FIGURES.items()]
     return write_page(
         out_dir,
         title=f"rlae-sc report: {dataset}",
@@ -248,7 +291,7 @@ def write_report(
         "the preprocessed matrix; its decoder's left singular vectors are the principal directions (Kunin et al., "
         "ICML 2019). Every number below is checked against exact PCA of the same matrix.",
         table=[(key, label, metrics[key]) for key, label in METRIC_ROWS if key in metrics],
-        figures=[(name, fn(adata, label_key), caption) for name, (fn, caption) in FIGURES.items()],
+        figures=figures,
     )
 
 
