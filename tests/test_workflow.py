@@ -79,15 +79,22 @@ def test_a_killed_run_completes_on_rerun_with_the_same_results(completed, tmp_pa
     deadline = time.time() + 120
     while not (tmp_path / "results" / "tiny" / "model.npz").exists() and time.time() < deadline:
         time.sleep(0.2)
+    running = proc.poll() is None
     proc.send_signal(sig)  # as `kill`, a cluster's time limit or `kill -9` would
     proc.wait()
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # and whatever of its job is still running
     except ProcessLookupError:
         pass
+    # the kill landed mid-run: after the first model, on a run still going, with targets still to make
+    assert (tmp_path / "results" / "tiny" / "model.npz").exists(), "no model within 120 s: killed before it"
+    assert running and proc.returncode != 0, f"the run had ended (exit code {proc.returncode}) before the kill"
+    unmade = [target for target in targets if not (tmp_path / target).exists()]
+    assert unmade, "every target was made before the kill: the rerun below would have nothing to do"
     assert not list((tmp_path / "results").rglob("*.tmp*")), "a half-written file was left behind"
     res = snakemake("--cores", "2", "--directory", str(tmp_path), *targets)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert all((tmp_path / target).exists() for target in unmade)
     for dataset in ("tiny", "tiny_streamed"):
         a = ad.read_h5ad(tmp_path / "results" / dataset / "directions.h5ad")
         b = ad.read_h5ad(workdir / "results" / dataset / "directions.h5ad")
