@@ -115,6 +115,7 @@ def directions_adata(
         "not_identifiable": not_identifiable(stable),
         **metrics,
     }
+    metrics.update(qc_min_genes=model.recipe.min_genes, qc_max_pct_mito=model.recipe.max_pct_mito)
     if model.recipe.batches:
         recipe = model.recipe
         metrics.update(

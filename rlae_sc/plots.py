@@ -402,3 +402,25 @@ def qc_by_batch(adata: ad.AnnData, batch_key: str, *, metric: str = "n_genes", a
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} by batch", fontsize=9)
     return ax
+
+
+@styled
+def qc_histogram(
+    adata: ad.AnnData, *, metric: str = "n_genes", threshold: float | None = None, ax: Axes | None = None
+) -> Axes:
+    """Histogram of a per-cell QC metric (``obs[metric]``), log-spaced bins for counts, with ``threshold`` as a
+    dashed line when given; returns the axes."""
+    values = adata.obs[metric].dropna().to_numpy(dtype=float)
+    ax = new_axes(ax, (3.6, 3.2))
+    if metric == "pct_mito":
+        bins = np.linspace(0, max(values.max(), threshold or 0, 1e-9), 50)
+    else:
+        bins = np.geomspace(max(values.min(), 1), max(values.max(), 2), 50)
+        ax.set_xscale("log")
+    ax.hist(values, bins=bins, color="0.4")
+    if threshold is not None:
+        ax.axvline(threshold, color="C3", ls="--", lw=1, label=f"threshold {threshold:g}")
+        ax.legend(frameon=False, fontsize=7)
+    ax.set_xlabel(metric)
+    ax.set_ylabel("cells")
+    return ax

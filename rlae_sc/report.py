@@ -9,6 +9,8 @@ from pathlib import Path
 
 import anndata as ad
 import matplotlib as mpl
+import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from rlae_sc import plots
@@ -185,7 +187,6 @@ METRIC_ROWS = [
     ("noise_floor_spread", "noise floor's spread (sd over permutations)"),
     ("mp_edge", "Marchenko-Pastur edge (units of C)"),
     ("lambda_over_e_k", "lambda / e_k"),
-    ("not_identifiable", "components not identifiable (stability < 0.9)"),
     ("fit_seconds", "fit time, s (scatter pass + training)"),
     ("exact_pca_seconds", "exact PCA time, s (eigh of the training C, reference)"),
     ("n_iter", "training iterations"),
@@ -235,12 +236,13 @@ def write_page(
     intro: str,
     table: list[tuple[str, str, object]],
     figures: list[tuple[str, Figure, str]],
+    blocks: list[tuple[str, str]] = (),
     page: str = "report.html",
 ) -> Path:
     """Save each ``(name, figure, caption)`` as ``figures/<name>.png`` and write a self-contained HTML page.
 
-    ``table`` rows are ``(key, label, value)`` (the key picks the number format); images are embedded
-    as base64 so the page stands alone.
+    ``table`` rows are ``(key, label, value)`` (the key picks the number format); ``blocks`` are
+    ``(heading, html)`` blocks placed after the table; images are embedded as base64 so the page stands alone.
     """
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
@@ -260,12 +262,14 @@ def write_page(
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
     rows = "".join(f"<tr><th>{html.escape(label)}</th><td>{_fmt(value, key)}</td></tr>" for key, label, value in table)
+    extra = "".join(f"<h2>{html.escape(heading)}</h2>{body}" for heading, body in blocks)
     text = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title><style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(intro)}</p>
 <div class="scroll"><table>{rows}</table></div>
+{extra}
 {"".join(sections)}
 </body></html>
 """
@@ -282,8 +286,10 @@ def write_report(
     With a batch key (``uns['rlae_cluster']['batch_key']``), the batch figures (:data:`BATCH_FIGURES`) follow."""
     batch_key = adata.uns.get("rlae_cluster", {}).get("batch_key") or None
     figures = [(name, fn(adata, label_key), caption) for name, (fn, caption) in FIGURES.items()]
+    figures.append(("qc", _qc_figure(adata, metrics), QC_CAPTION))
     if batch_key:
         figures += [(name, fn(adata, batch_key), caption) for name, (fn, caption) in BATCH_FIGURES.items()]
+    cells = write_cells_csv(adata, Path(out_dir) / CELLS_CSV, label_key=label_key, batch_key=batch_key)
     return write_page(
         out_dir,
         title=f"rlae-sc report: {dataset}",
@@ -292,7 +298,96 @@ def write_report(
         "ICML 2019). Every number below is checked against exact PCA of the same matrix.",
         table=[(key, label, metrics[key]) for key, label in METRIC_ROWS if key in metrics],
         figures=figures,
+        blocks=_cluster_sections(adata, metrics, label_key=label_key, cells=cells),
     )
+
+
+CELLS_CSV = "cells.csv"  # every cell's cluster, label, batch and UMAP position, beside report.html
+
+QC_CAPTION = (
+    "Per-cell quality measures of the cells QC kept: genes detected, total counts and the share of counts in "
+    "mitochondrial genes (MT-), with the thresholds applied (dashed). Cells QC removed are counted in the table "
+    "above. A second peak at low genes or high mitochondrial share marks damaged cells or empty droplets."
+)
+
+
+def _qc_figure(adata: ad.AnnData, metrics: dict) -> Figure:
+    limits = {"n_genes": metrics.get("qc_min_genes"), "pct_mito": metrics.get("qc_max_pct_mito")}
+    keys = [key for key in ("n_genes", "total_counts", "pct_mito") if key in adata.obs and adata.obs[key].notna().any()]
+    return _row(
+        lambda ax, key: plots.qc_histogram(adata, metric=key, threshold=limits.get(key), ax=ax),
+        keys,
+        (3.6, 3.2),
+        "Quality control",
+    )
+
+
+def write_cells_csv(
+    adata: ad.AnnData, path: Path, *, label_key: str | None = None, batch_key: str | None = None
+) -> Path:
+    """``cells.csv``: one row per cell (its name), its Leiden ``cluster``, its ``label`` and ``batch`` (when
+    set) and its UMAP position (``umap_1``, ``umap_2``); returns the path."""
+    table = pd.DataFrame({"cluster": adata.obs["leiden"].astype(str).to_numpy()}, index=adata.obs_names)
+    for column, key in (("label", label_key), ("batch", batch_key)):
+        if key:
+            table[column] = adata.obs[key].astype(str).to_numpy()
+    table["umap_1"], table["umap_2"] = np.asarray(adata.obsm["X_umap"])[:, :2].T
+    table.index.name = "cell"
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp)
+    return path
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [frame.index.name or "", *frame.columns])
+    body = "".join(
+        "<tr>" + f"<th>{html.escape(str(i))}</th>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
+        for i, row in zip(frame.index, frame.itertuples(index=False), strict=True)
+    )
+    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
+
+
+def _cluster_sections(adata: ad.AnnData, metrics: dict, *, label_key: str | None, cells: Path) -> list:
+    """The page's blocks for a biologist: the clusters with their sizes (and best-matching labels), the
+    cluster x label counts, the directions' stability in a sentence and the link to the cells' table."""
+    clusters = adata.obs["leiden"].astype(str)
+    order = sorted(clusters.unique(), key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
+    sizes = clusters.value_counts().reindex(order)
+    table = pd.DataFrame({"cells": sizes.to_numpy(), "share": sizes.to_numpy() / sizes.sum()}, index=order)
+    table.index.name = "cluster"
+    blocks = []
+    if label_key:
+        cross = pd.crosstab(clusters, adata.obs[label_key].astype(str)).reindex(order)
+        table["most common label"] = cross.idxmax(axis=1)
+        table["its share"] = cross.max(axis=1) / cross.sum(axis=1)
+        cross.index.name = "cluster"
+        blocks.append(("Clusters by known label (cells)", _html_table(cross)))
+    blocks.insert(0, ("Clusters", _html_table(table)))
+    unstable = metrics.get("not_identifiable", [])
+    if "k" in metrics:
+        k = metrics["k"]
+        blocks.append(
+            (
+                "How stable are the directions?",
+                f"<p>{k - len(unstable)} of the {k} directions are identifiable one by one (stability, the expected "
+                f"|cos| of a direction under resampling of cells, at least 0.9); {len(unstable)} are not. A direction "
+                "below 0.9 shares its variance with its neighbours (their eigenvalues are close), so it can rotate "
+                "among them from one sample of cells to another. Distances in the embedding depend only on the "
+                "subspace the directions span together, not on how it is split into directions, so this alone does "
+                "not make the clusters or the UMAP unstable. It is expected with few cells or many components, and "
+                "is not a failed run.</p>",
+            )
+        )
+    link = html.escape(cells.name)
+    blocks.append(
+        (
+            "Download",
+            f'<p><a href="{link}">{link}</a>: every cell with its cluster'
+            + (", known label" if label_key else "")
+            + ", batch (when set) and UMAP position, to open in a spreadsheet or join to your own tables.</p>",
+        )
+    )
+    return blocks
 
 
 # The mapping page's table: summary key -> label (keys not listed follow with their names).
