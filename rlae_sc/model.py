@@ -300,6 +300,8 @@ def fit_scatter(
         raise InputError(source, "mini-batch training needs the cells, not only C", "Set batch_size to none.")
     dev = torch_device(p.device)
     C = torch.from_numpy(C_np).to(dev)
+    rank = min(C_np.shape[0], n_cells - max(len(recipe.batches), 1))  # C's rank at most: one mean per batch
+    oversample = p.oversample if p.n_components == AUTO else min(p.oversample, max(rank - p.n_components, 0))
     t1 = time.perf_counter()
     auto = p.n_components == AUTO
     # the check's reference: exact PCA of the same C, one more eigenpair for the last gap; shared with the trace
@@ -318,7 +320,7 @@ def fit_scatter(
                 p.n_components,
                 lam=p.lam,
                 lambda_frac=p.lambda_frac,
-                oversample=p.oversample,
+                oversample=oversample,
                 max_iter=p.max_iter,
                 tol=p.tol,
                 check_every=p.trace_every,
@@ -356,7 +358,7 @@ def fit_scatter(
         "solver": result.solver,
         "lambda_rule": result.lambda_rule,
         "lambda_frac": p.lambda_frac,
-        "oversample": p.oversample,
+        "oversample": oversample,
         "max_iter": p.max_iter,
         "tol": p.tol,
         "scatter_precision": p.scatter_precision,

@@ -23,10 +23,73 @@ from rlae_sc.errors import InputError
 from rlae_sc.lae import SOLVER, SOLVERS
 
 
-def param(default, help: str, *, choices: tuple | None = None, key: str | None = None, metavar: str | None = None):
-    """A stage's field: its ``default`` and ``help`` text, the values it may take (``choices``), and, when
-    it differs from the field's name, its config key and command-line flag (``key``, e.g. ``lambda``)."""
-    return field(default=default, metadata={"help": help, "choices": choices, "key": key, "metavar": metavar})
+def param(
+    default,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    key: str | None = None,
+    metavar: str | None = None,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+    below: float | None = None,
+):
+    """A stage's field: its ``default`` and ``help`` text, the values it may take (``choices``, or the bounds
+    ``at_least``/``above``/``at_most``/``below`` of a number), and, when it differs from the field's name, its
+    config key and command-line flag (``key``, e.g. ``lambda``)."""
+    bounds = {"at_least": at_least, "above": above, "at_most": at_most, "below": below}
+    return field(
+        default=default,
+        metadata={"help": help, "choices": choices, "key": key, "metavar": metavar, "bounds": bounds},
+    )
+
+
+WORDS = {"n_components": ("auto",)}  # words a numeric field also takes
+
+
+def check_value(f, value, kind, *, stage: str, source) -> None:
+    """An :class:`~rlae_sc.errors.InputError` unless ``value`` is of the field's type ``kind`` and within its
+    choices and bounds (``None`` passes where the field is optional)."""
+    name = f.metadata["key"] or f.name
+    choices = f.metadata["choices"]
+    if choices is not None:
+        if value not in choices:
+            raise InputError(source, f"unknown {name} {value!r} ({stage})", f"Use one of {', '.join(choices)}.")
+        return
+    allowed = tuple(a for a in (typing.get_args(kind) or (kind,)) if a is not type(None))
+    if value is None:
+        if type(None) in typing.get_args(kind):
+            return
+        raise InputError(source, f"{name} cannot be none ({stage})", f"Give {name} a value.")
+    if isinstance(value, str) and value in WORDS.get(f.name, ()):
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    fits = (
+        isinstance(value, bool)
+        if bool in allowed
+        else (number and (float in allowed or (int in allowed and float(value).is_integer())))
+        or (str in allowed and isinstance(value, str) and f.name not in WORDS)
+    )
+    if not fits:
+        words = " or ".join(
+            [*(a.__name__ for a in allowed if a is not str or f.name not in WORDS), *WORDS.get(f.name, ())]
+        )
+        raise InputError(source, f"{name} must be {words}, got {value!r} ({stage})", f"Give {name} as {words}.")
+    if number:
+        b = f.metadata["bounds"]
+        for bound, ok, text in (
+            (b["at_least"], lambda v, x: v >= x, "at least"),
+            (b["above"], lambda v, x: v > x, "above"),
+            (b["at_most"], lambda v, x: v <= x, "at most"),
+            (b["below"], lambda v, x: v < x, "below"),
+        ):
+            if bound is not None and not ok(value, bound):
+                raise InputError(
+                    source,
+                    f"{name} must be {text} {bound:g}, got {value!r} ({stage})",
+                    f"Give {name} {text} {bound:g}.",
+                )
 
 
 class Stage:
@@ -46,12 +109,9 @@ class Stage:
                 source, f"unknown {cls.stage} parameter(s) {', '.join(unknown)}", f"Use {', '.join(names)}."
             )
         params = cls(**given)
+        hints = typing.get_type_hints(cls)
         for f in fields(cls):
-            choices, value = f.metadata["choices"], getattr(params, f.name)
-            if choices is not None and value not in choices:
-                raise InputError(
-                    source, f"unknown {f.name} {value!r} ({cls.stage})", f"Use one of {', '.join(choices)}."
-                )
+            check_value(f, getattr(params, f.name), hints[f.name], stage=cls.stage, source=source)
         return params
 
 
@@ -91,13 +151,16 @@ class ReadParams(Stage):
 
 @stage("preprocess", "Quality control, normalisation and gene selection (:func:`rlae_sc.preprocess.fit_recipe`).")
 class PreprocessParams(Stage):
-    min_genes: int = param(200, "fewest genes a cell must detect to pass QC")
-    min_cells: int = param(3, "fewest QC-passing cells that must detect a gene for it to be kept")
+    min_genes: int = param(200, "fewest genes a cell must detect to pass QC", at_least=0)
+    min_cells: int = param(3, "fewest QC-passing cells that must detect a gene for it to be kept", at_least=0)
     max_pct_mito: float | None = param(
-        20.0, "largest % of a cell's counts in mitochondrial genes (named MT-/mt-); none: no filter"
+        20.0,
+        "largest % of a cell's counts in mitochondrial genes (named MT-/mt-); none: no filter",
+        at_least=0,
+        at_most=100,
     )
     target_sum: float | None = param(
-        None, "counts per cell after normalisation; none: the median of the QC-passing cells' totals"
+        None, "counts per cell after normalisation; none: the median of the QC-passing cells' totals", above=0
     )
     normalization: str = param(
         "log1p",
@@ -106,13 +169,17 @@ class PreprocessParams(Stage):
         "scanpy.experimental), genes selected by residual variance (hvg_flavor is not used), each gene centred",
         choices=("log1p", "pearson_residuals"),
     )
-    n_top_genes: int = param(2000, "highly variable genes kept (all QC-passing genes when there are no more)")
+    n_top_genes: int = param(
+        2000, "highly variable genes kept (all QC-passing genes when there are no more)", at_least=2
+    )
     hvg_flavor: str = param(
         "seurat_v3",
         "highly variable gene selection, as scanpy's (seurat_v3 becomes seurat on log-normalised input)",
         choices=("seurat_v3", "seurat", "cell_ranger"),
     )
-    clip: float | None = param(None, "clip scaled values at +-clip, the columns re-centred after; none: no clipping")
+    clip: float | None = param(
+        None, "clip scaled values at +-clip, the columns re-centred after; none: no clipping", above=0
+    )
     batch_key: str | None = param(
         None,
         "obs column naming each cell's batch (sample, donor, study, chemistry): genes are selected across batches "
@@ -141,6 +208,7 @@ class TrainParams(Stage):
         50,
         "latent units k: the principal directions found; auto: lambda at the noise floor (parallel analysis) "
         "and k the units that survive it",
+        at_least=1,
     )
     solver: str = param(
         SOLVER,
@@ -153,11 +221,12 @@ class TrainParams(Stage):
         None,
         "step size of a learning rule; none: 0.5 / (e_1 + lambda), 0.2 / (e_1 + lambda) for gd_oja and "
         "the feedback rules, 0.01 for adam",
+        above=0,
     )
     batch_size: int | None = param(
-        None, "cells per mini-batch, for the learning rules that allow it; none: full batch on C"
+        None, "cells per mini-batch, for the learning rules that allow it; none: full batch on C", at_least=1
     )
-    trace_every: int = param(10, "iterations between rows of the training trace (and the solver's checks)")
+    trace_every: int = param(10, "iterations between rows of the training trace (and the solver's checks)", at_least=1)
     trace_metrics: bool = param(
         True, "trace THEORY.md's metrics against exact PCA (not counted in the fit time; the rules always do)"
     )
@@ -165,22 +234,29 @@ class TrainParams(Stage):
         0.1,
         "lambda as this fraction of an estimate of the smallest eigenvalue the trained units see "
         f"(e_(k+oversample) for {SOLVER}, the exact e_k for the rules)",
+        above=0,
+        below=1,
     )
     lam: float | None = param(
-        None, "lambda in the units of C = X^T X (a sum over cells); overrides lambda_frac", key="lambda"
+        None, "lambda in the units of C = X^T X (a sum over cells); overrides lambda_frac", key="lambda", above=0
     )
-    n_permutations: int = param(5, "permutations of the cells behind the noise floor (n_components auto)")
+    n_permutations: int = param(5, "permutations of the cells behind the noise floor (n_components auto)", at_least=1)
     noise_quantile: float = param(
-        0.95, "the noise floor is this quantile of a normal law fitted to the permutations' top eigenvalues"
+        0.95,
+        "the noise floor is this quantile of a normal law fitted to the permutations' top eigenvalues",
+        above=0,
+        below=1,
     )
-    oversample: int = param(40, f"extra latent units {SOLVER} trains and drops (faster convergence)")
+    oversample: int = param(40, f"extra latent units {SOLVER} trains and drops (faster convergence)", at_least=0)
     scatter_precision: str = param(
         "float32",
         "precision of the products in the pass that builds C (accumulated in float64)",
         choices=("float32", "float64"),
     )
-    max_iter: int = param(1000, f"most iterations of {SOLVER}; the steps of a learning rule")
-    tol: float = param(1e-8, f"{SOLVER} stops when the top-k read-out moves less than this (subspace distance)")
+    max_iter: int = param(1000, f"most iterations of {SOLVER}; the steps of a learning rule", at_least=1)
+    tol: float = param(
+        1e-8, f"{SOLVER} stops when the top-k read-out moves less than this (subspace distance)", above=0
+    )
     seed: int = param(0, "seed of the random start and of the mini-batches")
     device: str = param(
         "auto", "torch device for the pass that builds C and for training; auto picks CUDA when available"
@@ -200,11 +276,13 @@ class PassParams(Stage):
 
 @stage("cluster", "Neighbours, Leiden and UMAP on the embedding (:func:`rlae_sc.cluster.cluster`).")
 class ClusterParams(Stage):
-    n_neighbors: int = param(15, "neighbours per cell in the kNN graph")
-    n_dims: int | None = param(None, "components used for the kNN graph; none: all k")
-    resolution: float = param(0.3, "Leiden resolution")
+    n_neighbors: int = param(15, "neighbours per cell in the kNN graph", at_least=2)
+    n_dims: int | None = param(None, "components used for the kNN graph; none: all k", at_least=2)
+    resolution: float = param(0.3, "Leiden resolution", above=0)
     sketch_cells: int = param(
-        50_000, "above this many cells, Leiden and UMAP run on a seeded sample of this size, the rest follow"
+        50_000,
+        "above this many cells, Leiden and UMAP run on a seeded sample of this size, the rest follow",
+        at_least=100,
     )
     seed: int = param(0, "seed of the neighbour index, Leiden, UMAP and the sketch")
     harmony: bool = param(
@@ -216,8 +294,10 @@ class ClusterParams(Stage):
 
 @stage("mapping", "Embedding query cells with a reference's model and mapping them onto it.")
 class MappingParams(Stage):
-    n_neighbors: int = param(15, "reference neighbours per query cell (label transfer and UMAP position)")
-    min_overlap: float = param(0.5, "fewest of the model's genes, as a fraction, that the cells must have")
+    n_neighbors: int = param(15, "reference neighbours per query cell (label transfer and UMAP position)", at_least=1)
+    min_overlap: float = param(
+        0.5, "fewest of the model's genes, as a fraction, that the cells must have", above=0, at_most=1
+    )
     classifier: str = param(
         "logistic",
         "how labels are transferred: logistic, a logistic regression on the reference's embedding (as CellTypist "
@@ -225,18 +305,23 @@ class MappingParams(Stage):
         choices=("logistic", "knn"),
     )
     min_confidence: float = param(
-        0.5, "query cells whose label holds less than this share of the vote (knn) or probability are unassigned"
+        0.5,
+        "query cells whose label holds less than this share of the vote (knn) or probability are unassigned",
+        at_least=0,
+        at_most=1,
     )
     distance_quantile: float | None = param(
         0.99,
         "query cells farther from their nearest reference cells than this quantile of the reference cells' own "
         "distances (per label, on stability-weighted components) are unassigned; none: no distance check",
+        above=0,
+        below=1,
     )
 
 
 @stage("federation", "A federated fit's connections (:mod:`rlae_sc.federated`).")
 class FederationParams(Stage):
-    timeout: float = param(600.0, "seconds to wait for any one message")
+    timeout: float = param(600.0, "seconds to wait for any one message", above=0)
 
 
 STAGES = {cls.stage: cls for cls in (PreprocessParams, TrainParams, PassParams, ClusterParams, MappingParams)}

@@ -27,7 +27,7 @@ from rlae_sc.batches import obs_column
 from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.io import detect_format, read, write_h5ad, write_json
-from rlae_sc.params import MappingParams, PassParams, PreprocessParams, ReadParams, split
+from rlae_sc.params import ClusterParams, MappingParams, PassParams, PreprocessParams, ReadParams, TrainParams, split
 from rlae_sc.preprocess import (
     Recipe,
     fit_recipe,
@@ -364,18 +364,31 @@ def run(
 
     ``params`` are fields of :class:`~rlae_sc.params.ReadParams` and :class:`~rlae_sc.params.PassParams`,
     as in :func:`preprocess_file`; ``dask`` also runs the passes of :func:`train_file` and
-    :func:`directions_file` on Dask. The ``*_params`` are those of each stage's function.
+    :func:`directions_file` on Dask. The ``*_params`` are those of each stage's function; every one is checked
+    before any work. When a stage stops on bad input or parameters (:class:`~rlae_sc.errors.InputError`), the
+    outputs this call wrote are removed, so that none is left from a run that did not finish.
     """
-    _, passes = split(params, ReadParams, PassParams, source=str(counts))
+    source = str(counts)
+    _, passes = split(params, ReadParams, PassParams, source=source)
+    PreprocessParams.of(preprocess_params, source=source)
+    TrainParams.of(train_params, source=source)
+    ClusterParams.of(cluster_params, source=source)
     out = Path(out_dir)
     files = {key: out / name for key, name in OUTPUTS.items()}
-    preprocess_file(counts, files["preprocessed"], label_key=label_key, **params, **(preprocess_params or {}))
-    train_file(files["preprocessed"], files["model"], dask=passes.dask, **(train_params or {}))
-    directions_file(files["preprocessed"], files["model"], files["directions"], dask=passes.dask)
-    metrics = cluster_file(
-        files["directions"], files["embedding"], files["metrics"], label_key=label_key, **(cluster_params or {})
-    )
-    report_file(files["embedding"], out, dataset=dataset or Path(counts).stem, label_key=label_key)
+    files["index"] = index_path(files["embedding"])
+    before = {path for path in files.values() if path.exists()}
+    try:
+        preprocess_file(counts, files["preprocessed"], label_key=label_key, **params, **(preprocess_params or {}))
+        train_file(files["preprocessed"], files["model"], dask=passes.dask, **(train_params or {}))
+        directions_file(files["preprocessed"], files["model"], files["directions"], dask=passes.dask)
+        metrics = cluster_file(
+            files["directions"], files["embedding"], files["metrics"], label_key=label_key, **(cluster_params or {})
+        )
+        report_file(files["embedding"], out, dataset=dataset or Path(counts).stem, label_key=label_key)
+    except InputError:
+        for path in set(files.values()) - before:
+            path.unlink(missing_ok=True)
+        raise
     return metrics
 
 
