@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True, help=".h5ad to write, with obsm['X_rlae']")
     add_options(p, ReadParams, exclude=("input_kind",))  # the model's
-    add_options(p, MappingParams, exclude=("n_neighbors",))
+    add_options(p, MappingParams, exclude=("n_neighbors", "classifier", "min_confidence", "distance_quantile"))
     add_options(p, PassParams)
 
     p = sub.add_parser("map", help="map query cells onto a reference: label transfer, reference UMAP")

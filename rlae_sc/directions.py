@@ -98,7 +98,11 @@ def directions_adata(
     out.varm[DIRECTIONS_KEY] = loadings
     out.obsm[EMBEDDING_KEY], residual_sq = model.scores(matrix, residuals=True, client=client, device=device)
     stable = direction_stability(model, out.obsm[EMBEDDING_KEY], residual_sq)
-    out.uns[UNS_KEY] = {**summary(model, reference, stable), "batch_key": model.recipe.batch_key or ""}
+    out.uns[UNS_KEY] = {
+        **summary(model, reference, stable),
+        "batch_key": model.recipe.batch_key or "",
+        "raw_values": "counts" if model.recipe.pearson else "log_normalized",  # what X holds (all genes)
+    }
     qc = pre.uns.get("rlae_preprocess", {})
     metrics = {
         **{key: int(qc[key]) for key in QC_COUNTS if key in qc},

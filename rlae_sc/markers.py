@@ -333,3 +333,25 @@ def write_markers(df: pd.DataFrame, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         df[COLUMNS].to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     return path
+
+
+def marker_summary(table: pd.DataFrame, *, n_dot: int = 3, n_list: int = 10) -> dict:
+    """What the report shows of a :func:`markers` table of every gene (``n_genes=None``): each group's first
+    ``n_list`` genes by ``rank`` (``top``: group -> genes), and the dot plot of each group's first ``n_dot``
+    genes in every group (``genes`` (g,), ``groups`` (c,), ``mean`` and ``frac``: c x g, the groups' mean
+    log-normalised value and fraction of cells expressing each gene). Lists and nested lists, ready for
+    ``uns`` and JSON."""
+    ranked = table.sort_values(["cluster", "rank"])
+    groups = list(dict.fromkeys(ranked["cluster"].astype(str)))
+    top = {g: ranked.loc[ranked["cluster"].astype(str) == g, "gene"].head(n_list).astype(str).tolist() for g in groups}
+    genes = list(dict.fromkeys(gene for g in groups for gene in top[g][:n_dot]))
+    rows = table[table["gene"].astype(str).isin(genes)].assign(cluster=lambda t: t["cluster"].astype(str))
+    mean = rows.pivot(index="cluster", columns="gene", values="mean_in").reindex(index=groups, columns=genes)
+    frac = rows.pivot(index="cluster", columns="gene", values="frac_in").reindex(index=groups, columns=genes)
+    return {
+        "top": top,
+        "genes": genes,
+        "groups": groups,
+        "mean": mean.fillna(0.0).to_numpy().tolist(),
+        "frac": frac.fillna(0.0).to_numpy().tolist(),
+    }

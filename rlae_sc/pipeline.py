@@ -302,25 +302,48 @@ def cluster_file(
     directions: str | Path, out: str | Path, metrics_out: str | Path, *, label_key: str | None = None, **params
 ) -> dict:
     """Cluster ``directions.h5ad`` (see :func:`rlae_sc.cluster.cluster`) -> ``embedding.h5ad`` + ``metrics.json``,
-    and the neighbour index of its cells beside ``out`` (:func:`index_path`; its SHA-256 in ``uns['rlae_cluster']``).
+    the neighbour index of its cells beside ``out`` (:func:`index_path`; its SHA-256 in ``uns['rlae_cluster']``)
+    and, when the file holds the cells' values of all genes (``X``: not after streaming), each cluster's marker
+    genes (:func:`rlae_sc.markers.markers`): the first 100 per cluster in ``markers.tsv`` beside ``out``
+    (:func:`markers_path`), the report's summary in ``uns['rlae_markers']``.
 
-    Reads the embedding, ``obs``, ``var`` and ``uns`` only; ``X`` (log-normalised values, when the input
-    was preprocessed in memory) is copied into ``out`` on disk, never loaded.
+    Reads the embedding, ``obs``, ``var`` and ``uns`` into memory; ``X`` (log-normalised values, when the input
+    was preprocessed in memory) is read block by block for the markers and copied into ``out`` on disk.
     """
     from rlae_sc.cluster import cluster
 
     with _backed_stage(directions, "directions") as backed:
         adata = _without_x(backed)
+        has_x = backed.X is not None
     batch_key = adata.uns["rlae"].get("batch_key") or None
     result = cluster(
         adata, label_key=label_key, batch_key=batch_key, index_out=index_path(out), source=str(directions), **params
     )
+    if has_x:
+        _write_markers(adata, directions, markers_path(out))
     metrics = {**adata.uns.pop("rlae_metrics"), **result}
     adata.uns["rlae"]["metrics"] = metrics
     write_h5ad(adata, out, x_from=directions)
     write_json(metrics, metrics_out)
     log.info("cluster: %s -> %s, %s", ", ".join(f"{k} {result[k]:.4g}" for k in result), out, metrics_out)
     return metrics
+
+
+def _write_markers(adata: ad.AnnData, directions: str | Path, out: Path) -> None:
+    """Each Leiden cluster's markers from the values in ``directions``' ``X`` -> ``out`` (tsv) and
+    ``adata.uns['rlae_markers']``."""
+    from rlae_sc.markers import marker_summary, markers, write_markers
+
+    values = adata.uns["rlae"].get("raw_values", "log_normalized")
+    matrix = h5ad_matrix(str(directions), None)
+    table = markers(adata, groupby="leiden", n_genes=None, values=values, matrix=matrix, source=str(directions))
+    write_markers(table.groupby("cluster", sort=False, observed=True).head(100), out)
+    adata.uns["rlae_markers"] = marker_summary(table)
+
+
+def markers_path(embedding: str | Path) -> Path:
+    """The marker table written beside ``embedding.h5ad``: ``markers.tsv``."""
+    return Path(embedding).with_name("markers.tsv")
 
 
 def _without_x(backed: ad.AnnData) -> ad.AnnData:
@@ -376,6 +399,7 @@ def run(
     out = Path(out_dir)
     files = {key: out / name for key, name in OUTPUTS.items()}
     files["index"] = index_path(files["embedding"])
+    files["markers"] = markers_path(files["embedding"])
     before = {path for path in files.values() if path.exists()}
     try:
         preprocess_file(counts, files["preprocessed"], label_key=label_key, **params, **(preprocess_params or {}))
@@ -465,6 +489,9 @@ def map_file(
         query,
         label_key=label_key,
         n_neighbors=mapping.n_neighbors,
+        classifier=mapping.classifier,
+        min_confidence=mapping.min_confidence,
+        distance_quantile=mapping.distance_quantile,
         truth_key=truth_key,
         index=index,
         source=str(reference),

@@ -424,3 +424,29 @@ def qc_histogram(
     ax.set_xlabel(metric)
     ax.set_ylabel("cells")
     return ax
+
+
+@styled
+def dotplot(summary: dict, *, ax: Axes | None = None) -> Axes:
+    """A dot plot of marker genes (:func:`rlae_sc.markers.marker_summary`: ``genes``, ``groups``, ``mean``,
+    ``frac``): one row per group, one column per gene, dot area the fraction of the group's cells expressing
+    the gene, colour its mean log-normalised value; returns the axes."""
+    genes, groups = list(summary["genes"]), list(summary["groups"])
+    mean, frac = np.asarray(summary["mean"], dtype=float), np.asarray(summary["frac"], dtype=float)
+    ax = new_axes(ax, (1.5 + 0.28 * len(genes), 1.2 + 0.3 * len(groups)))
+    ax.figure.set_size_inches(2.2 + 0.28 * len(genes), 1.6 + 0.3 * len(groups))
+    yy, xx = np.mgrid[: len(groups), : len(genes)]
+    dots = ax.scatter(xx.ravel(), yy.ravel(), s=frac.ravel() * 120, c=mean.ravel(), cmap="Reds", edgecolors="0.5",
+                      linewidths=0.3, vmin=0)  # fmt: skip
+    ax.set_xticks(range(len(genes)), genes, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(groups)), groups, fontsize=7)
+    ax.set_xlim(-0.6, len(genes) - 0.4)
+    ax.set_ylim(len(groups) - 0.4, -0.6)
+    ax.set_ylabel("cluster")
+    ax.figure.colorbar(dots, ax=ax, shrink=0.5, label="mean value")
+    for share in (0.25, 0.5, 1.0):
+        ax.scatter([], [], s=share * 120, color="0.6", label=f"{share:.0%}")
+    ax.legend(frameon=False, fontsize=7, title="cells expressing", title_fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.15, 1.0))  # fmt: skip
+    ax.set_title("Marker genes", fontsize=9)
+    return ax

@@ -156,13 +156,15 @@ MAPPING_FIGURES = {
     "mapped_umap": (
         lambda ref, query, truth: _single(lambda ax: plots.mapped_umap(ref, query, ax=ax), (6.2, 5.6)),
         "Reference cells (grey) in their UMAP, with the query cells placed at the mean position of their nearest "
-        "reference cells in the model's embedding, coloured by the transferred label. Query cells far from any "
-        "reference population signal cell states the reference lacks.",
+        "reference cells in the model's embedding, coloured by the transferred label. A placement does not show "
+        "distance: query cells farther from their nearest reference cells than the reference's own cells of that "
+        "label are (0.99 quantile), or whose vote is split, are labelled unassigned: cell states the reference lacks.",
     ),
     "confidence": (
         lambda ref, query, truth: _single(lambda ax: plots.confidence(query, ax=ax), (6, 3.4)),
-        "Per-cell confidence of the transferred label (weight share of the winning label among the nearest "
-        "reference cells), per predicted label. Low values mark cells between reference populations.",
+        "Per-cell confidence of the transferred label (the classifier's probability, or the winning label's share "
+        "of the neighbours' vote, times the share of the model's signal on genes the query has), per predicted "
+        "label. Low values mark cells between reference populations or queries missing many of the model's genes.",
     ),
     "confusion": (
         lambda ref, query, truth: _confusion_figure(query, truth),
@@ -287,6 +289,10 @@ def write_report(
     batch_key = adata.uns.get("rlae_cluster", {}).get("batch_key") or None
     figures = [(name, fn(adata, label_key), caption) for name, (fn, caption) in FIGURES.items()]
     figures.append(("qc", _qc_figure(adata, metrics), QC_CAPTION))
+    if "rlae_markers" in adata.uns:
+        figures.insert(
+            0, ("markers", _single(lambda ax: plots.dotplot(adata.uns["rlae_markers"], ax=ax), (1, 1)), MARKERS_CAPTION)
+        )
     if batch_key:
         figures += [(name, fn(adata, batch_key), caption) for name, (fn, caption) in BATCH_FIGURES.items()]
     cells = write_cells_csv(adata, Path(out_dir) / CELLS_CSV, label_key=label_key, batch_key=batch_key)
@@ -301,6 +307,16 @@ def write_report(
         blocks=_cluster_sections(adata, metrics, label_key=label_key, cells=cells),
     )
 
+
+MARKERS_CAPTION = (
+    "Marker genes: each cluster's first three genes (ranked by the Wilcoxon rank-sum score of the cluster "
+    "against the other cells together with the fold change), and their expression in every cluster: dot size is "
+    "the fraction of the cluster's cells that express the gene, colour its mean log-normalised value. The full "
+    "table, 100 genes per cluster with fold changes and p-values, is markers.tsv beside the page. The p-values "
+    "treat every cell as an independent replicate; cells of one sample or donor are not, so with thousands of "
+    "cells they are many orders of magnitude smaller than a test between samples (pseudobulk) would give: use "
+    "them to rank genes, not as evidence of differential expression between conditions."
+)
 
 CELLS_CSV = "cells.csv"  # every cell's cluster, label, batch and UMAP position, beside report.html
 
@@ -355,6 +371,9 @@ def _cluster_sections(adata: ad.AnnData, metrics: dict, *, label_key: str | None
     sizes = clusters.value_counts().reindex(order)
     table = pd.DataFrame({"cells": sizes.to_numpy(), "share": sizes.to_numpy() / sizes.sum()}, index=order)
     table.index.name = "cluster"
+    if "rlae_markers" in adata.uns:
+        top = adata.uns["rlae_markers"]["top"]
+        table["top markers"] = [", ".join(list(top.get(c, []))[:5]) for c in order]
     blocks = []
     if label_key:
         cross = pd.crosstab(clusters, adata.obs[label_key].astype(str)).reindex(order)
