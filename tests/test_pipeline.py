@@ -44,6 +44,10 @@ def test_every_output_is_written(run_dir):
         "report.html",
         "figures/umap.png",
         "figures/alignment.png",
+        "figures/markers.png",
+        "figures/qc.png",
+        "markers.tsv",
+        "cells.csv",
     ]:
         assert (run_dir / name).stat().st_size > 0, name
     assert not list(run_dir.glob("*.tmp*")), "temporary files left behind"

@@ -91,3 +91,24 @@ def test_seurat_v3_genes_equal_scanpys_on_real_counts(name):
     pre, _ = preprocess(counts)
     ref = scanpy_seurat_v3(counts[pre.obs_names], 2000)
     assert list(pre.var_names) == [g for g in ref.var_names if ref.var.loc[g, "highly_variable"]]
+
+
+KNOWN_MARKERS = {  # issue 23's check: a cell type's best-matching cluster has one of these among its top 10
+    "B cells": {"MS4A1", "CD79A"},
+    "NK cells": {"GNLY", "NKG7"},
+    "CD14+ Monocytes": {"LYZ", "CD14", "S100A8"},
+}
+
+
+def test_the_pipelines_markers_name_known_cell_types(kang_run):
+    """markers.tsv of `rlae-sc run` on kang: the Leiden cluster holding most of each type's cells lists one of
+    that type's textbook markers among its first 10 genes (kang's Ensembl ids read as symbols)."""
+    import pandas as pd
+
+    symbols = pd.read_csv(shared_file("kang_se_gene_symbols.tsv"), sep="\t", index_col=0).iloc[:, 0]
+    table = pd.read_csv(kang_run / "markers.tsv", sep="\t", dtype={"cluster": str})
+    obs = ad.read_h5ad(kang_run / "embedding.h5ad", backed="r").obs
+    for cell_type, expected in KNOWN_MARKERS.items():
+        cluster = obs.loc[obs["cell_type"] == cell_type, "leiden"].astype(str).value_counts().index[0]
+        top = table[table["cluster"] == cluster].sort_values("rank")["gene"].head(10)
+        assert expected & set(symbols.reindex(top).astype(str)), (cell_type, cluster, list(symbols.reindex(top)))
