@@ -314,7 +314,8 @@ def cluster_file(
 
     with _backed_stage(directions, "directions") as backed:
         adata = _without_x(backed)
-        has_x = backed.X is not None
+    with h5py.File(directions, "r") as f:
+        has_x = "X" in f
     batch_key = adata.uns["rlae"].get("batch_key") or None
     result = cluster(
         adata, label_key=label_key, batch_key=batch_key, index_out=index_path(out), source=str(directions), **params

@@ -171,7 +171,10 @@ def _join(server, sites: dict, n_sites: int, *, secure: bool, tls: TLSFiles | No
 
 def _answer(conn: socket.socket, name: str, plan: Plan, length: int, timeout: float) -> np.ndarray:
     """One site's (masked) vector for the current round, checked for kind, run, round and length."""
-    kind, fields, arrays = recv(conn, peer=f"site {name}", timeout=timeout)
+    try:
+        kind, fields, arrays = recv(conn, peer=f"site {name}", timeout=timeout)
+    except FederationError as exc:  # a site that dropped out: say in which round
+        raise FederationError(f"{exc} (in round {plan.round}, request {plan.index})") from None
     if kind == "error":
         raise FederationError(f"site {name}: stopped in round {plan.round}: {fields.get('error')}")
     vector = arrays.get("vector")

@@ -89,17 +89,27 @@ def run_site(
             },
         )
         peer = f"coordinator {coordinator}"
+        last = {"round": "joining", "index": -1}  # the last request answered
         while True:
-            kind, fields, arrays = recv(conn, peer=peer, timeout=timeout)
+            try:
+                kind, fields, arrays = recv(conn, peer=peer, timeout=timeout)
+            except FederationError as exc:
+                raise FederationError(f"site {site.name}: {exc} (after round {last['round']})") from None
             if kind == "abort":
                 raise FederationError(f"site {site.name}: the coordinator stopped the run: {fields.get('error')}")
             try:
                 if kind == "keys":
                     masks.agree(site.name, fields["keys"], fields["run"])
                 elif kind == "round":
-                    vector = _answer(site, fields, masks, allow_small_site=allow_small_site)
                     request = fields["request"]
+                    if not request["index"] > last["index"]:  # a replayed request would reuse the masks
+                        raise FederationError(
+                            f"site {site.name}: request {request['index']} (round {request['round']}) does not "
+                            f"follow request {last['index']}; a coordinator's requests must increase"
+                        )
+                    vector = _answer(site, fields, masks, allow_small_site=allow_small_site)
                     send(conn, "answer", {"run": request["run"], "index": request["index"]}, {"vector": vector})
+                    last = {"round": request["round"], "index": request["index"]}
                 elif kind == "model":
                     model_path = Path(out) / "model.npz"
                     with atomic_path(model_path) as tmp:
@@ -109,8 +119,12 @@ def run_site(
                 else:
                     raise FederationError(f"site {site.name}: unexpected message {kind!r} from the coordinator")
             except (InputError, FederationError) as exc:
+                log.error("site %s: %s", site.name, exc)
+                # in secure mode the coordinator learns only that the site stopped: the details (a statistic,
+                # a path) stay in the site's own log
+                text = f"site {site.name} stopped (details in its own log)" if secure else str(exc)
                 with contextlib.suppress(OSError):
-                    send(conn, "error", {"error": str(exc)})
+                    send(conn, "error", {"error": text})
                 raise
 
 
@@ -150,9 +164,9 @@ def site_outputs(
 ) -> dict:
     """Preprocess the site's cells with the model's recipe, then directions, clusters and report into ``out``.
 
-    ``metrics.json`` compares the directions with exact PCA of this site's
-    cells only (the federation's fit is checked on the sums: ``federation.json``).
-    Returns the site's metrics.
+    The site's embedding, clusters and report are its own cells'; the exact-PCA comparison in its
+    ``metrics.json`` is the federation's (the model's directions against exact PCA of the summed ``C``, as in
+    ``federation.json``), not a PCA of this site's cells alone. Returns the site's metrics.
     """
     out = Path(out)
     recipe = load_model(model_path).recipe
