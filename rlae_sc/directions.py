@@ -119,7 +119,13 @@ def directions_adata(
         "not_identifiable": not_identifiable(stable),
         **metrics,
     }
-    metrics.update(qc_min_genes=model.recipe.min_genes, qc_max_pct_mito=model.recipe.max_pct_mito)
+    recipe = model.recipe
+    metrics.update(
+        qc=recipe.qc,
+        qc_min_genes=recipe.min_genes,
+        qc_min_counts=recipe.min_counts,
+        qc_max_pct_mito=recipe.max_pct_mito,
+    )
     if model.recipe.batches:
         recipe = model.recipe
         metrics.update(

@@ -151,6 +151,17 @@ class ReadParams(Stage):
 
 @stage("preprocess", "Quality control, normalisation and gene selection (:func:`rlae_sc.preprocess.fit_recipe`).")
 class PreprocessParams(Stage):
+    qc: str = param(
+        "fixed",
+        "cell QC thresholds: fixed, min_genes and max_pct_mito as given; mad, from the data's own distribution: "
+        "cells below the median minus n_mads median absolute deviations of log genes or log counts, or above the "
+        "median plus n_mads of the mitochondrial share, are outliers (max_pct_mito still caps the share; the "
+        "thresholds found are recorded in the recipe and the report)",
+        choices=("fixed", "mad"),
+    )
+    n_mads: float = param(
+        5.0, "with qc mad: how many median absolute deviations from the median make an outlier", above=0
+    )
     min_genes: int = param(200, "fewest genes a cell must detect to pass QC", at_least=0)
     min_cells: int = param(3, "fewest QC-passing cells that must detect a gene for it to be kept", at_least=0)
     max_pct_mito: float | None = param(

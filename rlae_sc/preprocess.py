@@ -71,6 +71,8 @@ def new_recipe(
     mito = mito_mask(var_names)
     recipe = Recipe(
         input_kind=input_kind,
+        qc=p.qc,
+        n_mads=p.n_mads,
         min_genes=p.min_genes,
         min_cells=p.min_cells,
         max_pct_mito=p.max_pct_mito if mito.any() else None,  # no gene names start with MT-/mt-: nothing to filter
@@ -105,9 +107,28 @@ def check_qc(recipe: Recipe, n_in: int, n_kept: int, median_genes: float | None,
         against = "" if median_genes is None else f" against min_genes={recipe.min_genes}"
         warnings.warn(
             f"{source}: QC keeps only {n_kept} of {n_in} cells ({n_kept / n_in:.0%}){detect}{against}. "
-            "For sparse data, lower min_genes (e.g. --min-genes 50).",
+            "For sparse data, take thresholds from the data (--qc mad) or lower min_genes (e.g. --min-genes 50).",
             stacklevel=3,
         )
+
+
+def mad_thresholds(recipe: Recipe, n_genes: np.ndarray, total: np.ndarray, pct_mito: np.ndarray) -> None:
+    """Set the recipe's cell thresholds from the data (``qc: mad``): a cell is an outlier below the median minus
+    ``n_mads`` median absolute deviations of log1p(genes detected) or of log1p(total counts), or above the
+    median plus ``n_mads`` of the mitochondrial share (percent; capped by the given ``max_pct_mito``), each
+    over all cells (cells,). Sets ``min_genes``, ``min_counts`` and ``max_pct_mito``."""
+
+    def lower(values: np.ndarray) -> float:
+        x = np.log1p(values.astype(np.float64))
+        centre = np.median(x)
+        return float(np.expm1(centre - recipe.n_mads * np.median(np.abs(x - centre))))
+
+    recipe.min_genes = max(int(np.ceil(lower(n_genes))), 1)
+    recipe.min_counts = max(lower(total), 0.0)
+    if recipe.max_pct_mito is not None and not np.isnan(pct_mito).all():
+        centre = float(np.nanmedian(pct_mito))
+        upper = centre + recipe.n_mads * float(np.nanmedian(np.abs(pct_mito - centre)))
+        recipe.max_pct_mito = min(recipe.max_pct_mito, upper)
 
 
 def gene_candidates(recipe: Recipe, n_cells: np.ndarray, *, source: str = "input") -> np.ndarray:
@@ -202,6 +223,9 @@ def fit_recipe(
     n_batches = len(recipe.batches) or 1
     genes = pd.Index(recipe.input_genes)
     check = {"source": str(source), "input_kind": input_kind, "genes": genes} if validate else None
+    if recipe.qc == "mad":
+        cells = run_pass(matrix, partial(_cell_qc_block, mito=mito), desc="QC metrics", **passes)[1]
+        mad_thresholds(recipe, cells["n_genes"], cells["total_counts"], cells["pct_mito"])
     block = partial(_qc_block, recipe=recipe, mito=mito, check=check, batch=batch, n_batches=n_batches)
     gene, cells = run_pass(matrix, block, desc="QC", **passes)
     keep = cells["qc_pass"]
@@ -397,6 +421,12 @@ def _cluster_means(matrix, cluster: np.ndarray, n_clusters: int, **kept) -> tupl
     sums = run_pass(matrix, block, desc="cluster means", **passes)[0]
     sizes = np.bincount(cluster[kept["keep"] & (cluster >= 0)], minlength=n_clusters)
     return sums["group_sum"] / np.maximum(sizes, 1)[:, None], sizes
+
+
+def _cell_qc_block(block, start: int, *, mito: np.ndarray) -> tuple[dict, dict]:
+    """Per-cell QC metrics only (``qc: mad`` reads them before it can tell which cells pass)."""
+    n_genes, total, pct = cell_qc(sp.csr_matrix(block), mito)
+    return {}, {"n_genes": n_genes, "total_counts": total, "pct_mito": pct}
 
 
 def _qc_block(

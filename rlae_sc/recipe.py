@@ -35,8 +35,10 @@ class Recipe:
     ----------
     input_kind
         See :class:`rlae_sc.params.ReadParams`.
-    min_genes, min_cells, max_pct_mito, target_sum, normalization, n_top_genes, hvg_flavor, clip
-        The parameters as applied (see :class:`rlae_sc.params.PreprocessParams`):
+    qc, n_mads, min_genes, min_cells, max_pct_mito, target_sum, normalization, n_top_genes, hvg_flavor, clip
+        The parameters as applied (see :class:`rlae_sc.params.PreprocessParams`): with ``qc`` ``mad``,
+        ``min_genes``, ``min_counts`` (a cell's total must be above it; 0 otherwise) and ``max_pct_mito``
+        are the thresholds found in the data (:func:`rlae_sc.preprocess.mad_thresholds`);
         ``target_sum`` is the median of the reference's totals when not given
         (a cell's total is taken over all its genes; not used by Pearson
         residuals), ``hvg_flavor`` is ``seurat`` for log-normalised input given
@@ -72,7 +74,10 @@ class Recipe:
     """
 
     input_kind: str = ReadParams.input_kind
+    qc: str = PreprocessParams.qc
+    n_mads: float = PreprocessParams.n_mads
     min_genes: int = PreprocessParams.min_genes
+    min_counts: float = 0.0
     min_cells: int = PreprocessParams.min_cells
     max_pct_mito: float | None = PreprocessParams.max_pct_mito
     target_sum: float | None = PreprocessParams.target_sum
@@ -130,7 +135,7 @@ class Recipe:
     def keep(self, n_genes: np.ndarray, total: np.ndarray, pct_mito: np.ndarray) -> np.ndarray:
         """Boolean mask of the cells that pass QC, from their genes detected, total counts and % mitochondrial
         counts (each cells,)."""
-        keep = (n_genes >= max(self.min_genes, 1)) & (total > 0)
+        keep = (n_genes >= max(self.min_genes, 1)) & (total > max(self.min_counts, 0))
         if self.max_pct_mito is not None and not np.isnan(pct_mito).all():
             keep &= pct_mito <= self.max_pct_mito
         return keep

@@ -328,7 +328,11 @@ QC_CAPTION = (
 
 
 def _qc_figure(adata: ad.AnnData, metrics: dict) -> Figure:
-    limits = {"n_genes": metrics.get("qc_min_genes"), "pct_mito": metrics.get("qc_max_pct_mito")}
+    limits = {
+        "n_genes": metrics.get("qc_min_genes"),
+        "total_counts": metrics.get("qc_min_counts") or None,
+        "pct_mito": metrics.get("qc_max_pct_mito"),
+    }
     keys = [key for key in ("n_genes", "total_counts", "pct_mito") if key in adata.obs and adata.obs[key].notna().any()]
     return _row(
         lambda ax, key: plots.qc_histogram(adata, metric=key, threshold=limits.get(key), ax=ax),

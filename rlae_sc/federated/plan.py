@@ -242,6 +242,12 @@ def new_plan(params: dict, train: dict) -> Plan:
             f"hvg_flavor {params['hvg_flavor']!r} is not supported in a federated fit",
             f"Leave hvg_flavor unset ({PreprocessParams.hvg_flavor}, on counts).",
         )
+    if steps.qc != PreprocessParams.qc:
+        raise InputError(
+            "federation",
+            f"qc {steps.qc} needs every cell's QC metrics in one place, which a federation does not have",
+            f"Leave qc unset ({PreprocessParams.qc}) for the federation.",
+        )
     if steps.batch_key is not None:
         raise InputError(
             "federation",
