@@ -28,7 +28,7 @@ from rlae_sc.federated.statistics import decode, encode, open_site, site_statist
 from rlae_sc.lae import theory
 from rlae_sc.model import load_model
 from rlae_sc.passes import scatter_matrix
-from rlae_sc.preprocess import kept_rows, fit_recipe
+from rlae_sc.preprocess import fit_recipe, kept_rows
 from tests.conftest import shared_file
 
 PRE = {"min_genes": 50, "n_top_genes": 150, "clip": 3.0}  # QC, seurat_v3 selection and clipping all take part
