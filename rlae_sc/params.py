@@ -303,6 +303,15 @@ class ClusterParams(Stage):
     )
 
 
+    marker_list: str | None = param(
+        None,
+        "YAML of cell type -> marker genes (optionally genes: and negative: lists); each Leiden cluster gets the "
+        "best-scoring type's name, or unassigned when no type scores clearly best (rlae_sc.annotate); pbmc: the "
+        "bundled list of human blood cell types; none: clusters are not named",
+        metavar="YAML|pbmc",
+    )
+
+
 @stage("mapping", "Embedding query cells with a reference's model and mapping them onto it.")
 class MappingParams(Stage):
     n_neighbors: int = param(15, "reference neighbours per query cell (label transfer and UMAP position)", at_least=1)

@@ -299,7 +299,13 @@ def directions_file(
 
 
 def cluster_file(
-    directions: str | Path, out: str | Path, metrics_out: str | Path, *, label_key: str | None = None, **params
+    directions: str | Path,
+    out: str | Path,
+    metrics_out: str | Path,
+    *,
+    label_key: str | None = None,
+    marker_list: str | None = ClusterParams.marker_list,
+    **params,
 ) -> dict:
     """Cluster ``directions.h5ad`` (see :func:`rlae_sc.cluster.cluster`) -> ``embedding.h5ad`` + ``metrics.json``,
     the neighbour index of its cells beside ``out`` (:func:`index_path`; its SHA-256 in ``uns['rlae_cluster']``)
@@ -321,7 +327,7 @@ def cluster_file(
         adata, label_key=label_key, batch_key=batch_key, index_out=index_path(out), source=str(directions), **params
     )
     if has_x:
-        _write_markers(adata, directions, markers_path(out))
+        _write_markers(adata, directions, markers_path(out), marker_list=marker_list)
     metrics = {**adata.uns.pop("rlae_metrics"), **result}
     adata.uns["rlae"]["metrics"] = metrics
     write_h5ad(adata, out, x_from=directions)
@@ -330,7 +336,7 @@ def cluster_file(
     return metrics
 
 
-def _write_markers(adata: ad.AnnData, directions: str | Path, out: Path) -> None:
+def _write_markers(adata: ad.AnnData, directions: str | Path, out: Path, *, marker_list: str | None = None) -> None:
     """Each Leiden cluster's markers from the values in ``directions``' ``X`` -> ``out`` (tsv) and
     ``adata.uns['rlae_markers']``."""
     from rlae_sc.markers import marker_summary, markers, write_markers
@@ -340,6 +346,19 @@ def _write_markers(adata: ad.AnnData, directions: str | Path, out: Path) -> None
     table = markers(adata, groupby="leiden", n_genes=None, values=values, matrix=matrix, source=str(directions))
     write_markers(table.groupby("cluster", sort=False, observed=True).head(100), out)
     adata.uns["rlae_markers"] = marker_summary(table)
+    if marker_list is not None:
+        from rlae_sc.annotate import cluster_names, read_marker_list
+
+        names = cluster_names(
+            table,
+            read_marker_list(marker_list),
+            genes_alias=adata.var["gene_symbols"] if "gene_symbols" in adata.var else None,
+            sizes=adata.obs["leiden"].value_counts(),
+            source=str(directions),
+        )
+        by_cluster = dict(zip(names["cluster"], names["name"]))
+        adata.obs["rlae_cluster_name"] = pd.Categorical(adata.obs["leiden"].astype(str).map(by_cluster))
+        adata.uns["rlae_cluster_names"] = names
 
 
 def markers_path(embedding: str | Path) -> Path:
@@ -396,7 +415,11 @@ def run(
     _, passes = split(params, ReadParams, PassParams, source=source)
     PreprocessParams.of(preprocess_params, source=source)
     TrainParams.of(train_params, source=source)
-    ClusterParams.of(cluster_params, source=source)
+    marker_list = ClusterParams.of(cluster_params, source=source).marker_list
+    if marker_list is not None:  # a malformed list is named before any work
+        from rlae_sc.annotate import read_marker_list
+
+        read_marker_list(marker_list)
     out = Path(out_dir)
     files = {key: out / name for key, name in OUTPUTS.items()}
     files["index"] = index_path(files["embedding"])

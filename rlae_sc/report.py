@@ -378,6 +378,10 @@ def _cluster_sections(adata: ad.AnnData, metrics: dict, *, label_key: str | None
     if "rlae_markers" in adata.uns:
         top = adata.uns["rlae_markers"]["top"]
         table["top markers"] = [", ".join(list(top.get(c, []))[:5]) for c in order]
+    if "rlae_cluster_names" in adata.uns:
+        names = pd.DataFrame(adata.uns["rlae_cluster_names"]).astype({"cluster": str}).set_index("cluster")
+        table.insert(0, "name (marker list)", names["name"].reindex(order).to_numpy())
+        table.insert(1, "score", names["score"].reindex(order).to_numpy())
     blocks = []
     if label_key:
         cross = pd.crosstab(clusters, adata.obs[label_key].astype(str)).reindex(order)
