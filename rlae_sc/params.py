@@ -142,7 +142,12 @@ class ReadParams(Stage):
         choices=("counts", "log_normalized"),
     )
     orientation: str = param(
-        "cells_x_genes", "what the rows of a .csv/.tsv input are", choices=("cells_x_genes", "genes_x_cells")
+        "auto",
+        "what the rows of a .csv/.tsv table, a .loom's matrix or a 10x matrix.mtx are; auto: decided from the "
+        "names (gene symbols, Ensembl ids and MT- genes against cell barcodes) and the shape, and an error that "
+        "asks for this option when they do not tell (.loom and 10x: their format's genes x cells unless the "
+        "names say otherwise); a value the names clearly contradict is an error",
+        choices=("auto", "cells_x_genes", "genes_x_cells"),
     )
     var_names: str = param(
         "gene_symbols", "the gene names of a 10x input (the other kept in var)", choices=("gene_symbols", "gene_ids")

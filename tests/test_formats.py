@@ -85,6 +85,11 @@ WRITERS = {
         write_text(X, c, g, d / "x.tsv.gz", transpose=True),
         {"orientation": "genes_x_cells"},
     ),
+    "tsv_genes_x_cells_by_its_names": lambda X, c, g, d: (write_text(X, c, g, d / "x.tsv", transpose=True), {}),
+    "10x_cells_x_genes": lambda X, c, g, d: (  # a matrix.mtx some tools write; square ones need the flag
+        write_10x_dir(X.T, c, g, d / "t", v3=True),
+        {"orientation": "cells_x_genes"} if X.shape[0] == X.shape[1] else {},
+    ),
 }
 
 counts = st.integers(1, 6).flatmap(
@@ -158,7 +163,8 @@ def test_a_truncated_text_table_reads_as_exactly_its_whole_rows_or_gives_the_nam
     X = np.arange(40).reshape(5, 8) % 7
     cells, genes = [f"c{i}" for i in range(5)], [f"g{j}" for j in range(8)]
     with tempfile.TemporaryDirectory() as tmp:
-        path, options = WRITERS["csv"](X, cells, genes, Path(tmp))
+        path, _ = WRITERS["csv"](X, cells, genes, Path(tmp))
+        options = {"orientation": "cells_x_genes"}  # c0 and g0 tell nothing; the subject here is the cut
         text = path.read_text()
         assert len(text) == 120  # a header line of 25 characters, five rows of 19 (one-digit counts)
         path.write_text(text[:cut])
