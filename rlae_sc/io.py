@@ -62,6 +62,7 @@ def read(
     input_kind: str = ReadParams.input_kind,
     orientation: str = ReadParams.orientation,
     var_names: str = ReadParams.var_names,
+    obs: str | Path | None = ReadParams.obs,
 ) -> ad.AnnData:
     """Read a matrix of cells x genes in any supported format and validate its values.
 
@@ -85,14 +86,21 @@ def read(
         its shape against ``features.tsv`` and ``barcodes.tsv``. A declared
         value that the names clearly contradict is an error too, as is
         ``genes_x_cells`` for ``.h5ad`` and 10x ``.h5`` files, whose layout is fixed.
+    obs
+        A ``.csv``/``.tsv`` (optionally gzipped) of cell metadata joined into
+        ``obs`` on the cell barcode (:func:`join_obs`).
 
     Returns
     -------
-    AnnData (n_cells x n_genes) with the validated matrix in ``X`` (CSR, float32)
-    and unique gene names.
+    AnnData (n_cells x n_genes) with the validated matrix in ``X`` (CSR, float32),
+    unique gene names, and per-cell metadata in ``obs`` (from the file, and
+    from ``obs``), per-gene metadata in ``var``.
     """
     path = Path(path)
-    ReadParams.of(layer=layer, input_kind=input_kind, orientation=orientation, var_names=var_names, source=path)
+    obs = None if obs is None else str(obs)
+    ReadParams.of(
+        layer=layer, input_kind=input_kind, orientation=orientation, var_names=var_names, obs=obs, source=path
+    )
     if not path.exists():
         raise InputError(path, "file not found", "Check the path in the config or on the command line.")
     fmt = detect_format(path)
@@ -105,6 +113,8 @@ def read(
             "Leave orientation unset (it applies to .csv/.tsv, .loom and 10x matrix directories); to read an "
             ".h5ad stored the wrong way round, transpose it in Python (adata.T) and write it again.",
         )
+    if obs is not None and not Path(obs).is_file():
+        raise InputError(obs, "metadata table not found", "Check the path given as obs (CLI: --obs).")
     try:
         adata = _READERS[fmt](path, layer=layer, orientation=orientation, var_names=var_names)
     except InputError:
@@ -116,6 +126,8 @@ def read(
             "The file may be truncated, damaged or of another format; re-export it.",
         ) from None
     validate_matrix(adata.X, source=path, input_kind=input_kind, names=(adata.obs_names, adata.var_names))
+    if obs is not None:
+        adata.obs = join_obs(adata.obs, obs, source=path)
     if not adata.var_names.is_unique:
         n_dup = int(adata.var_names.duplicated().sum())
         warnings.warn(f"{path}: {n_dup} duplicate gene names made unique by appending '-1', '-2', ...", stacklevel=2)
@@ -416,11 +428,14 @@ def _read_10x_h5(path: Path, *, var_names, **_) -> ad.AnnData:
 
 _LOOM_CELL_NAMES = ("CellID", "obs_names", "cell_names", "cell_ids", "Barcode", "barcode")
 _LOOM_GENE_NAMES = ("Gene", "var_names", "gene_names", "Accession", "gene_ids")
+_LOOM_BLOCK = 1 << 24  # values of a dense block of a .loom's matrix held at once (64 MiB as float32)
 
 
-def _read_loom(path: Path, *, layer, orientation, **_) -> ad.AnnData:
-    """Loom: ``/matrix`` (genes x cells by the format) or ``/layers/<layer>``; names from ``CellID`` and
-    ``Gene`` or the other usual attributes."""
+def _read_loom(path: Path, *, layer, orientation, var_names, **_) -> ad.AnnData:
+    """Loom: ``/matrix`` (genes x cells by the format) or ``/layers/<layer>``, read a block of cells at a
+    time; 1-d column attributes (per cell) become ``obs`` and row attributes (per gene) ``var``, 2-d ones
+    ``obsm``/``varm``; names from ``CellID`` and ``Gene`` (``Accession`` with ``var_names`` gene_ids) or the
+    other usual attributes."""
     with h5py.File(path, "r") as f:
         if "matrix" not in f:
             raise InputError(path, "has no /matrix", "Give a .loom file as loompy or scanpy write it.")
@@ -430,27 +445,60 @@ def _read_loom(path: Path, *, layer, orientation, **_) -> ad.AnnData:
         if data.ndim != 2:
             raise InputError(path, f"its matrix has {data.ndim} dimensions", "Give a .loom with a 2-d /matrix.")
         n_rows, n_cols = data.shape
-        row_names = _loom_names(f, "row_attrs", n_rows, (*_LOOM_GENE_NAMES, *_LOOM_CELL_NAMES))
-        col_names = _loom_names(f, "col_attrs", n_cols, (*_LOOM_CELL_NAMES, *_LOOM_GENE_NAMES))
+        gene_keys = ("Accession", *_LOOM_GENE_NAMES) if var_names == "gene_ids" else _LOOM_GENE_NAMES
+        rows, row_names, row_key = _loom_attrs(f, "row_attrs", n_rows, (*gene_keys, *_LOOM_CELL_NAMES))
+        cols, col_names, col_key = _loom_attrs(f, "col_attrs", n_cols, (*_LOOM_CELL_NAMES, *gene_keys))
         guess = guess_orientation(
             [] if row_names is None else row_names, [] if col_names is None else col_names, shape=(n_rows, n_cols)
         )
         layout = _settle(guess, orientation, source=path, convention="genes_x_cells")
-        X = np.asarray(data[...])
-    if layout == "genes_x_cells":
-        X, row_names, col_names = X.T, col_names, row_names
-    cells = pd.Index(row_names if row_names is not None else [f"cell{i}" for i in range(X.shape[0])])
-    genes = pd.Index(col_names if col_names is not None else [f"gene{j}" for j in range(X.shape[1])])
-    return _matrix_adata(X, pd.DataFrame(index=cells), pd.DataFrame(index=genes))
+        if var_names == "gene_ids" and (row_key if layout == "genes_x_cells" else col_key) != "Accession":
+            raise InputError(path, "has no Accession attribute of gene ids", "Leave var_names unset (gene_symbols).")
+        X = _loom_matrix(data, cells_on_rows=layout == "cells_x_genes")
+    if layout == "cells_x_genes":
+        rows, row_names, cols, col_names = cols, col_names, rows, row_names
+    cells = pd.Index(col_names if col_names is not None else [f"cell{i}" for i in range(X.shape[0])])
+    genes = pd.Index(row_names if row_names is not None else [f"gene{j}" for j in range(X.shape[1])])
+    obs = pd.DataFrame({k: v for k, v in cols.items() if v.ndim == 1}, index=cells)
+    var = pd.DataFrame({k: v for k, v in rows.items() if v.ndim == 1}, index=genes)
+    obsm = {k: v for k, v in cols.items() if v.ndim == 2}
+    varm = {k: v for k, v in rows.items() if v.ndim == 2}
+    return _matrix_adata(X, obs, var, obsm=obsm, varm=varm)
 
 
-def _loom_names(f: h5py.File, group: str, n: int, keys: tuple[str, ...]) -> np.ndarray | None:
-    """The names in the first of the attributes ``keys`` of ``group`` with ``n`` entries; None when none has."""
-    for key in keys:
-        item = f.get(f"{group}/{key}")
-        if isinstance(item, h5py.Dataset) and item.shape == (n,):
-            return np.asarray(item.asstr()[...] if h5py.check_string_dtype(item.dtype) else item[...]).astype(str)
-    return None
+def _loom_attrs(f: h5py.File, group: str, n: int, name_keys: tuple[str, ...]) -> tuple[dict, np.ndarray | None, str]:
+    """The attributes of ``group`` with ``n`` entries (1-d or 2-d arrays, strings decoded), less the one that
+    names them; those names (None when there is none) and that attribute's key. Others are skipped with a
+    warning."""
+    values, skipped = {}, []
+    for key, item in f[group].items() if group in f else ():
+        if not isinstance(item, h5py.Dataset) or item.shape[:1] != (n,) or item.ndim > 2 or item.dtype.names:
+            skipped.append(key)
+        elif h5py.check_string_dtype(item.dtype) is not None:
+            values[key] = np.asarray(item.asstr()[...], dtype=object)
+        else:
+            values[key] = np.asarray(item[...])
+    if skipped:
+        warnings.warn(
+            f"{f.filename}: {group} {', '.join(skipped)} left out (not one value or row per entry)", stacklevel=5
+        )
+    key = next((k for k in name_keys if k in values and values[k].ndim == 1), "")
+    names = values.pop(key).astype(str) if key else None
+    return values, names, key
+
+
+def _loom_matrix(data: h5py.Dataset, *, cells_on_rows: bool) -> sp.csr_matrix:
+    """``data`` (genes x cells, or cells x genes) as CSR cells x genes (float32), read in blocks of whole
+    cells of at most ``_LOOM_BLOCK`` values, aligned to the dataset's chunks."""
+    n_cells, n_genes = data.shape if cells_on_rows else data.shape[::-1]
+    chunk = data.chunks[0 if cells_on_rows else 1] if data.chunks else 1
+    step = max(chunk, _LOOM_BLOCK // max(n_genes, 1) // chunk * chunk)
+    blocks = []
+    for start in range(0, n_cells, step):
+        stop = min(start + step, n_cells)
+        block = data[start:stop, :] if cells_on_rows else data[:, start:stop].T
+        blocks.append(sp.csr_matrix(block, dtype=np.float32))
+    return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, n_genes), dtype=np.float32)
 
 
 def _read_text(path: Path, *, orientation, **_) -> ad.AnnData:
@@ -496,6 +544,105 @@ def _read_text(path: Path, *, orientation, **_) -> ad.AnnData:
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 _READERS = {"h5ad": _read_h5ad, "10x_mtx": _read_10x_mtx, "10x_h5": _read_10x_h5, "loom": _read_loom, "csv": _read_text}
+
+
+# -- cell metadata from a table ---------------------------------------------------------------------------------
+
+_BARCODE_COLUMNS = {"barcode", "barcodes", "cell", "cells", "cellid", "cellids", "cellbarcode", "cellbarcodes",
+                    "cellname", "cellnames", "obsnames"}  # fmt: skip
+
+
+def join_obs(obs: pd.DataFrame, table: str | Path, *, source: str | Path) -> pd.DataFrame:
+    """``obs`` with the columns of a metadata ``table`` joined on the cell barcode.
+
+    Parameters
+    ----------
+    obs
+        The cells' metadata (n_cells rows), indexed by barcode.
+    table
+        A ``.csv`` (comma-separated) or ``.tsv``/``.txt`` (tab-separated), optionally
+        gzipped, with a header row: one row per cell (n_rows, in any order),
+        the barcode in a column named like ``barcode``/``cell``/``cell_id``
+        (any case, ``_`` or ``-`` ignored), else in the row names of an R
+        table (a header one field short), else in the first column.
+    source
+        The input file, named in messages.
+
+    Returns
+    -------
+    ``obs`` (n_cells rows, same order) with the table's other columns; a column
+    of ``obs`` that the table also has is replaced, with a warning.
+
+    Raises
+    ------
+    InputError
+        When cells of ``obs`` have no row (the first five and their number are
+        named), a barcode has several rows, or the table has no columns
+        besides the barcodes. Rows for other barcodes are ignored with a warning.
+    """
+    table = Path(table)
+    meta, key = _read_metadata(table)
+    if meta.index.has_duplicates:
+        dup = meta.index[meta.index.duplicated()]
+        raise InputError(
+            table,
+            f"barcode {dup[0]!r} has {int((meta.index == dup[0]).sum())} rows ({len(dup.unique()):,} barcodes "
+            f"repeat) in {key}",
+            "Give one row per cell.",
+        )
+    if meta.shape[1] == 0:
+        raise InputError(table, f"has no columns besides the barcodes ({key})", "Add the cells' metadata columns.")
+    cells = pd.Index(obs.index.astype(str))
+    missing = ~cells.isin(meta.index)
+    if missing.any():
+        first = cells[missing][:5]
+        fix = "Give every cell of the input a row, with its barcode exactly as in the input"
+        strip = r"[-.]\d+$"
+        if cells[missing].str.replace(strip, "", regex=True).isin(meta.index.str.replace(strip, "", regex=True)).all():
+            fix += " (they differ here only in a '-1'-style suffix)"
+        raise InputError(
+            table,
+            f"{int(missing.sum()):,} of the {len(cells):,} cells of {source} have no row in {key} "
+            f"(first: {', '.join(first)}{', ...' if missing.sum() > 5 else ''}; the table's first: "
+            f"{', '.join(meta.index[:3])})",
+            fix,
+        )
+    extra = ~meta.index.isin(cells)
+    if extra.any():
+        warnings.warn(
+            f"{table}: {int(extra.sum()):,} rows for barcodes not in {source} ignored "
+            f"(first: {', '.join(meta.index[extra][:3])})",
+            stacklevel=3,
+        )
+    clash = [c for c in meta.columns if c in obs.columns]
+    if clash:
+        warnings.warn(f"{table}: columns {', '.join(map(str, clash))} replace those of {source}", stacklevel=3)
+    added = meta.reindex(cells)
+    added.index = obs.index
+    return pd.concat([obs.drop(columns=clash), added], axis=1)
+
+
+def _read_metadata(table: Path) -> tuple[pd.DataFrame, str]:
+    """The metadata table indexed by its barcodes (strings), and where the barcodes were found."""
+    sep = "," if table.name.lower().removesuffix(".gz").endswith(".csv") else "\t"
+    try:
+        head = pd.read_csv(table, sep=sep, nrows=5)
+        named = [c for c in head.columns if re.sub(r"[\s_.-]", "", str(c)).lower() in _BARCODE_COLUMNS]
+        implicit = not named and not isinstance(head.index, pd.RangeIndex)  # R: a header one field short
+        key = named[0] if named else None if implicit else head.columns[0]
+        meta = pd.read_csv(table, sep=sep, dtype=None if key is None else {key: str}, keep_default_na=True)
+        if key is None:
+            meta.index = meta.index.astype(str)
+        else:
+            meta = meta.set_index(key)
+            meta.index = meta.index.astype(str)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(
+            table,
+            f"cannot be read as a table of cell metadata ({type(exc).__name__}: {exc})",
+            "Give a .csv or .tsv (optionally .gz) with a header row and a column of cell barcodes.",
+        ) from None
+    return meta, "the row names" if key is None else f"column {key!r}"
 
 
 def validate_matrix(X: sp.csr_matrix, *, source: str | Path, input_kind: str, names: tuple) -> None:

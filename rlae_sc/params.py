@@ -150,8 +150,23 @@ class ReadParams(Stage):
         choices=("auto", "cells_x_genes", "genes_x_cells"),
     )
     var_names: str = param(
-        "gene_symbols", "the gene names of a 10x input (the other kept in var)", choices=("gene_symbols", "gene_ids")
+        "gene_symbols",
+        "the gene names of a 10x or .loom input (the other kept in var)",
+        choices=("gene_symbols", "gene_ids"),
     )
+    obs: str | None = param(
+        None,
+        "a .csv/.tsv table of cell metadata (optionally .gz), one row per cell, joined on the cell barcode (a "
+        "column named barcode or cell, else the first): its columns join obs, so label_key and batch_key can "
+        "name them; every cell of the input must have a row (others are ignored with a warning)",
+        metavar="FILE",
+    )
+
+    def __post_init__(self) -> None:
+        import os
+
+        if isinstance(self.obs, os.PathLike):  # a Path from Python, kept as the text the config and CLI give
+            object.__setattr__(self, "obs", os.fspath(self.obs))
 
 
 @stage("preprocess", "Quality control, normalisation and gene selection (:func:`rlae_sc.preprocess.fit_recipe`).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -194,3 +195,120 @@ def test_text_with_a_non_numeric_column_is_named(tmp_path):
     path.write_text("cell,g1,g2\na,1,x\nb,2,3\n")
     with pytest.raises(InputError, match="column 'g2' is not numeric"):
         read(path)
+
+
+# -- metadata: loom attributes, and a table of cell metadata for every format (issue 24, part 2) ----------------
+
+
+def test_loom_attributes_become_obs_and_var_and_the_matrix_is_read_block_by_block(tmp_path, monkeypatch):
+    import rlae_sc.io
+
+    rng = np.random.default_rng(0)
+    X = rng.poisson(2.0, (30, 20))  # cells x genes
+    path = tmp_path / "x.loom"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("matrix", data=X.T.astype(np.float32), chunks=(4, 4))
+        rows = f.create_group("row_attrs")
+        rows["Gene"] = np.array([f"G{j}" for j in range(20)], dtype="S")
+        rows["Accession"] = np.array([f"ENSG{j:011d}" for j in range(20)], dtype="S")
+        rows["highly_variable"] = np.arange(20) % 2
+        cols = f.create_group("col_attrs")
+        cols["CellID"] = np.array([f"cell{i}" for i in range(30)], dtype="S")
+        cols["cell_type"] = np.array(["B", "T", "NK"] * 10, dtype="S")
+        cols["n_counts"] = X.sum(axis=1)
+        cols["X_pca"] = rng.normal(size=(30, 2))
+    reads = []
+    getitem = h5py.Dataset.__getitem__
+
+    def spy(self, key):
+        out = getitem(self, key)
+        if self.name == "/matrix":
+            reads.append(np.asarray(out).size)
+        return out
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    monkeypatch.setattr(rlae_sc.io, "_LOOM_BLOCK", 100)  # 5 cells of 20 genes: rounded to the chunks' 4 cells
+    adata = read(path)
+    assert reads == [80] * 7 + [40]  # 8 blocks of 4 cells (the last 2), never the whole matrix
+    np.testing.assert_array_equal(adata.X.toarray(), X)
+    assert list(adata.obs.columns) == ["cell_type", "n_counts"] and list(adata.obs["cell_type"][:3]) == ["B", "T", "NK"]
+    np.testing.assert_array_equal(adata.obs["n_counts"], X.sum(axis=1))
+    assert list(adata.var.columns) == ["Accession", "highly_variable"] and adata.obsm["X_pca"].shape == (30, 2)
+    assert read(path, var_names="gene_ids").var_names[0] == "ENSG00000000000"
+
+
+def metadata_table(cells, path: Path, *, extra: int = 0, drop: int = 0) -> Path:
+    """A table of cell metadata for ``cells`` (shuffled; ``extra`` rows for other barcodes, the last ``drop``
+    cells left out): barcode, cell_type, donor."""
+    cells = list(cells)[: len(cells) - drop] + [f"OTHER{i}" for i in range(extra)]
+    table = pd.DataFrame(
+        {"barcode": cells, "cell_type": [f"type_{c}" for c in cells], "donor": [i % 2 for i in range(len(cells))]}
+    )
+    table.sample(frac=1, random_state=0).to_csv(path, sep="," if path.suffix == ".csv" else "\t", index=False)
+    return path
+
+
+@pytest.mark.parametrize("fmt", list(WRITERS))
+def test_a_metadata_table_joins_every_format(fmt, tmp_path):
+    X = np.arange(24).reshape(4, 6) % 5
+    cells, genes = [f"cell{i}" for i in range(4)], [f"G{j}" for j in range(6)]
+    path, options = WRITERS[fmt](X, cells, genes, tmp_path)
+    table = metadata_table(cells, tmp_path / "meta.tsv", extra=2)
+    with pytest.warns(UserWarning, match="2 rows for barcodes not in .* ignored"):
+        adata = read(path, obs=table, **options)
+    assert list(adata.obs_names) == cells
+    assert list(adata.obs["cell_type"]) == [f"type_{c}" for c in cells]
+    assert list(adata.obs["donor"]) == [0, 1, 0, 1]  # sample(frac=1) shuffled the rows; the join put them back
+
+
+def test_cells_missing_from_the_table_are_named(tmp_path):
+    cells = [f"AAACCTGAGAAGG{i:03d}-1" for i in range(10)]
+    path = write_10x_dir(np.ones((10, 3)), cells, ["x", "y", "z"], tmp_path / "d", v3=True)
+    table = metadata_table(cells, tmp_path / "meta.csv", drop=7)
+    with pytest.raises(InputError, match="7 of the 10 cells of .* have no row in column 'barcode'") as err:
+        read(path, obs=table)
+    assert "first: AAACCTGAGAAGG003-1, AAACCTGAGAAGG004-1" in str(err.value) and str(table) in str(err.value)
+    stripped = tmp_path / "stripped.csv"
+    pd.DataFrame({"barcode": [c[:-2] for c in cells], "cell_type": "B"}).to_csv(stripped, index=False)
+    with pytest.raises(InputError, match="differ here only in a '-1'-style suffix"):
+        read(path, obs=stripped)
+
+
+def garnett_files(tmp_path):
+    """garnett (800 cells x 32,738 genes) as a 10x v3 directory with a metadata table (barcode, cell_type)
+    beside it, and as a .loom with cell_type as a column attribute (gzip-compressed in 64 x 64 chunks, as
+    loompy writes it)."""
+    from tests.conftest import shared_file
+
+    garnett = ad.read_h5ad(shared_file("garnett_pbmc800.h5ad"))
+    X = garnett.X.toarray().astype(np.int32)
+    tenx = write_10x_dir(X, list(garnett.obs_names), list(garnett.var_names), tmp_path / "garnett_10x", v3=True)
+    table = garnett.obs[["cell_type"]].rename_axis("barcode")
+    table.to_csv(tmp_path / "garnett_cells.tsv", sep="\t")
+    loom = tmp_path / "garnett.loom"
+    with h5py.File(loom, "w") as f:
+        f.create_dataset("matrix", data=X.T, chunks=(64, 64), compression="gzip")
+        f.create_group("row_attrs")["Gene"] = np.array(garnett.var_names, dtype="S")
+        cols = f.create_group("col_attrs")
+        cols["CellID"] = np.array(garnett.obs_names, dtype="S")
+        cols["cell_type"] = np.array(garnett.obs["cell_type"].astype(str), dtype="S")
+    return garnett, tenx, tmp_path / "garnett_cells.tsv", loom
+
+
+def test_label_key_works_on_10x_with_a_table_and_on_loom_with_a_column_attribute(tmp_path):
+    from tests.conftest import rlae_cli
+
+    garnett, tenx, table, loom = garnett_files(tmp_path)
+    short = tmp_path / "short.tsv"
+    pd.read_csv(table, sep="\t").iloc[:-3].to_csv(short, sep="\t", index=False)
+    result = rlae_cli("run", tenx, "--out", tmp_path / "bad", "--obs", short, "--label-key", "cell_type", check=False)
+    assert result.returncode == 2 and "3 of the 800 cells" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+    fast = ("--n-components", "10", "--n-top-genes", "500", "--label-key", "cell_type")
+    for name, inputs in (("10x", [tenx, "--obs", table]), ("loom", [loom])):
+        rlae_cli("run", *inputs, "--out", tmp_path / name, *fast)
+        embedding = ad.read_h5ad(tmp_path / name / "embedding.h5ad", backed="r")
+        kept = embedding.obs_names
+        assert (embedding.obs["cell_type"].astype(str) == garnett.obs.loc[kept, "cell_type"].astype(str)).all()
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert metrics["n_labelled"] == len(kept) and metrics["ari"] > 0.5, (name, metrics)

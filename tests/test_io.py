@@ -86,3 +86,54 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_json({"a": np.float64(1.5)}, target)
     assert target.read_text().strip() == '{\n  "a": 1.5\n}'
+
+
+# -- a table of cell metadata (--obs) ----------------------------------------------------------------------------
+
+
+def test_the_barcode_column_is_found_by_its_name_or_taken_first(tmp_path):
+    import pandas as pd
+
+    from rlae_sc.io import join_obs
+
+    obs = pd.DataFrame(index=["a", "b", "c"])
+    (tmp_path / "named.csv").write_text("cell_type,Cell ID,n\nB,b,2\nT,a,1\nNK,c,3\n")
+    joined = join_obs(obs, tmp_path / "named.csv", source="x")
+    assert list(joined.columns) == ["cell_type", "n"] and list(joined["cell_type"]) == ["T", "B", "NK"]
+    (tmp_path / "first.tsv").write_text("id\tcell_type\nc\tNK\na\tT\nb\tB\n")
+    assert list(join_obs(obs, tmp_path / "first.tsv", source="x")["cell_type"]) == ["T", "B", "NK"]
+    (tmp_path / "r.tsv").write_text("cell_type\tn\na\tT\t1\nb\tB\t2\nc\tNK\t3\n")  # R's write.table: no name above
+    assert list(join_obs(obs, tmp_path / "r.tsv", source="x")["n"]) == [1, 2, 3]
+    numeric = pd.DataFrame(index=["1", "2"])  # barcodes that look like numbers are matched as text
+    (tmp_path / "numeric.csv").write_text("cell,group\n2,y\n1,x\n")
+    assert list(join_obs(numeric, tmp_path / "numeric.csv", source="x")["group"]) == ["x", "y"]
+
+
+def test_a_table_column_replaces_the_inputs_with_a_warning(tmp_path):
+    import pandas as pd
+
+    path = write(
+        tmp_path, np.ones((3, 2), dtype=np.float32), obs=pd.DataFrame({"cell_type": list("xyz")}, index=list("abc"))
+    )
+    (tmp_path / "meta.csv").write_text("barcode,cell_type,donor\na,T,d1\nb,B,d1\nc,NK,d2\n")
+    with pytest.warns(UserWarning, match="columns cell_type replace those of"):
+        adata = read(path, obs=tmp_path / "meta.csv")
+    assert list(adata.obs["cell_type"]) == ["T", "B", "NK"] and list(adata.obs["donor"]) == ["d1", "d1", "d2"]
+    from rlae_sc.params import ReadParams
+
+    assert ReadParams.of(obs=tmp_path / "meta.csv").obs == str(tmp_path / "meta.csv")  # a Path, as the pipeline takes
+
+
+def test_bad_metadata_tables_are_named(tmp_path):
+    path = write(tmp_path, np.ones((3, 2), dtype=np.float32))  # cells '0', '1', '2'
+    with pytest.raises(InputError, match="metadata table not found"):
+        read(path, obs=tmp_path / "nope.tsv")
+    (tmp_path / "dup.csv").write_text("barcode,t\n0,a\n1,b\n1,c\n2,d\n")
+    with pytest.raises(InputError, match="barcode '1' has 2 rows"):
+        read(path, obs=tmp_path / "dup.csv")
+    (tmp_path / "bare.csv").write_text("barcode\n0\n1\n2\n")
+    with pytest.raises(InputError, match="has no columns besides the barcodes"):
+        read(path, obs=tmp_path / "bare.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(InputError, match="cannot be read as a table of cell metadata"):
+        read(path, obs=tmp_path / "empty.csv")
