@@ -321,8 +321,6 @@ class ClusterParams(Stage):
         "run Harmony (harmonypy) on the embedding with the recipe's batch_key, store it as obsm['X_rlae_harmony'] "
         "and build the graph, Leiden and UMAP on it",
     )
-
-
     marker_list: str | None = param(
         None,
         "YAML of cell type -> marker genes (optionally genes: and negative: lists); each Leiden cluster gets the "

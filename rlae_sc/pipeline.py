@@ -26,7 +26,7 @@ from rlae_sc.atomic import atomic_path
 from rlae_sc.batches import obs_column
 from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix, run_pass
 from rlae_sc.errors import InputError
-from rlae_sc.io import detect_format, read, write_h5ad, write_json
+from rlae_sc.io import detect_format, join_obs, read, write_h5ad, write_json
 from rlae_sc.params import ClusterParams, MappingParams, PassParams, PreprocessParams, ReadParams, TrainParams, split
 from rlae_sc.preprocess import (
     Recipe,
@@ -162,6 +162,8 @@ def _preprocess_streaming(
     counts, out, options: ReadParams, label_key: str | None, dask, steps: PreprocessParams
 ) -> Recipe:
     matrix, obs, genes = _open_streaming(counts, options.layer)
+    if options.obs is not None:
+        obs = join_obs(obs, options.obs, source=counts)
     _check_obs_keys(obs, label_key, steps, counts)
     with dask_client(dask) as client, _reading(counts):
         recipe, qc = fit_recipe(
@@ -461,6 +463,8 @@ def embed_file(model_path: str | Path, counts: str | Path, out: str | Path | Non
     )
     if passes.streaming:
         matrix, obs, genes = _open_streaming(counts, options.layer)
+        if options.obs is not None:
+            obs = join_obs(obs, options.obs, source=counts)
         adata = ad.AnnData(obs=obs, var=pd.DataFrame(index=genes))
         with dask_client(passes.dask) as client, _reading(counts):
             model.embed(adata, min_overlap=mapping.min_overlap, source=str(counts), matrix=matrix, client=client)

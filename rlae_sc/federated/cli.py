@@ -23,7 +23,7 @@ COMMANDS = ("federate", "coordinator", "site", "summarize", "combine", "site-out
 def add_parsers(sub) -> None:
     """Add the federation's subcommands to ``sub`` (:mod:`rlae_sc.cli`'s subparsers); their stages' options
     come from :mod:`rlae_sc.params`."""
-    layer = {"exclude": ("input_kind", "orientation", "var_names")}  # the sites' counts are .h5ad
+    layer = {"exclude": ("input_kind", "orientation", "var_names", "obs")}  # the sites' counts are .h5ad
     p = sub.add_parser("federate", help="federated fit on several sites' files, each site in its own process")
     p.add_argument("sites", nargs="+", help="one .h5ad of counts per site (its stem names the site)")
     p.add_argument("--out", required=True, help="output folder: model.npz, federation.json, sites/<site>/")

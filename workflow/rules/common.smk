@@ -55,8 +55,9 @@ def pass_flags(dataset, *, streaming=False):
 
 
 def read_flags(entry):
-    """Reader options of a dataset or query entry: layer, orientation (text files), var_names (10x)."""
-    return cli_flags({key: entry[key] for key in ("layer", "orientation", "var_names") if key in entry})
+    """Reader options of a dataset or query entry: layer, orientation (text files), var_names (10x), obs (a table
+    of cell metadata)."""
+    return cli_flags({key: entry[key] for key in ("layer", "orientation", "var_names", "obs") if key in entry})
 
 
 def label_flag_for(dataset):
