@@ -48,6 +48,6 @@ def test_auto_k_counts_the_eigenvalues_above_the_noise_floor(auto_run):
 
 def test_report_shows_the_noise_floor_and_stability(auto_run):
     html = (auto_run / "report.html").read_text()
-    for label in ("noise floor (parallel analysis", "components not identifiable", "how lambda was set"):
+    for label in ("noise floor (parallel analysis", "directions are identifiable one by one", "how lambda was set"):
         assert label in html, label
     assert (auto_run / "figures" / "variance_ratio.png").stat().st_size > 0
