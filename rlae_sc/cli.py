@@ -24,6 +24,7 @@ from rlae_sc.params import (
     PreprocessParams,
     ReadParams,
     TrainParams,
+    add_label_key,
     add_options,
     given,
     per_stage,
@@ -39,51 +40,51 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preprocess", help="QC, normalise, log1p, HVG, scale; record the recipe")
     p.add_argument("counts", help=".h5ad of cells x genes")
     p.add_argument("--out", required=True, help="preprocessed.h5ad to write")
-    p.add_argument("--label-key", default=None, help="obs column of known labels (checked to exist)")
+    add_label_key(p)
     for cls in (ReadParams, PreprocessParams, PassParams):
         add_options(p, cls)
 
     p = sub.add_parser("train", help="train the sum-regularized linear autoencoder")
-    p.add_argument("preprocessed")
+    p.add_argument("preprocessed", help="preprocessed.h5ad written by `rlae-sc preprocess`")
     p.add_argument("--out", required=True, help="model file (.npz) to write")
     add_options(p, TrainParams)
     add_options(p, PassParams, exclude=("streaming",))
 
     p = sub.add_parser("directions", help="directions from the decoder, embedding, comparison with exact PCA")
-    p.add_argument("preprocessed")
-    p.add_argument("model")
+    p.add_argument("preprocessed", help="preprocessed.h5ad written by `rlae-sc preprocess`")
+    p.add_argument("model", help="model.npz written by `rlae-sc train` on it")
     p.add_argument("--out", required=True, help="directions.h5ad to write")
     add_options(p, PassParams, exclude=("streaming",))
 
     p = sub.add_parser("cluster", help="kNN graph, Leiden, UMAP, ARI/NMI")
-    p.add_argument("directions")
+    p.add_argument("directions", help="directions.h5ad written by `rlae-sc directions`")
     p.add_argument("--out", required=True, help="embedding.h5ad to write")
     p.add_argument("--metrics", required=True, help="metrics.json to write")
-    p.add_argument("--label-key", default=None)
+    add_label_key(p)
     add_options(p, ClusterParams)
 
     p = sub.add_parser("report", help="figures and an HTML page")
-    p.add_argument("embedding")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("embedding", help="embedding.h5ad written by `rlae-sc cluster`")
+    p.add_argument("--out-dir", required=True, help="folder for report.html, figures/ and cells.csv")
     p.add_argument("--dataset", required=True, help="name shown on the page")
-    p.add_argument("--label-key", default=None)
+    add_label_key(p)
 
     p = sub.add_parser("index", help="results/index.html: a row per dataset, links to every page")
     p.add_argument("results", help="the results directory")
     p.add_argument("--out", default=None, help="page to write (RESULTS/index.html)")
 
     p = sub.add_parser("run", help="every stage on one input, without Snakemake")
-    p.add_argument("counts")
+    p.add_argument("counts", help="cells x genes: .h5ad, a 10x folder or .h5, .loom, or a .csv/.tsv table")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--label-key", default=None)
+    add_label_key(p)
     p.add_argument("--dataset", default=None, help="name shown in the report (file stem)")
     for cls in (ReadParams, PreprocessParams, TrainParams, PassParams):
         add_options(p, cls)
     add_options(p, ClusterParams, exclude=("seed",))  # --seed is the training seed
 
     p = sub.add_parser("embed", help="embed new cells with a trained model")
-    p.add_argument("counts")
-    p.add_argument("--model", required=True)
+    p.add_argument("counts", help="the cells to embed: raw counts in any input format")
+    p.add_argument("--model", required=True, help="model.npz of a trained reference")
     p.add_argument("--out", required=True, help=".h5ad to write, with obsm['X_rlae']")
     add_options(p, ReadParams, exclude=("input_kind",))  # the model's
     add_options(p, MappingParams, exclude=("n_neighbors", "classifier", "min_confidence", "distance_quantile"))
@@ -93,10 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("counts", help="query .h5ad")
     p.add_argument("--model", required=True, help="the reference's model.npz")
     p.add_argument("--reference", required=True, help="the reference's embedding.h5ad")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", required=True, help="folder for mapped.h5ad, mapping.json and report.html")
     p.add_argument("--label-key", default=None, help="reference obs column to transfer (Leiden clusters)")
     p.add_argument("--truth-key", default=None, help="query obs column of known labels, for accuracy")
-    p.add_argument("--title", default=None)
+    p.add_argument("--title", default=None, help="the page's title (default: query onto reference)")
     add_options(p, ReadParams, exclude=("input_kind",))  # the model's
     add_options(p, MappingParams)
 
@@ -110,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="shorter runs (for tests), not the published figures")
 
     p = sub.add_parser("demo-data", help="write a bundled demo dataset (no download)")
-    p.add_argument("name", choices=BUNDLED)
-    p.add_argument("--out", required=True)
+    p.add_argument("name", choices=BUNDLED, help="which demo dataset")
+    p.add_argument("--out", required=True, help=".h5ad to write")
 
     federated_cli.add_parsers(sub)
     return parser

@@ -46,3 +46,10 @@ def model(adata: ad.AnnData, *, key: str = UNS_KEY) -> RLAEModel:
 def _plain(value):
     """A numpy scalar (as read back from ``.h5ad``) as the Python value the model file's JSON takes."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+__all__ = ["model"]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)  # the namespace's public functions only, as a notebook's completion shows them

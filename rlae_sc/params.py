@@ -396,6 +396,16 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Stage], *, exclude: t
         group.add_argument(flag(f), **kwargs)
 
 
+def add_label_key(parser: argparse.ArgumentParser) -> None:
+    """The ``--label-key`` option, the same for every subcommand that reads known labels."""
+    parser.add_argument(
+        "--label-key",
+        default=None,
+        help="obs column of known labels: ARI/NMI, label agreement, the labelled UMAP and the cluster x label table "
+        "(checked to exist before any work; cells labelled ?, unknown or NaN are left out)",
+    )
+
+
 def given(args: argparse.Namespace, *classes: type[Stage]) -> dict:
     """The fields of ``classes`` given on the command line (present in ``args``), by name."""
     return {f.name: getattr(args, f.name) for cls in classes for f in fields(cls) if hasattr(args, f.name)}

@@ -60,3 +60,10 @@ def recipe(adata: ad.AnnData, *, copy: bool = False, **params) -> ad.AnnData | N
             target[column] = values.to_numpy()
     adata.uns.update(pre.uns)
     return adata if copy else None
+
+
+__all__ = ["recipe"]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)  # the namespace's public functions only, as a notebook's completion shows them

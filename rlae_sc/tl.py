@@ -145,3 +145,10 @@ def embed(adata: ad.AnnData, model: RLAEModel, *, copy: bool = False, **params) 
     adata = adata.copy() if copy else adata
     model.embed(adata, source="adata", **params)
     return adata if copy else None
+
+
+__all__ = ["embed", "rlae"]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)  # the namespace's public functions only, as a notebook's completion shows them

@@ -140,3 +140,25 @@ def test_the_package_the_cli_and_the_pipeline_import_no_stage_library_until_used
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[:3] == ["[]", "True True", "True True True"]
+
+
+def test_every_command_line_argument_has_help():
+    import argparse
+
+    from rlae_sc.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"{name} {action.dest}"
+        for name, parser in sub.choices.items()
+        for action in parser._actions
+        if not action.help and not isinstance(action, argparse._HelpAction)
+    ]
+    assert not missing, missing
+
+
+def test_namespaces_show_only_their_public_functions():
+    import rlae_sc as rl
+
+    assert dir(rl.tl) == ["embed", "rlae"] and dir(rl.pp) == ["recipe"] and dir(rl.get) == ["model"]
+    assert all(not name.startswith("_") and callable(getattr(rl.pl, name)) for name in rl.pl.__all__)

@@ -12,6 +12,7 @@ from rlae_sc.params import (
     PreprocessParams,
     ReadParams,
     TrainParams,
+    add_label_key,
     add_options,
     given,
     per_stage,
@@ -27,7 +28,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("federate", help="federated fit on several sites' files, each site in its own process")
     p.add_argument("sites", nargs="+", help="one .h5ad of counts per site (its stem names the site)")
     p.add_argument("--out", required=True, help="output folder: model.npz, federation.json, sites/<site>/")
-    p.add_argument("--label-key", default=None, help="obs column of known labels at every site")
+    add_label_key(p)
     p.add_argument("--secure", action="store_true", help="secure aggregation: the coordinator sees only sums")
     p.add_argument("--allow-small-site", action="store_true", help=_SMALL + " (without --secure)")
     add_options(p, ReadParams, **layer)
@@ -48,9 +49,9 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("site", help="take part in a federated fit with this site's cells")
     p.add_argument("counts", help="the site's .h5ad of counts")
-    p.add_argument("--coordinator", required=True, metavar="HOST:PORT")
+    p.add_argument("--coordinator", required=True, metavar="HOST:PORT", help="the coordinator's address")
     p.add_argument("--out", required=True, help="folder for the site's outputs")
-    p.add_argument("--label-key", default=None)
+    add_label_key(p)
     p.add_argument("--allow-small-site", action="store_true", help=_SMALL)
     add_options(p, ReadParams, **layer)
     _add_connection(p)
@@ -73,7 +74,7 @@ def add_parsers(sub) -> None:
     p.add_argument("counts", help="the site's .h5ad of counts")
     p.add_argument("--model", required=True, help="the federation's model.npz")
     p.add_argument("--out", required=True, help="folder for the site's outputs")
-    p.add_argument("--label-key", default=None)
+    add_label_key(p)
     add_options(p, ReadParams, **layer)
     add_options(p, ClusterParams)
 
