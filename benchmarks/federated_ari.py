@@ -27,8 +27,9 @@ import anndata as ad
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from rlae_sc.cluster import cluster, labelled_mask, leiden
+from rlae_sc.cluster import cluster, leiden
 from rlae_sc.keys import EMBEDDING_KEY
+from rlae_sc.labels import labelled_mask
 
 HERE = Path(__file__).parent
 SHARED = HERE.parent.parent / "shared" / "data"

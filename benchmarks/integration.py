@@ -314,7 +314,7 @@ def worker(args: argparse.Namespace) -> None:
     elif args.worker == "logreg":
         from sklearn.linear_model import LogisticRegression
 
-        from rlae_sc.cluster import labelled_mask
+        from rlae_sc.labels import labelled_mask
 
         query = step("read_query", lambda: ad.read_h5ad(args.query))
 
@@ -448,7 +448,7 @@ def score(task: Task, counts: Path, embeddings: dict[str, tuple], truth_key: str
     import scanpy as sc
     from scib_metrics.benchmark import Benchmarker
 
-    from rlae_sc.cluster import labelled_mask
+    from rlae_sc.labels import labelled_mask
 
     a = ad.read_h5ad(counts)
     common = set(a.obs_names)
@@ -577,7 +577,7 @@ def mapping_scores(truth, predicted, ref_labels: set[str]) -> dict:
     import pandas as pd
     from sklearn.metrics import f1_score
 
-    from rlae_sc.cluster import labelled_mask
+    from rlae_sc.labels import labelled_mask
 
     truth, pred = pd.Series(truth), pd.Series(predicted)
     labelled = labelled_mask(truth)
@@ -602,7 +602,7 @@ def run_mapping_task(methods: list[str], args, work_root: Path) -> dict:
     import anndata as ad
     import pandas as pd
 
-    from rlae_sc.cluster import labelled_mask
+    from rlae_sc.labels import labelled_mask
 
     task = TASKS["pbmc3"]
     pbmc3 = data.build_pbmc3()

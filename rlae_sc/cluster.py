@@ -27,7 +27,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from rlae_sc.errors import InputError
 from rlae_sc.keys import EMBEDDING_KEY, HARMONY_KEY
-from rlae_sc.labels import MISSING_LABELS, labelled_mask  # noqa: F401 (MISSING_LABELS: documented here)
+from rlae_sc.labels import labelled_mask
 from rlae_sc.neighbors import EXACT_MAX_CELLS, build_index, knn, save_index, search, umap_graph
 from rlae_sc.params import ClusterParams
 
@@ -91,7 +91,7 @@ def cluster(
     dict
         ``n_clusters``, the seconds of each step and, with ``label_key``,
         ``ari`` and ``nmi`` between Leiden clusters and the labels over the
-        ``n_labelled`` cells with a label (values in ``MISSING_LABELS`` or NaN
+        ``n_labelled`` cells with a label (values in :data:`rlae_sc.labels.MISSING_LABELS` or NaN
         are left out).
     """
     if label_key is not None and label_key not in adata.obs:
