@@ -396,6 +396,17 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Stage], *, exclude: t
         group.add_argument(flag(f), **kwargs)
 
 
+def switches() -> frozenset[str]:
+    """The config keys whose command-line option is a switch (a boolean that is off by default): the option alone
+    means true, and false is said by leaving it out (``--harmony``, ``--batch-scale``)."""
+    return frozenset(
+        f.metadata["key"] or f.name
+        for cls in STAGES.values()
+        for f in fields(cls)
+        if typing.get_type_hints(cls)[f.name] is bool and f.default is False
+    )
+
+
 def add_label_key(parser: argparse.ArgumentParser) -> None:
     """The ``--label-key`` option, the same for every subcommand that reads known labels."""
     parser.add_argument(

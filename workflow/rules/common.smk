@@ -1,8 +1,14 @@
 import math
 import os
 import shlex
+import sys
 
 from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)  # this checkout's rlae_sc, as the rules run it (RLAE below)
+from rlae_sc.params import switches  # noqa: E402
+
+SWITCHES = switches()  # boolean options given as a bare flag (--harmony), never as "--harmony true"
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=False)  # its defaults document the library's
@@ -40,6 +46,9 @@ def cli_flags(params):
     words = []
     for key, value in params.items():
         flag = key.replace("_", "-")
+        if key in SWITCHES:
+            words += [f"--{flag}"] if value else []
+            continue
         text = "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
         words.extend([f"--{flag}", text])
     return " ".join(shlex.quote(w) for w in words)
