@@ -151,3 +151,20 @@ def test_slurm_profile_sets_known_options():
         "index",
         "demo_data",
     }
+
+
+def test_every_rule_command_of_the_default_config_parses(tmp_path):
+    """The shell commands the default config/config.yaml gives (a dry run, every option of every section spelled
+    out) are accepted by rlae-sc's own parser: a boolean switch written as '--harmony false' would not be."""
+    import shlex
+
+    from rlae_sc.cli import build_parser
+
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    res = snakemake("-n", "-p", "--directory", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    commands = [line for line in res.stdout.splitlines() if "-m rlae_sc " in line]
+    assert len(commands) >= 10, res.stdout[-3000:]
+    for line in commands:
+        words = shlex.split(line.split("-m rlae_sc ", 1)[1].split(" > ")[0])
+        build_parser().parse_args(words)  # exits (SystemExit) on an option the CLI refuses
