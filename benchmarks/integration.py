@@ -56,6 +56,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -417,22 +418,28 @@ def neighbours(X: np.ndarray, k: int) -> np.ndarray:
     return idx[~self_hit].reshape(len(X), k)
 
 
+def knn_graph(nn: np.ndarray):
+    """The neighbour lists ``nn`` (cells x k) as a kNN graph (cells x cells, CSR), the form that
+    :func:`rlae_sc.cluster.label_agreement` and :func:`rlae_sc.cluster.batch_mixing` read."""
+    import scipy.sparse as sp
+
+    n, k = nn.shape
+    return sp.csr_matrix((np.ones(nn.size), nn.ravel(), np.arange(0, nn.size + 1, k)), shape=(n, n))
+
+
 def label_agreement(nn: np.ndarray, labels: np.ndarray) -> float:
-    """Mean fraction of each cell's neighbours (rows of ``nn``) that share its label."""
-    return float(np.mean(labels[nn] == labels[:, None]))
+    """Mean fraction of each cell's neighbours (rows of ``nn``) that share its label (rlae-sc's own measure)."""
+    from rlae_sc.cluster import label_agreement as on_graph
+
+    return on_graph(knn_graph(nn), pd.Series(labels))
 
 
 def batch_mixing(nn: np.ndarray, batches: np.ndarray) -> float:
     """Mean over cells of (inverse Simpson index of the neighbours' batches - 1) / (batches - 1): 0 when every
-    neighbour is from one batch, 1 when the neighbours spread evenly over all batches."""
-    codes, n = np.unique(batches, return_inverse=True)[1], len(np.unique(batches))
-    if n < 2:
-        return float("nan")
-    counts = np.zeros((len(nn), n))
-    np.add.at(counts, (np.repeat(np.arange(len(nn)), nn.shape[1]), codes[nn].ravel()), 1.0)
-    p = counts / nn.shape[1]
-    inv_simpson = 1.0 / (p**2).sum(axis=1)
-    return float(np.mean((inv_simpson - 1) / (n - 1)))
+    neighbour is from one batch, 1 when the neighbours spread evenly over all batches (rlae-sc's own measure)."""
+    from rlae_sc.cluster import batch_mixing as on_graph
+
+    return on_graph(knn_graph(nn), pd.Series(batches))
 
 
 def knn_overlap(nn: np.ndarray, nn_ref: np.ndarray) -> float:

@@ -72,7 +72,7 @@ def obs_column(obs: pd.DataFrame, key: str, *, what: str, source) -> pd.Series:
         raise InputError(
             source,
             f"has no {what} column {key!r} (columns: {', '.join(map(str, obs.columns)) or 'none'})",
-            f"Set {what}_key to an existing obs column.",
+            f"Set {what}_key to an existing obs column, or leave it unset.",
         )
     return obs[key]
 

@@ -25,6 +25,7 @@ import pandas as pd
 import scanpy as sc
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from rlae_sc.batches import obs_column
 from rlae_sc.errors import InputError
 from rlae_sc.keys import EMBEDDING_KEY, HARMONY_KEY
 from rlae_sc.labels import labelled_mask
@@ -94,12 +95,8 @@ def cluster(
         ``n_labelled`` cells with a label (values in :data:`rlae_sc.labels.MISSING_LABELS` or NaN
         are left out).
     """
-    if label_key is not None and label_key not in adata.obs:
-        raise InputError(
-            source,
-            f"has no label column {label_key!r} (columns: {', '.join(map(str, adata.obs.columns))})",
-            "Set label_key to an existing obs column, or leave it unset.",
-        )
+    if label_key is not None:
+        obs_column(adata.obs, label_key, what="label", source=source)
     if EMBEDDING_KEY not in adata.obsm:
         raise InputError(source, f"has no obsm[{EMBEDDING_KEY!r}]", "Run `rlae-sc directions` first.")
     if harmony and not batch_key:

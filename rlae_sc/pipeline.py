@@ -108,19 +108,9 @@ def _record_input(pre: ad.AnnData, counts, layer: str | None, input_kind: str) -
     pre.uns["rlae_input"] = {"path": str(counts), "layer": layer or "", "input_kind": input_kind}
 
 
-def _check_label_key(obs: pd.DataFrame, label_key: str | None, source) -> None:
-    if label_key is not None and label_key not in obs:
-        raise InputError(
-            source,
-            f"has no label column {label_key!r} (columns: {', '.join(map(str, obs.columns)) or 'none'})",
-            "Set label_key to an existing obs column, or leave it unset.",
-        )
-
-
 def _check_obs_keys(obs: pd.DataFrame, label_key: str | None, steps: PreprocessParams, source) -> None:
     """Every ``obs`` column the run will read exists, before any work: the labels, the batches, the groups."""
-    _check_label_key(obs, label_key, source)
-    for key, what in ((steps.batch_key, "batch"), (steps.keep_key, "keep")):
+    for key, what in ((label_key, "label"), (steps.batch_key, "batch"), (steps.keep_key, "keep")):
         if key is not None:
             obs_column(obs, key, what=what, source=source)
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from rlae_sc import pipeline
 from rlae_sc.atomic import atomic_path
+from rlae_sc.batches import obs_column
 from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
 from rlae_sc.federated.protocol import TLSFiles, client_context, parse_address, recv, send
@@ -75,7 +76,8 @@ def run_site(
         Parameters of :func:`rlae_sc.pipeline.cluster_file`.
     """
     site = open_site(counts, layer=layer)
-    pipeline._check_label_key(site.obs, label_key, counts)
+    if label_key is not None:
+        obs_column(site.obs, label_key, what="label", source=counts)
     masks = PairwiseMasks() if secure else None
     with contextlib.closing(_connect(coordinator, tls, timeout, site.name)) as conn:
         send(
