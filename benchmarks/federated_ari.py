@@ -27,9 +27,10 @@ import anndata as ad
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from rlae_sc.cluster import cluster, leiden
+from rlae_sc.cluster import cluster
 from rlae_sc.keys import EMBEDDING_KEY
 from rlae_sc.labels import labelled_mask
+from rlae_sc.leiden import leiden
 
 HERE = Path(__file__).parent
 SHARED = HERE.parent.parent / "shared" / "data"

@@ -29,6 +29,7 @@ from rlae_sc.batches import obs_column
 from rlae_sc.errors import InputError
 from rlae_sc.keys import EMBEDDING_KEY, HARMONY_KEY
 from rlae_sc.labels import labelled_mask
+from rlae_sc.leiden import choose_resolution, curve_graph, leiden, stability_curve
 from rlae_sc.neighbors import EXACT_MAX_CELLS, build_index, knn, save_index, search, umap_graph
 from rlae_sc.params import ClusterParams
 
@@ -53,7 +54,7 @@ def cluster(
     *,
     n_neighbors: int = ClusterParams.n_neighbors,
     n_dims: int | None = ClusterParams.n_dims,
-    resolution: float = ClusterParams.resolution,
+    resolution: float | str = ClusterParams.resolution,
     label_key: str | None = None,
     batch_key: str | None = None,
     harmony: bool = ClusterParams.harmony,
@@ -79,7 +80,10 @@ def cluster(
     ``obsp['distances'|'connectivities']`` and ``uns['neighbors']`` as
     scanpy's ``neighbors`` does (UMAP connectivities, the same graph as
     ``sc.pp.neighbors(adata, use_rep='X_rlae')`` below the threshold),
-    ``obs['leiden']`` and ``obsm['X_umap']``; above ``sketch_cells`` cells,
+    ``obs['leiden']`` and ``obsm['X_umap']``. With ``resolution='auto'``, Leiden's resolution is the most
+    stable one under subsampling (:mod:`rlae_sc.leiden`); the curve it came from is stored as
+    ``uns['rlae_cluster']['resolution_curve']`` (columns of :func:`rlae_sc.leiden.stability_curve`) and the
+    resolution used as ``uns['rlae_cluster']['resolution']``. Above ``sketch_cells`` cells,
     Leiden and UMAP run on a sketch (see the module's doc) and
     ``obs['rlae_sketch']`` marks its cells. With ``index_out``, the index of
     all cells is written there (faiss's format, for mapping queries onto
@@ -90,7 +94,7 @@ def cluster(
     Returns
     -------
     dict
-        ``n_clusters``, the seconds of each step and, with ``label_key``,
+        ``n_clusters``, the ``resolution`` used, the seconds of each step and, with ``label_key``,
         ``ari`` and ``nmi`` between Leiden clusters and the labels over the
         ``n_labelled`` cells with a label (values in :data:`rlae_sc.labels.MISSING_LABELS` or NaN
         are left out).
@@ -129,6 +133,16 @@ def cluster(
         _neighbors(small, X[sketch], n_neighbors=n_neighbors, seed=seed)
     else:
         small = adata
+    curve = None
+    if resolution == "auto":
+        t0 = time.perf_counter()
+        cells = X[sketch] if sketched else X
+        curve = stability_curve(
+            curve_graph(cells, small.obsp["connectivities"], n_neighbors=n_neighbors, seed=seed), seed=seed
+        )
+        resolution = choose_resolution(curve)
+        seconds["resolution_seconds"] = time.perf_counter() - t0
+        log.info("Leiden resolution %g: the most stable partition under subsampling", resolution)
     t0 = time.perf_counter()
     _leiden_umap(small, resolution=resolution, seed=seed)
     seconds["leiden_umap_seconds"] = time.perf_counter() - t0
@@ -136,7 +150,7 @@ def cluster(
         t0 = time.perf_counter()
         _extend_sketch(adata, small, sketch, X, n_neighbors=n_neighbors, seed=seed)
         seconds["sketch_extension_seconds"] = time.perf_counter() - t0
-    result = {"n_clusters": int(adata.obs["leiden"].nunique()), **seconds}
+    result = {"n_clusters": int(adata.obs["leiden"].nunique()), "resolution": resolution, **seconds}
     if batch_key:
         result["batch_mixing"] = batch_mixing(adata.obsp["distances"], adata.obs[batch_key])
     if label_key is not None:
@@ -153,6 +167,7 @@ def cluster(
         "n_neighbors": n_neighbors,
         "n_dims": n_dims,
         "resolution": resolution,
+        "resolution_chosen": curve is not None,
         "label_key": label_key or "",
         "batch_key": batch_key or "",
         "harmony": bool(harmony),
@@ -160,6 +175,8 @@ def cluster(
         "neighbors": "exact (faiss flat)" if adata.n_obs <= EXACT_MAX_CELLS else "approximate (faiss IVF-flat)",
         "sketch_cells": int(sketch_cells) if sketched else 0,
     }
+    if curve is not None:
+        adata.uns["rlae_cluster"]["resolution_curve"] = {c: curve[c].to_numpy() for c in curve.columns}
     if index_sha256 is not None:
         adata.uns["rlae_cluster"]["index_sha256"] = index_sha256
     return result
@@ -232,32 +249,8 @@ def _neighbors(
             "n_pcs": X.shape[1],
         },
     }
-    log.info(
-        "neighbours of %d cells: %s", len(X), "exact" if len(X) <= EXACT_MAX_CELLS else "faiss IVF-flat"
-    )
+    log.info("neighbours of %d cells: %s", len(X), "exact" if len(X) <= EXACT_MAX_CELLS else "faiss IVF-flat")
     return sha256
-
-
-def leiden(adata: ad.AnnData, *, resolution: float, seed: int, key_added: str = "leiden") -> None:
-    """scanpy's Leiden (igraph flavour, two iterations, undirected) on ``adata``'s neighbour graph, in place.
-
-    Parameters
-    ----------
-    adata
-        Cells with ``obsp['connectivities']`` (n_cells x n_cells, as :func:`cluster` builds it).
-    resolution
-        Leiden's resolution (higher: more, smaller clusters).
-    seed
-        Leiden's random state.
-    key_added
-        Writes the clusters to ``obs[key_added]`` (categorical, n_cells) and the parameters to ``uns[key_added]``.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.tl.leiden(
-            adata, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=seed,
-            key_added=key_added,
-        )  # fmt: skip
 
 
 def _leiden_umap(adata: ad.AnnData, *, resolution: float, seed: int) -> None:

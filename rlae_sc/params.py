@@ -45,7 +45,7 @@ def param(
     )
 
 
-WORDS = {"n_components": ("auto",)}  # words a numeric field also takes
+WORDS = {"n_components": ("auto",), "resolution": ("auto",)}  # words a numeric field also takes
 
 
 def check_value(f, value, kind, *, stage: str, source) -> None:
@@ -309,7 +309,12 @@ class PassParams(Stage):
 class ClusterParams(Stage):
     n_neighbors: int = param(15, "neighbours per cell in the kNN graph", at_least=2)
     n_dims: int | None = param(None, "components used for the kNN graph; none: all k", at_least=2)
-    resolution: float = param(0.3, "Leiden resolution", above=0)
+    resolution: float | str = param(
+        "auto",
+        "Leiden resolution; auto: the most stable partition under subsampling, on a grid from 0.1 to 1 "
+        "(rlae_sc.leiden)",
+        above=0,
+    )
     sketch_cells: int = param(
         50_000,
         "above this many cells, Leiden and UMAP run on a seeded sample of this size, the rest follow",

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from rlae_sc import plots
 from rlae_sc.atomic import atomic_path
 from rlae_sc.keys import DIRECTIONS_KEY, UNS_KEY
+from rlae_sc.leiden import FRACTION, RUNS, TIE
 
 
 def _single(draw, figsize: tuple[float, float]):
@@ -390,6 +391,7 @@ def _cluster_sections(adata: ad.AnnData, metrics: dict, *, label_key: str | None
         cross.index.name = "cluster"
         blocks.append(("Clusters by known label (cells)", _html_table(cross)))
     blocks.insert(0, ("Clusters", _html_table(table)))
+    blocks.append(_resolution_block(adata.uns.get("rlae_cluster", {})))
     unstable = metrics.get("not_identifiable", [])
     if "k" in metrics:
         k = metrics["k"]
@@ -415,6 +417,24 @@ def _cluster_sections(adata: ad.AnnData, metrics: dict, *, label_key: str | None
         )
     )
     return blocks
+
+
+def _resolution_block(params: dict) -> tuple[str, str]:
+    """The Leiden resolution used, and the stability curve it was chosen from (``resolution: auto``)."""
+    resolution = params.get("resolution")
+    if "resolution_curve" not in params:
+        return "How many clusters?", f"<p>Leiden ran at resolution {_fmt(resolution)}, set in the configuration.</p>"
+    curve = pd.DataFrame(params["resolution_curve"]).set_index("resolution")
+    curve.columns = ["stability (mean ARI)", "least ARI", "clusters (median)"]
+    text = (
+        f"<p>Leiden ran at resolution {_fmt(resolution)}, chosen from the data: for each resolution below, Leiden "
+        f"ran on {RUNS} random {FRACTION:.0%} subsamples of the cells with different seeds, and the stability is "
+        "the mean adjusted Rand index between every two runs over the cells they share. The chosen resolution is "
+        f"the most stable (the largest of those within {TIE} of the best): the partition these cells support most "
+        "reproducibly. A finer split of one population needs a resolution set by hand "
+        "(<code>cluster: resolution</code>).</p>"
+    )
+    return "How many clusters?", text + _html_table(curve)
 
 
 # The mapping page's table: summary key -> label (keys not listed follow with their names).
