@@ -16,8 +16,8 @@ user sets the resolution. Above :data:`CURVE_CELLS` cells the curve is measured 
 cells with a neighbour graph of their own (so that a run takes well under a second); the chosen resolution is
 then used on the whole graph.
 
-Measured on five labelled datasets (``benchmarks/resolution.json``), this rule picks the resolution whose
-clusters agree with the labels better than scanpy's default pipeline on three of them.
+``benchmarks/resolution.py`` compares the clusters it gives with scanpy's default pipeline on five labelled
+datasets (``benchmarks/resolution.md``).
 """
 
 from __future__ import annotations
