@@ -333,6 +333,12 @@ class ClusterParams(Stage):
         "bundled list of human blood cell types; none: clusters are not named",
         metavar="YAML|pbmc",
     )
+    sample_key: str | None = param(
+        None,
+        "obs column of each cell's sample (donor, animal, well): each cluster's markers are also tested between "
+        "samples (counts summed per sample, DESeq2 by pydeseq2) into pseudobulk.tsv; none: cell-level tests only",
+        metavar="COLUMN",
+    )
 
 
 @stage("mapping", "Embedding query cells with a reference's model and mapping them onto it.")

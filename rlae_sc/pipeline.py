@@ -297,13 +297,16 @@ def cluster_file(
     *,
     label_key: str | None = None,
     marker_list: str | None = ClusterParams.marker_list,
+    sample_key: str | None = ClusterParams.sample_key,
     **params,
 ) -> dict:
     """Cluster ``directions.h5ad`` (see :func:`rlae_sc.cluster.cluster`) -> ``embedding.h5ad`` + ``metrics.json``,
     the neighbour index of its cells beside ``out`` (:func:`index_path`; its SHA-256 in ``uns['rlae_cluster']``)
     and, when the file holds the cells' values of all genes (``X``: not after streaming), each cluster's marker
     genes (:func:`rlae_sc.markers.markers`): the first 100 per cluster in ``markers.tsv`` beside ``out``
-    (:func:`markers_path`), the report's summary in ``uns['rlae_markers']``.
+    (:func:`markers_path`), the report's summary in ``uns['rlae_markers']``. With ``sample_key``, the markers
+    are also tested between samples (:func:`rlae_sc.pseudobulk.pseudobulk_markers`) into ``pseudobulk.tsv``
+    beside ``out`` (:func:`pseudobulk_path`) and ``uns['rlae_pseudobulk']``.
 
     Reads the embedding, ``obs``, ``var`` and ``uns`` into memory; ``X`` (log-normalised values, when the input
     was preprocessed in memory) is read block by block for the markers and copied into ``out`` on disk.
@@ -315,11 +318,17 @@ def cluster_file(
     with h5py.File(directions, "r") as f:
         has_x = "X" in f
     batch_key = adata.uns["rlae"].get("batch_key") or None
+    if sample_key is not None:
+        obs_column(adata.obs, sample_key, what="sample", source=directions)
+        if not has_x:
+            raise InputError(directions, "holds no counts (X) for pseudobulk tests", "Leave sample_key unset.")
     result = cluster(
         adata, label_key=label_key, batch_key=batch_key, index_out=index_path(out), source=str(directions), **params
     )
     if has_x:
-        _write_markers(adata, directions, markers_path(out), marker_list=marker_list)
+        table = _write_markers(adata, directions, markers_path(out), marker_list=marker_list)
+        if sample_key is not None:
+            _write_pseudobulk(adata, directions, table, pseudobulk_path(out), sample_key=sample_key)
     metrics = {**adata.uns.pop("rlae_metrics"), **result}
     adata.uns["rlae"]["metrics"] = metrics
     write_h5ad(adata, out, x_from=directions)
@@ -328,9 +337,11 @@ def cluster_file(
     return metrics
 
 
-def _write_markers(adata: ad.AnnData, directions: str | Path, out: Path, *, marker_list: str | None = None) -> None:
+def _write_markers(
+    adata: ad.AnnData, directions: str | Path, out: Path, *, marker_list: str | None = None
+) -> pd.DataFrame:
     """Each Leiden cluster's markers from the values in ``directions``' ``X`` -> ``out`` (tsv) and
-    ``adata.uns['rlae_markers']``."""
+    ``adata.uns['rlae_markers']``; returns the whole table (every gene of every cluster)."""
     from rlae_sc.markers import marker_summary, markers, write_markers
 
     values = adata.uns["rlae"].get("raw_values", "log_normalized")
@@ -351,6 +362,32 @@ def _write_markers(adata: ad.AnnData, directions: str | Path, out: Path, *, mark
         by_cluster = dict(zip(names["cluster"], names["name"]))
         adata.obs["rlae_cluster_name"] = pd.Categorical(adata.obs["leiden"].astype(str).map(by_cluster))
         adata.uns["rlae_cluster_names"] = names
+    return table
+
+
+def _write_pseudobulk(adata: ad.AnnData, directions: str | Path, markers: pd.DataFrame, out: Path, *, sample_key: str):
+    """Each Leiden cluster's markers tested between the ``sample_key`` samples -> ``out`` (tsv) and
+    ``adata.uns['rlae_pseudobulk']`` (each tested cluster's first genes, and why others were not tested)."""
+    from rlae_sc.pseudobulk import pseudobulk_markers
+
+    counts = adata.uns["rlae"].get("raw_values", "log_normalized") == "counts"
+    with _reading(directions):
+        table, skipped = pseudobulk_markers(
+            h5ad_matrix(str(directions), None), adata.obs, markers, genes=adata.var_names, groupby="leiden",
+            sample_key=sample_key, totals=None if counts else adata.obs["total_counts"].to_numpy(dtype=np.float64),
+        )  # fmt: skip
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+    top = {
+        str(c): list(group.loc[group["padj"] < 0.05, "gene"].head(10))
+        for c, group in table.groupby("cluster", sort=False, observed=True)
+    }
+    adata.uns["rlae_pseudobulk"] = {"sample_key": sample_key, "top": top, "skipped": skipped}
+
+
+def pseudobulk_path(embedding: str | Path) -> Path:
+    """The pseudobulk marker table written beside ``embedding.h5ad``: ``pseudobulk.tsv``."""
+    return Path(embedding).with_name("pseudobulk.tsv")
 
 
 def markers_path(embedding: str | Path) -> Path:
@@ -416,6 +453,7 @@ def run(
     files = {key: out / name for key, name in OUTPUTS.items()}
     files["index"] = index_path(files["embedding"])
     files["markers"] = markers_path(files["embedding"])
+    files["pseudobulk"] = pseudobulk_path(files["embedding"])
     before = {path for path in files.values() if path.exists()}
     try:
         preprocess_file(counts, files["preprocessed"], label_key=label_key, **params, **(preprocess_params or {}))

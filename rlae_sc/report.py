@@ -391,6 +391,8 @@ def _cluster_sections(adata: ad.AnnData, metrics: dict, *, label_key: str | None
         cross.index.name = "cluster"
         blocks.append(("Clusters by known label (cells)", _html_table(cross)))
     blocks.insert(0, ("Clusters", _html_table(table)))
+    if "rlae_pseudobulk" in adata.uns:
+        blocks.append(_pseudobulk_block(adata.uns["rlae_pseudobulk"], order))
     blocks.append(_resolution_block(adata.uns.get("rlae_cluster", {})))
     unstable = metrics.get("not_identifiable", [])
     if "k" in metrics:
@@ -417,6 +419,28 @@ def _cluster_sections(adata: ad.AnnData, metrics: dict, *, label_key: str | None
         )
     )
     return blocks
+
+
+def _pseudobulk_block(pseudobulk: dict, order: list[str]) -> tuple[str, str]:
+    """Each cluster's markers that hold between samples (pseudobulk DESeq2), and why the cell-level p-values
+    are not evidence on their own."""
+    top, skipped = pseudobulk["top"], pseudobulk["skipped"]
+    table = pd.DataFrame(
+        {"markers that hold between samples (DESeq2, adjusted p < 0.05)": [
+            ", ".join(list(top[c])) or "none" if c in top else f"not tested: {skipped.get(c, 'no result')}"
+            for c in order
+        ]},
+        index=pd.Index(order, name="cluster"),
+    )  # fmt: skip
+    text = (
+        "<p>The marker table's p-values come from a test between cells, which treats every cell as an independent "
+        "replicate. Cells of one sample share that sample's donor and handling, so those p-values are far smaller "
+        "than the evidence supports: use them to rank genes. Here each sample's counts are summed within the "
+        f"cluster and outside it (samples in <code>{html.escape(str(pseudobulk['sample_key']))}</code>), and "
+        "DESeq2 (pydeseq2) tests the two sums against each other, paired by sample: a gene listed here is higher "
+        "in the cluster across samples. <code>pseudobulk.tsv</code> holds the numbers.</p>"
+    )
+    return "Markers between samples (pseudobulk)", text + _html_table(table)
 
 
 def _resolution_block(params: dict) -> tuple[str, str]:
