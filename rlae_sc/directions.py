@@ -33,7 +33,7 @@ def compare_with_pca(model: RLAEModel, *, source: str = "model") -> tuple[dict, 
     parameter; float32 products are summed in float64, about 1e-6 relative in the entries of ``C``; choose
     float64 for a float64 ``C``).
 
-    Returns ``(metrics, reference)``. ``metrics`` holds the THEORY.md numbers:
+    Returns ``(metrics, reference)``. ``metrics`` holds the numbers defined in docs/theory.rst:
     ``min_abs_cos_top10``, ``subspace_distance``, ``eigenvalue_max_rel_err_top10``,
     ``transpose_distance``, ``singular_value_error`` and more. ``reference``
     holds the exact ``eigenvalues`` (k,), per-component ``alignment`` (k,),

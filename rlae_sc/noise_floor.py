@@ -266,8 +266,8 @@ def fit_above_floor(
         Training parameters: ``n_permutations``, ``noise_quantile``, ``seed``, ``scatter_precision`` and
         ``device`` as :func:`parallel_analysis` takes them (``seed`` also seeds training); ``oversample``,
         ``max_iter``, ``tol`` and ``trace_every`` (its ``check_every``) as
-        :func:`rlae_sc.lae.solvers.fit_tied_exact`; ``trace_metrics`` traces the THEORY.md metrics of the
-        trained units against exact PCA. The others are not used.
+        :func:`rlae_sc.lae.solvers.fit_tied_exact`; ``trace_metrics`` traces the metrics of the theory page
+        (docs/theory.rst) of the trained units against exact PCA. The others are not used.
     chunk_size, client
         As :func:`parallel_analysis`.
 

@@ -259,7 +259,9 @@ class TrainParams(Stage):
     )
     trace_every: int = param(10, "iterations between rows of the training trace (and the solver's checks)", at_least=1)
     trace_metrics: bool = param(
-        True, "trace THEORY.md's metrics against exact PCA (not counted in the fit time; the rules always do)"
+        True,
+        "trace the metrics of the theory page (docs/theory.rst) against exact PCA (not counted in the fit time; "
+        "the rules always do)",
     )
     lambda_frac: float = param(
         0.1,

@@ -1,6 +1,6 @@
 """Federated fit: sites that cannot share cells train one model on the sums of their statistics.
 
-Every statistic the fit needs is a sum over cells (THEORY.md), so a
+Every statistic the fit needs is a sum over cells (docs/theory.rst), so a
 coordinator can fit the pooled model from the sites' sums, in secure mode
 without seeing any one site's. Modules: :mod:`~rlae_sc.federated.statistics`
 (a site's sums per round, fixed-point encoding), :mod:`~rlae_sc.federated.plan`

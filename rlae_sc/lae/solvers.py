@@ -132,7 +132,7 @@ def fit_tied_exact(
         of ``C`` (float64) until it moves less than ``tol``. The final
         read-out, lambda and the final decoder always use ``C``.
     recorder
-        When given, each check records the THEORY.md metrics of the trained
+        When given, each check records the metrics of docs/theory.rst of the trained
         units (encoder ``W_t^T``, decoder ``W_{t+1}``; the top-k singular
         vectors of that raw decoder against exact PCA) into the trace; its
         time is left out of ``seconds``.

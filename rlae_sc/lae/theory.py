@@ -1,6 +1,6 @@
 """Closed forms and metrics of regularized linear autoencoders (numpy, float64).
 
-Conventions (see ``THEORY.md`` in the shared notes and the README):
+Conventions (the theory page, ``docs/theory.rst``, derives the results):
 
 * ``X`` is cells x genes, centred per gene; ``C = X.T @ X`` is the scatter
   matrix, a **sum** over cells (not divided by n).

@@ -1,4 +1,4 @@
-"""Traces of the THEORY.md metrics during training, against exact PCA of the full scatter matrix."""
+"""Traces of the metrics of docs/theory.rst during training, against exact PCA of the full scatter matrix."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rlae_sc.lae.losses import regularized_loss
 
 
 class TraceRecorder:
-    """Rows of THEORY.md metrics against exact PCA of the full ``C``, one per stride.
+    """Rows of the metrics of docs/theory.rst against exact PCA of the full ``C``, one per stride.
 
     Columns: ``iteration``, ``loss`` (on the full ``C``), ``transpose_distance``,
     ``subspace_distance``, ``axis_alignment``, ``singular_value_error``,

@@ -1,5 +1,5 @@
 # Federated fits (config `federation:`): one model from several sites' files, each site in its own process,
-# coordinator and sites talking over TLS on 127.0.0.1 (`rlae-sc federate`; README "Federated fit").
+# coordinator and sites talking over TLS on 127.0.0.1 (`rlae-sc federate`; docs/guide/federated.rst).
 # Outputs: results/federation/<name>/model.npz, federation.json and sites/<site file stem>/ (each site's
 # embedding.h5ad, metrics.json, report.html), listed in results/index.html.
 rule federate:
