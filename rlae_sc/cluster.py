@@ -27,6 +27,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from rlae_sc.batches import obs_column
 from rlae_sc.errors import InputError
+from rlae_sc.fingerprints import result_fingerprints
 from rlae_sc.keys import EMBEDDING_KEY, HARMONY_KEY
 from rlae_sc.labels import labelled_mask
 from rlae_sc.leiden import choose_resolution, curve_graph, leiden, stability_curve
@@ -94,7 +95,9 @@ def cluster(
     Returns
     -------
     dict
-        ``n_clusters``, the ``resolution`` used, the seconds of each step and, with ``label_key``,
+        ``n_clusters``, the ``resolution`` used, the seconds of each step, ``sha256`` (the fingerprints of
+        the embedding, graph, clusters and UMAP: :func:`rlae_sc.fingerprints.result_fingerprints`; also in
+        ``uns['rlae_cluster']``) and, with ``label_key``,
         ``ari`` and ``nmi`` between Leiden clusters and the labels over the
         ``n_labelled`` cells with a label (values in :data:`rlae_sc.labels.MISSING_LABELS` or NaN
         are left out).
@@ -175,6 +178,8 @@ def cluster(
         "neighbors": "exact (faiss flat)" if adata.n_obs <= EXACT_MAX_CELLS else "approximate (faiss IVF-flat)",
         "sketch_cells": int(sketch_cells) if sketched else 0,
     }
+    result["sha256"] = result_fingerprints(adata)
+    adata.uns["rlae_cluster"]["sha256"] = result["sha256"]
     if curve is not None:
         adata.uns["rlae_cluster"]["resolution_curve"] = {c: curve[c].to_numpy() for c in curve.columns}
     if index_sha256 is not None:

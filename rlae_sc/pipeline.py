@@ -333,7 +333,8 @@ def cluster_file(
     adata.uns["rlae"]["metrics"] = metrics
     write_h5ad(adata, out, x_from=directions)
     write_json(metrics, metrics_out)
-    log.info("cluster: %s -> %s, %s", ", ".join(f"{k} {result[k]:.4g}" for k in result), out, metrics_out)
+    numbers = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, int | float))
+    log.info("cluster: %s -> %s, %s", numbers, out, metrics_out)
     return metrics
 
 

@@ -170,10 +170,13 @@ def scanpy_seurat_v3(cells: ad.AnnData, n_top_genes: int) -> ad.AnnData:
     return ref
 
 
-def rlae_cli(*args, check: bool = True, threads: int | None = None) -> subprocess.CompletedProcess:
+def rlae_cli(
+    *args, check: bool = True, threads: int | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``rlae-sc ARGS...`` in a fresh interpreter; output captured as text. ``threads``: torch's (and
-    OpenMP's) threads there (``OMP_NUM_THREADS``), as ``one_torch_thread`` sets them in this process."""
-    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    OpenMP's) threads there (``OMP_NUM_THREADS``), as ``one_torch_thread`` sets them in this process; ``env``:
+    more environment variables there."""
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {}) | (env or {})
     return subprocess.run(
         [sys.executable, "-m", "rlae_sc", *map(str, args)], capture_output=True, text=True, check=check, env=env
     )
