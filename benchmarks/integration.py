@@ -45,14 +45,12 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +61,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import integration_data as data  # noqa: E402
+import record  # noqa: E402
+from record import clean as _clean  # noqa: E402
+from record import git_state, machine  # noqa: E402
 
 N_TOP_GENES = 2000
 N_PCS = 50
@@ -697,54 +698,8 @@ def run_mapping_task(methods: list[str], args, work_root: Path) -> dict:
 # ------------------------------------------------------------------------------------------------ record
 
 
-def git_state() -> dict:
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    dirty = [line[3:] for line in git("status", "--porcelain").splitlines()]
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(dirty), "dirty_files": dirty}
-
-
-def machine() -> dict:
-    mem = {}
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            key, value = line.split(":", 1)
-            if key in ("MemTotal", "MemAvailable"):
-                mem[key] = round(int(value.split()[0]) * 1024 / 1e9, 2)
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "memory_total_gb": mem.get("MemTotal"),
-        "memory_available_gb_at_start": mem.get("MemAvailable"),
-    }
-
-
 def packages() -> dict:
-    out = {}
-    for p in PACKAGES:
-        try:
-            out[p] = version(p)
-        except PackageNotFoundError:
-            out[p] = None
-    return out
-
-
-def _clean(x):
-    """JSON-safe: NaN -> null, numpy scalars -> Python."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return x
+    return record.packages(PACKAGES)
 
 
 # -------------------------------------------------------------------------------------------------- tables
