@@ -1,4 +1,5 @@
-"""Reading count matrices in the common single-cell formats, with validation; atomic writes."""
+"""Reading count matrices in the common single-cell formats (.h5ad, anndata zarr stores, TileDB-SOMA experiments,
+10x, .loom, text), with validation; opening an input to stream; atomic writes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import gzip
 import json
 import re
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,19 +17,29 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from rlae_sc.atlas import RowSubset, filter_rows, is_soma, is_uri, is_zarr, open_soma, open_zarr, read_blocks
 from rlae_sc.atomic import atomic_path
+from rlae_sc.chunks import H5adMatrix, h5ad_matrix
 from rlae_sc.errors import InputError
 from rlae_sc.params import ReadParams
 
 INTEGER_TOLERANCE = 1e-6
 
 
-FORMATS = ("h5ad", "10x_mtx", "10x_h5", "loom", "csv")
+FORMATS = ("h5ad", "zarr", "soma", "10x_mtx", "10x_h5", "loom", "csv")
 
 
 def detect_format(path: Path) -> str:
-    """The format of ``path`` from its name: a 10x matrix directory, ``.h5ad``, ``.h5``, ``.loom``,
-    or ``.csv``/``.tsv``/``.txt`` (optionally ``.gz``)."""
+    """The format of ``path`` from its name: an anndata zarr store (a directory with ``.zgroup`` or
+    ``zarr.json``), a TileDB-SOMA experiment (a TileDB group directory, or a ``tiledb://``/``s3://`` URI), a 10x
+    matrix directory, ``.h5ad``, ``.h5``, ``.loom``, or ``.csv``/``.tsv``/``.txt`` (optionally ``.gz``)."""
+    if is_uri(path):
+        return "soma"
+    path = Path(path)
+    if is_zarr(path):
+        return "zarr"
+    if is_soma(path):
+        return "soma"
     if path.is_dir():
         return "10x_mtx"
     name = path.name.lower().removesuffix(".gz")
@@ -51,7 +63,8 @@ def detect_format(path: Path) -> str:
     raise InputError(
         path,
         "unrecognised file type",
-        "Give an .h5ad, a 10x matrix directory, a 10x .h5, a .loom, or a .csv/.tsv (optionally .gz).",
+        "Give an .h5ad, an anndata zarr store, a TileDB-SOMA experiment, a 10x matrix directory, a 10x .h5, a "
+        ".loom, or a .csv/.tsv (optionally .gz).",
     )
 
 
@@ -63,6 +76,8 @@ def read(
     orientation: str = ReadParams.orientation,
     var_names: str = ReadParams.var_names,
     obs: str | Path | None = ReadParams.obs,
+    measurement: str = ReadParams.measurement,
+    obs_filter: str | None = ReadParams.obs_filter,
 ) -> ad.AnnData:
     """Read a matrix of cells x genes in any supported format and validate its values.
 
@@ -72,7 +87,10 @@ def read(
         ``.h5ad``; a 10x Cell Ranger matrix directory (``matrix.mtx[.gz]`` with
         ``features.tsv[.gz]`` or the older ``genes.tsv``, and ``barcodes.tsv[.gz]``);
         a 10x ``.h5``; a ``.loom``; or a dense ``.csv``/``.tsv`` (optionally gzipped)
-        with cell or gene names in the first column and a header row.
+        with cell or gene names in the first column and a header row; an anndata zarr store (a directory written
+        by ``AnnData.write_zarr``); a TileDB-SOMA experiment (a directory or URI; needs ``rlae-sc[atlas]``), its
+        genes from measurement ``measurement`` and its counts from the X layer ``layer``
+        (:func:`rlae_sc.atlas.open_soma`).
     layer, input_kind, var_names
         The reader options (:class:`rlae_sc.params.ReadParams`). Counts must be
         whole numbers within 1e-6.
@@ -89,6 +107,10 @@ def read(
     obs
         A ``.csv``/``.tsv`` (optionally gzipped) of cell metadata joined into
         ``obs`` on the cell barcode (:func:`join_obs`).
+    obs_filter
+        Keep only the cells that pass this condition on ``obs`` (``"tissue == 'blood'"``): TileDB-SOMA's
+        ``value_filter`` for an experiment, :func:`rlae_sc.atlas.filter_rows` on the file's own ``obs`` (before
+        ``obs`` is joined) otherwise.
 
     Returns
     -------
@@ -96,16 +118,19 @@ def read(
     unique gene names, and per-cell metadata in ``obs`` (from the file, and
     from ``obs``), per-gene metadata in ``var``.
     """
-    path = Path(path)
+    path = path if is_uri(path) else Path(path)
     obs = None if obs is None else str(obs)
     ReadParams.of(
-        layer=layer, input_kind=input_kind, orientation=orientation, var_names=var_names, obs=obs, source=path
-    )
-    if not path.exists():
+        layer=layer, input_kind=input_kind, orientation=orientation, var_names=var_names, obs=obs, source=path,
+        measurement=measurement, obs_filter=obs_filter,
+    )  # fmt: skip
+    if not is_uri(path) and not path.exists():
         raise InputError(path, "file not found", "Check the path in the config or on the command line.")
     fmt = detect_format(path)
-    if layer is not None and fmt not in ("h5ad", "loom"):
-        raise InputError(path, f"layers exist only in .h5ad and .loom files, not in {fmt}", "Leave layer unset.")
+    if layer is not None and fmt not in ("h5ad", "zarr", "soma", "loom"):
+        raise InputError(
+            path, f"layers exist only in .h5ad, zarr, TileDB-SOMA and .loom inputs, not in {fmt}", "Leave layer unset."
+        )
     if orientation == "genes_x_cells" and fmt in ("h5ad", "10x_h5"):
         raise InputError(
             path,
@@ -116,7 +141,12 @@ def read(
     if obs is not None and not Path(obs).is_file():
         raise InputError(obs, "metadata table not found", "Check the path given as obs (CLI: --obs).")
     try:
-        adata = _READERS[fmt](path, layer=layer, orientation=orientation, var_names=var_names)
+        adata = _READERS[fmt](
+            path, layer=layer, orientation=orientation, var_names=var_names, measurement=measurement,
+            obs_filter=obs_filter,
+        )  # fmt: skip
+        if obs_filter is not None and fmt != "soma":  # a SOMA experiment is filtered as it is read
+            adata = adata[filter_rows(adata.obs, obs_filter, source=path)].copy()
     except InputError:
         raise
     except Exception as exc:  # readers raise many types for damaged files
@@ -543,7 +573,28 @@ def _read_text(path: Path, *, orientation, **_) -> ad.AnnData:
 
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
-_READERS = {"h5ad": _read_h5ad, "10x_mtx": _read_10x_mtx, "10x_h5": _read_10x_h5, "loom": _read_loom, "csv": _read_text}
+
+def _read_zarr(path: Path, *, layer, **_) -> ad.AnnData:
+    """An anndata zarr store, read whole (``X`` or ``layer``), with its ``obs`` and ``var``."""
+    import zarr
+
+    matrix, obs, genes = open_zarr(path, layer)
+    var = ad.io.read_elem(zarr.open_group(str(path), mode="r")["var"])
+    _check_fixed_layout(path, obs.index, genes)
+    return _matrix_adata(read_blocks(matrix), obs, var.set_axis(genes))
+
+
+def _read_soma(path, *, layer, var_names, measurement, obs_filter, **_) -> ad.AnnData:
+    """The cells of a TileDB-SOMA experiment that ``obs_filter`` selects (:func:`rlae_sc.atlas.open_soma`)."""
+    options = {"measurement": measurement, "layer": layer, "obs_filter": obs_filter, "var_names": var_names}
+    matrix, obs, genes = open_soma(path, **options)
+    return _matrix_adata(read_blocks(matrix), obs, pd.DataFrame(index=genes))
+
+
+_READERS = {
+    "h5ad": _read_h5ad, "zarr": _read_zarr, "soma": _read_soma, "10x_mtx": _read_10x_mtx, "10x_h5": _read_10x_h5,
+    "loom": _read_loom, "csv": _read_text,
+}  # fmt: skip
 
 
 # -- cell metadata from a table ---------------------------------------------------------------------------------
@@ -698,6 +749,64 @@ def write_h5ad(adata: ad.AnnData, path: str | Path, *, x_from: str | Path | None
             with h5py.File(x_from, "r") as src, h5py.File(tmp, "a") as dst:
                 if "X" in src:
                     src.copy(src["X"], dst, "X")
+
+
+def open_streaming(
+    path: str | Path,
+    layer: str | None,
+    *,
+    measurement: str = ReadParams.measurement,
+    obs_filter: str | None = ReadParams.obs_filter,
+    var_names: str = ReadParams.var_names,
+) -> tuple[H5adMatrix, pd.DataFrame, pd.Index]:
+    """The matrix of an ``.h5ad``, an anndata zarr store or a TileDB-SOMA experiment to stream (cells x genes,
+    ``X`` or ``layer``, read block by block), with its ``obs`` (cells,) and gene names (genes,, made unique);
+    nothing else is loaded.
+
+    ``obs_filter`` keeps the cells whose ``obs`` values pass it: for a SOMA experiment TileDB applies it and only
+    those cells' rows are ever read (:func:`rlae_sc.atlas.open_soma`, with ``measurement`` and ``var_names``);
+    for the others the row source is restricted to them (:class:`rlae_sc.atlas.RowSubset`)."""
+    if not is_uri(path):
+        path = Path(path)
+        if not path.exists():
+            raise InputError(path, "file not found", "Check the path in the config or on the command line.")
+    fmt = detect_format(path)
+    if fmt not in ("h5ad", "zarr", "soma"):
+        raise InputError(
+            path,
+            "streaming reads .h5ad files, anndata zarr stores and TileDB-SOMA experiments only",
+            "Convert the input once (rlae_sc.io.read(path).write_h5ad(...)), or turn streaming off.",
+        )
+    if fmt == "soma":
+        matrix, obs, genes = open_soma(
+            path, measurement=measurement, layer=layer, obs_filter=obs_filter, var_names=var_names
+        )
+    elif fmt == "zarr":
+        matrix, obs, genes = open_zarr(path, layer)
+    else:
+        matrix = h5ad_matrix(str(path), layer)
+        with reading(path):
+            cells = ad.read_h5ad(path, backed="r")
+            obs, genes = cells.obs.copy(), pd.Index(cells.var_names)
+            cells.file.close()
+    if obs_filter is not None and fmt != "soma":
+        rows = filter_rows(obs, obs_filter, source=path)
+        matrix, obs = RowSubset(matrix, rows), obs.iloc[rows]
+    if not genes.is_unique:
+        warnings.warn(f"{path}: {int(genes.duplicated().sum())} duplicate gene names made unique", stacklevel=3)
+        genes = ad.utils.make_index_unique(genes)
+    return matrix, obs, genes
+
+
+@contextmanager
+def reading(path: str | Path):
+    """Turn errors of h5py/anndata on a damaged ``.h5ad`` file into an :class:`InputError` naming it."""
+    try:
+        yield
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(
+            path, f"cannot be read as h5ad ({type(exc).__name__}: {exc})", "The file may be truncated; re-export it."
+        ) from None
 
 
 def write_json(obj: dict, path: str | Path) -> None:

@@ -135,7 +135,21 @@ def stage(name: str, summary: str):
 
 @stage("read", "How an input file is read (:func:`rlae_sc.io.read`); per dataset or query in the config.")
 class ReadParams(Stage):
-    layer: str | None = param(None, "read the matrix from this layer instead of X (.h5ad, .loom)")
+    layer: str | None = param(
+        None,
+        "read the matrix from this layer instead of X (.h5ad, zarr, .loom); for a TileDB-SOMA experiment, the X "
+        "layer of the measurement (none: the first of raw, counts and data that exists)",
+    )
+    measurement: str = param(
+        "RNA", "the measurement of a TileDB-SOMA experiment whose genes are read (the Census's and from_anndata's: RNA)"
+    )
+    obs_filter: str | None = param(
+        None,
+        "keep only the cells whose obs values pass this condition, e.g. \"tissue == 'blood' and n_genes > 200\" "
+        "(a TileDB-SOMA value_filter, applied as the experiment is read; for other formats evaluated on the "
+        "file's own obs, before obs is joined); none: every cell",
+        metavar="EXPR",
+    )
     input_kind: str = param(
         "counts",
         "raw counts, or values already log-normalised (normalisation and log1p are then skipped)",
@@ -298,7 +312,11 @@ class TrainParams(Stage):
 
 @stage("passes", "How the stages go over the cells (preprocess, train, directions, embed).")
 class PassParams(Stage):
-    streaming: bool = param(False, "read the input .h5ad block by block, never whole (data larger than memory)")
+    streaming: bool = param(
+        False,
+        "read the input .h5ad, zarr store or TileDB-SOMA experiment block by block, never whole (data larger than "
+        "memory)",
+    )
     dask: str | int | None = param(
         None,
         "run the passes on Dask: N local worker processes, a scheduler address tcp://host:port, or slurm:JOBS "

@@ -26,7 +26,7 @@ from rlae_sc.atomic import atomic_path
 from rlae_sc.batches import obs_column
 from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix, run_pass
 from rlae_sc.errors import InputError
-from rlae_sc.io import detect_format, join_obs, read, write_h5ad, write_json
+from rlae_sc.io import detect_format, join_obs, open_streaming, read, write_h5ad, write_json
 from rlae_sc.params import ClusterParams, MappingParams, PassParams, PreprocessParams, ReadParams, TrainParams, split
 from rlae_sc.preprocess import (
     Recipe,
@@ -148,10 +148,15 @@ def _reading(path: str | Path):
         ) from None
 
 
+def _atlas_options(options: ReadParams) -> dict:
+    """The reader options that select the cells and genes of a streamed zarr store or SOMA experiment."""
+    return {"measurement": options.measurement, "obs_filter": options.obs_filter, "var_names": options.var_names}
+
+
 def _preprocess_streaming(
     counts, out, options: ReadParams, label_key: str | None, dask, steps: PreprocessParams
 ) -> Recipe:
-    matrix, obs, genes = _open_streaming(counts, options.layer)
+    matrix, obs, genes = open_streaming(counts, options.layer, **_atlas_options(options))
     if options.obs is not None:
         obs = join_obs(obs, options.obs, source=counts)
     _check_obs_keys(obs, label_key, steps, counts)
@@ -491,7 +496,7 @@ def embed_file(model_path: str | Path, counts: str | Path, out: str | Path | Non
         {**params, "input_kind": model.recipe.input_kind}, ReadParams, PassParams, MappingParams, source=str(counts)
     )
     if passes.streaming:
-        matrix, obs, genes = _open_streaming(counts, options.layer)
+        matrix, obs, genes = open_streaming(counts, options.layer, **_atlas_options(options))
         if options.obs is not None:
             obs = join_obs(obs, options.obs, source=counts)
         adata = ad.AnnData(obs=obs, var=pd.DataFrame(index=genes))

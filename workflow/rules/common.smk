@@ -63,10 +63,13 @@ def pass_flags(dataset, *, streaming=False):
     return " ".join(shlex.quote(w) for w in words)
 
 
+READER_KEYS = ("layer", "orientation", "var_names", "obs", "measurement", "obs_filter")
+
+
 def read_flags(entry):
     """Reader options of a dataset or query entry: layer, orientation (text files), var_names (10x), obs (a table
-    of cell metadata)."""
-    return cli_flags({key: entry[key] for key in ("layer", "orientation", "var_names", "obs") if key in entry})
+    of cell metadata), measurement and obs_filter (TileDB-SOMA experiments; obs_filter for any input)."""
+    return cli_flags({key: entry[key] for key in READER_KEYS if key in entry})
 
 
 def label_flag_for(dataset):
