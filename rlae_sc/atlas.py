@@ -296,6 +296,9 @@ def open_soma(
     """A TileDB-SOMA experiment to stream: the cells ``obs_filter`` selects, as a row source (cells x genes),
     their ``obs`` (cells,) and the gene names (genes,).
 
+    ``obs`` is indexed by its ``obs_id`` column (``from_anndata``'s index) when it has one, else by
+    ``soma_joinid``; cells are in ``soma_joinid`` order.
+
     Parameters
     ----------
     path
@@ -312,9 +315,6 @@ def open_soma(
         ``gene_symbols``: genes are named by the first var column of ``feature_name`` (the Census),
         ``gene_symbols``, ``gene_name``, ``var_id`` (``from_anndata``'s index); ``gene_ids``: of ``feature_id``,
         ``gene_ids``, ``gene_id``, ``var_id``; else by their ``soma_joinid``.
-
-    ``obs`` is indexed by its ``obs_id`` column (``from_anndata``'s index) when it has one, else by
-    ``soma_joinid``; cells are in ``soma_joinid`` order.
     """
     soma = _tiledbsoma(path)
     source = str(path)

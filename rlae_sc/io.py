@@ -91,7 +91,7 @@ def read(
         by ``AnnData.write_zarr``); a TileDB-SOMA experiment (a directory or URI; needs ``rlae-sc[atlas]``), its
         genes from measurement ``measurement`` and its counts from the X layer ``layer``
         (:func:`rlae_sc.atlas.open_soma`).
-    layer, input_kind, var_names
+    layer, input_kind, var_names, measurement
         The reader options (:class:`rlae_sc.params.ReadParams`). Counts must be
         whole numbers within 1e-6.
     orientation

@@ -20,6 +20,12 @@ from rlae_sc.io import detect_format, open_streaming, read
 from rlae_sc.model import load_model
 from rlae_sc.simulate import synthetic_counts
 
+pytestmark = [  # anndata's and zarr's notices about their next releases' defaults
+    pytest.mark.filterwarnings("ignore:Writing zarr v2 data:UserWarning"),
+    pytest.mark.filterwarnings("ignore:zarr v3 autosharding"),
+    pytest.mark.filterwarnings("ignore:Consolidated metadata"),
+]
+
 PRE = {"min_genes": 50, "n_top_genes": 300}
 K = 10
 FILTER = "tissue == 'blood'"
@@ -197,3 +203,38 @@ def test_missing_tiledbsoma_says_how_to_install_it(soma_store, monkeypatch):
     monkeypatch.setitem(sys.modules, "tiledbsoma", None)  # import tiledbsoma now raises ImportError
     with pytest.raises(InputError, match=r"needs tiledbsoma.*pip install 'rlae-sc\[atlas\]'"):
         open_streaming(soma_store, None)
+
+
+# -- the command line, zarr format 3, Dask workers -----------------------------------------------------------------
+
+
+def test_command_line_streams_a_filtered_zarr_store(stores, tmp_path, capsys):
+    from rlae_sc.cli import main
+
+    out = tmp_path / "pre.h5ad"
+    argv = ["preprocess", str(stores / "counts.zarr"), "--out", str(out), "--streaming", "--min-genes", "50"]
+    assert main([*argv, "--n-top-genes", "300", "--obs-filter", FILTER]) == 0
+    pre = ad.read_h5ad(out, backed="r")
+    assert set(pre.obs["tissue"]) == {"blood"} and pre.uns["rlae_input"]["path"] == str(stores / "counts.zarr")
+    pre.file.close()
+    assert main([*argv, "--obs-filter", "tissue = 'blood'"]) == 2
+    assert "counts.zarr: obs_filter" in capsys.readouterr().err
+
+
+def test_zarr_format_3_store_is_streamed(counts, tmp_path):
+    with ad.settings.override(zarr_write_format=3):
+        counts.write_zarr(tmp_path / "v3.zarr")
+    assert detect_format(tmp_path / "v3.zarr") == "zarr"
+    matrix, obs, genes = open_streaming(tmp_path / "v3.zarr", None)
+    assert (matrix.read(100, 1400) != counts.X[100:1400]).nnz == 0 and list(obs.index) == list(counts.obs_names)
+
+
+def test_row_sources_travel_to_dask_workers(stores, soma_store):
+    """Dask ships a pass's row source to its workers by pickling it; each block opens the store itself."""
+    import pickle
+
+    for path in (stores / "counts.zarr", soma_store):
+        matrix, _, _ = open_streaming(path, None, obs_filter=FILTER)
+        again = pickle.loads(pickle.dumps(matrix))
+        assert (again.read(3, 300) != matrix.read(3, 300)).nnz == 0
+        assert again.fingerprint() == matrix.fingerprint()
