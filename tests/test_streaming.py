@@ -128,7 +128,7 @@ def test_dask_with_two_workers_gives_the_same_directions(both, counts_file, tmp_
 def test_streaming_input_errors(tmp_path, small_counts, counts_file):
     csv = tmp_path / "counts.csv"
     csv.write_text("cell,g1\nc1,1\n")
-    with pytest.raises(InputError, match="streaming reads .h5ad files only"):
+    with pytest.raises(InputError, match="streaming reads .h5ad files, anndata zarr stores and TileDB-SOMA"):
         pipeline.preprocess_file(csv, tmp_path / "out.h5ad", streaming=True)
     X = small_counts.X.tolil()
     X[345, 7] = np.nan
