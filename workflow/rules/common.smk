@@ -94,8 +94,15 @@ def all_outputs():
 # matrix in memory. Inputs not written yet count as empty; Snakemake evaluates the requests again once a job's
 # input exists, before it submits the job.
 def input_mb(input):
-    """Total size in MB of a job's input files that exist."""
-    return sum(os.path.getsize(f) for f in input if os.path.exists(f)) / 2**20
+    """Total size in MB of a job's input files that exist (a zarr store or SOMA experiment: its files together)."""
+    return sum(disk_size(f) for f in input if os.path.exists(f)) / 2**20
+
+
+def disk_size(path):
+    """Bytes of a file, or of every file under a directory."""
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
 def mem_mb_for(base, per_input_mb):
