@@ -29,7 +29,8 @@ except _PackageNotFoundError:  # a source tree that was never installed
 
 # ``preprocess`` is both a submodule and the function it defines; the function is bound here, over the
 # submodule's name, so that ``rlae_sc.preprocess`` is the function however the submodule is imported later.
-from rlae_sc.preprocess import Recipe, fit_recipe, preprocess
+from rlae_sc.preprocess import fit_recipe, preprocess
+from rlae_sc.recipe import Recipe
 
 # Every other public name and the module that defines it, imported on first use (PEP 562): a process that runs
 # one stage loads only the libraries it needs (torch, umap-learn, faiss and matplotlib take seconds).
@@ -39,7 +40,7 @@ _EXPORTS = {
     "InputError": "rlae_sc.errors",
     "read": "rlae_sc.io",
     "RLAEModel": "rlae_sc.model",
-    "fit": "rlae_sc.model",
+    "fit": "rlae_sc.train",
     "load_model": "rlae_sc.model",
     "run": "rlae_sc.pipeline",
 }

@@ -27,7 +27,7 @@ QC_COUNTS = (
 
 def compare_with_pca(model: RLAEModel, *, source: str = "model") -> tuple[dict, dict]:
     """Compare the model's directions with exact PCA (``scipy.linalg.eigh``) of the ``C`` it was trained on
-    (``model.reference``, computed by :func:`rlae_sc.model.fit_scatter`: no pass over the cells).
+    (``model.reference``, computed by :func:`rlae_sc.train.fit_scatter`: no pass over the cells).
 
     ``C`` is the scatter matrix of the training pass, its products in ``scatter_precision`` (train's
     parameter; float32 products are summed in float64, about 1e-6 relative in the entries of ``C``; choose

@@ -9,7 +9,7 @@ import numpy as np
 
 from rlae_sc.keys import UNS_KEY
 from rlae_sc.model import RLAEModel
-from rlae_sc.preprocess import Recipe
+from rlae_sc.recipe import Recipe
 
 
 def model(adata: ad.AnnData, *, key: str = UNS_KEY) -> RLAEModel:

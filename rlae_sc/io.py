@@ -1,5 +1,5 @@
 """Reading count matrices in the common single-cell formats (.h5ad, anndata zarr stores, TileDB-SOMA experiments,
-10x, .loom, text), with validation; opening an input to stream; atomic writes."""
+10x, .loom, text), with validation; opening an input to stream; atomic writes, of a matrix too block by block."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from rlae_sc.atlas import RowSubset, filter_rows, is_soma, is_uri, is_zarr, open_soma, open_zarr, read_blocks
 from rlae_sc.atomic import atomic_path
-from rlae_sc.chunks import H5adMatrix, h5ad_matrix
+from rlae_sc.chunks import H5adMatrix, PassFn, h5ad_matrix, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.params import ReadParams
 
@@ -807,6 +807,39 @@ def reading(path: str | Path):
         raise InputError(
             path, f"cannot be read as h5ad ({type(exc).__name__}: {exc})", "The file may be truncated; re-export it."
         ) from None
+
+
+def write_csr_rows(adata: ad.AnnData, path: str | Path, matrix, fn: PassFn, *, client=None) -> None:
+    """Write ``adata`` (without ``X``) to ``path`` atomically, with ``X`` (``adata.shape``) written as CSR rows
+    block by block from one pass of ``fn`` over ``matrix`` (:func:`rlae_sc.chunks.run_pass`, on Dask when
+    ``client`` is given), never whole.
+
+    ``fn(block, start)`` returns, for the block's rows of ``X``, the ``data`` (float32) and ``indices`` (int32)
+    of their stored values and each row's count of them, ``nnz`` (rows,, int64), as
+    :func:`rlae_sc.blocks.lognorm_rows_block` does.
+    """
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+        with h5py.File(tmp, "a") as f:
+            g = f.create_group("X")
+            g.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": adata.shape})
+            data = g.create_dataset("data", shape=(0,), maxshape=(None,), dtype="float32", chunks=(1 << 18,))
+            indices = g.create_dataset("indices", shape=(0,), maxshape=(None,), dtype="int32", chunks=(1 << 18,))
+            indptr = g.create_dataset("indptr", shape=(adata.n_obs + 1,), dtype="int64")
+            indptr[0] = 0
+            row, nnz = 0, 0
+
+            def write(start: int, rows: dict) -> None:
+                nonlocal row, nnz
+                data.resize((nnz + len(rows["data"]),))
+                indices.resize((nnz + len(rows["data"]),))
+                data[nnz:] = rows["data"]
+                indices[nnz:] = rows["indices"]
+                indptr[row + 1 : row + 1 + len(rows["nnz"])] = nnz + np.cumsum(rows["nnz"])
+                row += len(rows["nnz"])
+                nnz += len(rows["data"])
+
+            run_pass(matrix, fn, client=client, desc="write", consume=write)
 
 
 def write_json(obj: dict, path: str | Path) -> None:

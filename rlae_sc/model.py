@@ -1,15 +1,13 @@
 """The trained model: recipe + autoencoder weights + principal directions; AnnData in, AnnData out.
 
-:func:`fit` trains on a preprocessed AnnData (from :func:`rlae_sc.preprocess`);
-:class:`RLAEModel` embeds new cells from raw counts and saves to / loads from
-the portable model file (:mod:`rlae_sc.model_file`).
+:class:`RLAEModel` embeds new cells from raw counts and saves to / loads from the portable model file
+(:mod:`rlae_sc.model_file`). Holding, loading, saving and embedding need numpy only: torch is imported by
+training (:mod:`rlae_sc.train`, which makes the model) and by :meth:`RLAEModel.scores` alone.
 """
 
 from __future__ import annotations
 
-import json
 import platform
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from importlib.metadata import version
@@ -19,23 +17,16 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
 from rlae_sc.batches import batch_codes, centred_scale, grouped_sums
 from rlae_sc.chunks import H5adMatrix, InMemory, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.keys import EMBEDDING_KEY
-from rlae_sc.lae import SOLVER
-from rlae_sc.lae.rules import train_rule
-from rlae_sc.lae.solvers import fit_tied_exact
-from rlae_sc.lae.theory import decoder_directions, exact_pca
-from rlae_sc.lae.trace import TraceRecorder
+from rlae_sc.lae.theory import decoder_directions
 from rlae_sc.model_file import load as load_file
 from rlae_sc.model_file import save as save_file
-from rlae_sc.noise_floor import AUTO, fit_above_floor
 from rlae_sc.params import MappingParams, TrainParams
-from rlae_sc.passes import scatter_matrix, scores, torch_device
-from rlae_sc.preprocess import Recipe, cell_qc, mito_mask, trained_rows
+from rlae_sc.recipe import Recipe, cell_qc, mito_mask
 
 
 @dataclass
@@ -65,9 +56,9 @@ class RLAEModel:
     trace
         Training history (see :class:`rlae_sc.lae.solvers.LAEFit`).
     reference
-        Exact PCA of the ``C`` the model was trained on (``scipy.linalg.eigh``, computed by :func:`fit_scatter`):
-        ``eigenvalues`` (k + 1,) and ``directions`` (m x (k + 1)), the reference of
-        :func:`rlae_sc.directions.compare_with_pca`. Empty for a model rebuilt without it.
+        Exact PCA of the ``C`` the model was trained on (``scipy.linalg.eigh``, computed by
+        :func:`rlae_sc.train.fit_scatter`): ``eigenvalues`` (k + 1,) and ``directions`` (m x (k + 1)), the
+        reference of :func:`rlae_sc.directions.compare_with_pca`. Empty for a model rebuilt without it.
     """
 
     recipe: Recipe
@@ -108,6 +99,8 @@ class RLAEModel:
         """PCA scores ``X P`` (n x k, float32) of a preprocessed matrix X (n x m), the products on ``device``;
         with ``residuals`` also each cell's squared distance from the directions' span (n,) (see
         :func:`rlae_sc.passes.scores`)."""
+        from rlae_sc.passes import scores  # torch, here only: loading and embedding need numpy alone
+
         return scores(X, self.directions, residuals=residuals, client=client, device=device)
 
     def embed(
@@ -195,198 +188,6 @@ def load_model(path: str | Path) -> RLAEModel:
     return model
 
 
-def fit(
-    pre: ad.AnnData,
-    *,
-    checkpoint: str | Path | None = None,
-    client=None,
-    source: str = "preprocessed input",
-    **params,
-) -> RLAEModel:
-    """Train the sum-regularized linear autoencoder on a preprocessed AnnData.
-
-    Parameters
-    ----------
-    pre
-        Output of :func:`rlae_sc.preprocess.preprocess`: ``X`` (n x m) is the
-        centred matrix, ``uns['rlae_recipe']`` the recipe as JSON. When ``pre``
-        is backed (``anndata.read_h5ad(path, backed="r")``), the pass that
-        builds ``C`` reads ``X`` from the file block by block; the mini-batch
-        rules load it.
-    checkpoint
-        A file to checkpoint to and resume from: the learning rules' state
-        (see :func:`rlae_sc.lae.rules.train_rule`), and, when ``pre`` is
-        backed, the pass that builds ``C`` (every 30 s, to
-        :func:`scatter_checkpoint_path`). The default solver's iterations on
-        ``C`` take seconds and are not checkpointed.
-    client
-        A ``dask.distributed.Client`` to run the pass that builds ``C`` on
-        (``pre`` must then be backed); ``None``: in this process.
-    source
-        Names the input in error messages.
-    **params
-        The training parameters, fields of :class:`rlae_sc.params.TrainParams`
-        (``n_components``, ``solver``, ``lambda_frac``, ``lam``, ...); those
-        not given take their defaults. Lambda is always in the units of
-        ``C = X^T X`` (a sum over cells), also with mini-batches; the trace
-        metrics are computed against ``scipy.linalg.eigh`` and not counted in
-        the fit time.
-
-    Returns
-    -------
-    RLAEModel
-    """
-    p = TrainParams.of(params, source=source)
-    n, m = pre.shape
-    if p.n_components == AUTO:
-        if p.solver != SOLVER:
-            raise InputError(source, f"n_components auto needs the {SOLVER} solver", f"Use solver {SOLVER}.")
-    elif not isinstance(p.n_components, int):
-        raise InputError(source, f"n_components {p.n_components!r} is neither a number nor auto", "Give k or auto.")
-    elif p.n_components + 1 > min(n, m):
-        raise InputError(
-            source,
-            f"{n} cells x {m} genes is too small for n_components={p.n_components}",
-            f"Use n_components at most {min(n, m) - 1}, or give more cells/genes.",
-        )
-    t0 = time.perf_counter()
-    matrix = trained_rows(pre)
-    scatter_checkpoint = scatter_checkpoint_path(checkpoint) if pre.isbacked and checkpoint else None
-    C_np = scatter_matrix(
-        matrix, precision=p.scatter_precision, client=client, checkpoint=scatter_checkpoint, device=p.device
-    )
-    return fit_scatter(
-        C_np,
-        n_cells=n,
-        recipe=Recipe.from_dict(json.loads(pre.uns["rlae_recipe"])),
-        params=p,
-        scatter_seconds=time.perf_counter() - t0,
-        X=np.asarray(matrix.read(0, n), dtype=np.float64) if p.batch_size and p.solver != SOLVER else None,
-        rows=matrix,
-        client=client,
-        checkpoint=checkpoint,
-        source=source,
-    )
-
-
-def fit_scatter(
-    C_np: np.ndarray,
-    *,
-    n_cells: int,
-    recipe: Recipe,
-    params: TrainParams,
-    scatter_seconds: float = 0.0,
-    X: np.ndarray | None = None,
-    rows=None,
-    client=None,
-    checkpoint: str | Path | None = None,
-    source: str = "preprocessed input",
-) -> RLAEModel:
-    """Train on a centred scatter matrix ``C_np`` (m x m, float64, a sum over ``n_cells`` cells): :func:`fit`
-    after its pass over the cells, and the federated coordinator on the sum of the sites' statistics.
-
-    ``recipe`` is stored in the model; ``scatter_seconds`` (the time taken to
-    build ``C``) is counted in ``fit_seconds``; ``X`` (n x m, float64) is needed
-    only by the mini-batch rules (``batch_size``); ``rows`` (the cells' rows, see
-    :func:`rlae_sc.passes.scatter_matrix`; on Dask with ``client``) only by
-    ``n_components="auto"``, whose noise floor permutes them
-    (:func:`rlae_sc.noise_floor.fit_above_floor`). ``checkpoint`` and ``source``
-    are :func:`fit`'s. Returns an :class:`RLAEModel`.
-    """
-    p = params
-    if p.n_components == AUTO and rows is None:
-        raise InputError(source, "n_components auto permutes the cells, not only C", "Give n_components a number.")
-    if p.batch_size and p.solver != SOLVER and X is None:
-        raise InputError(source, "mini-batch training needs the cells, not only C", "Set batch_size to none.")
-    dev = torch_device(p.device)
-    C = torch.from_numpy(C_np).to(dev)
-    rank = min(C_np.shape[0], n_cells - max(len(recipe.batches), 1))  # C's rank at most: one mean per batch
-    oversample = p.oversample if p.n_components == AUTO else min(p.oversample, max(rank - p.n_components, 0))
-    t1 = time.perf_counter()
-    auto = p.n_components == AUTO
-    # the check's reference: exact PCA of the same C, one more eigenpair for the last gap; shared with the trace
-    exact = None if auto else exact_pca(C_np, min(p.n_components + 1, C_np.shape[0]))
-    tracing = not auto and (p.trace_metrics or p.solver != SOLVER)
-    recorder = TraceRecorder(C, p.n_components, reference=exact) if tracing else None
-    reference_seconds = time.perf_counter() - t1
-    noise: dict = {}
-    try:
-        if auto:
-            result, floor, rounds = fit_above_floor(C, rows, params=p, client=client)
-            noise = {**floor.to_dict(), "noise_floor_rounds": rounds}
-        elif p.solver == SOLVER:
-            result = fit_tied_exact(
-                C,
-                p.n_components,
-                lam=p.lam,
-                lambda_frac=p.lambda_frac,
-                oversample=oversample,
-                max_iter=p.max_iter,
-                tol=p.tol,
-                check_every=p.trace_every,
-                seed=p.seed,
-                recorder=recorder,
-            )
-        else:
-            lam, rule = p.lam, "given"
-            if lam is None:
-                lam = p.lambda_frac * float(recorder.e[-1])
-                rule = f"{p.lambda_frac:g} x exact e_{p.n_components}"
-            result = train_rule(
-                p.solver,
-                k=p.n_components,
-                lam=lam,
-                C=C,
-                X=torch.from_numpy(X).to(dev) if p.batch_size else None,
-                lr=p.lr,
-                n_iter=p.max_iter,
-                batch_size=p.batch_size,
-                trace_every=p.trace_every,
-                seed=p.seed,
-                recorder=recorder,
-                checkpoint=checkpoint,
-            )
-            result.lambda_rule = rule
-    except ValueError as exc:
-        raise InputError(source, str(exc), "Adjust the training parameters.") from None
-    t2 = time.perf_counter()
-    if exact is None:  # auto: k is known only now
-        exact = exact_pca(C_np, min(result.encoder.shape[0] + 1, C_np.shape[0]))
-    e_ref, U_ref = exact
-    reference_seconds += time.perf_counter() - t2
-    record = {
-        "solver": result.solver,
-        "lambda_rule": result.lambda_rule,
-        "lambda_frac": p.lambda_frac,
-        "oversample": oversample,
-        "max_iter": p.max_iter,
-        "tol": p.tol,
-        "scatter_precision": p.scatter_precision,
-        "batch_size": p.batch_size or 0,
-        "seed": p.seed,
-        "device": str(dev),
-        "n_iter": result.n_iter,
-        "converged": result.converged,
-        "solver_seconds": result.seconds,
-        "fit_seconds": scatter_seconds + result.seconds,
-        "exact_reference_seconds": reference_seconds,
-        "n_components_rule": "auto" if auto else "given",
-        **noise,
-        **{key: val for key, val in result.diagnostics.items() if val is not None},
-    }
-    return RLAEModel(
-        recipe=recipe,
-        encoder=result.encoder,
-        decoder=result.decoder,
-        lam=result.lam,
-        total_scatter=float(np.trace(C_np)),
-        n_cells=n_cells,
-        params=record,
-        trace=result.trace,
-        reference={"eigenvalues": e_ref, "directions": U_ref},
-    )
-
-
 def _query_batches(
     recipe: Recipe, obs: pd.DataFrame, matrix, idx: np.ndarray, mito: np.ndarray, *, client=None, source="query"
 ) -> tuple[Recipe, np.ndarray | None, list[str]]:
@@ -427,9 +228,7 @@ def _new_batch_block(block, start: int, *, recipe: Recipe, idx: np.ndarray, mito
     return {"sum": total, "sumsq": squares, "n": np.bincount(codes[codes >= 0], minlength=n_new)}, {}
 
 
-def _embed_block(
-    block, start: int, *, recipe: Recipe, idx: np.ndarray, mito: np.ndarray, P: np.ndarray, batch=None
-):
+def _embed_block(block, start: int, *, recipe: Recipe, idx: np.ndarray, mito: np.ndarray, P: np.ndarray, batch=None):
     """Scores (float32) and QC flags of a block of cells x input genes (``batch``: all cells' batches)."""
     X = sp.csr_matrix(block)
     codes = None if batch is None else batch[start : start + X.shape[0]]
@@ -438,11 +237,6 @@ def _embed_block(
         "scores": (Z @ P).astype(np.float32),
         "qc_pass": recipe.keep(*cell_qc(X, mito)),
     }
-
-
-def scatter_checkpoint_path(checkpoint: str | Path) -> Path:
-    """Where :func:`fit` checkpoints the pass that builds ``C``, beside the training checkpoint."""
-    return Path(f"{checkpoint}.scatter")
 
 
 def software_versions() -> dict[str, str]:

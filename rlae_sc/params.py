@@ -20,7 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from rlae_sc.errors import InputError
-from rlae_sc.lae import SOLVER, SOLVERS
+
+# The training algorithms' names, defined here once (the learning code in rlae_sc.lae and rlae_sc.train imports
+# them from here): the choices of TrainParams.solver.
+SOLVER = "tied_exact"  # the default solver: rlae_sc.lae.solvers.fit_tied_exact
+FEEDBACK_RULES = ("feedback_alignment", "kolen_pollack", "weight_mirror")  # rules without weight transport
+RULES = ("gd", "adam", "rotation", "oja", "gha", "alternating", "tied_ridge", "gd_oja", *FEEDBACK_RULES)
+SOLVERS = (SOLVER, *RULES)  # every value of TrainParams.solver
 
 
 def param(
@@ -247,7 +253,7 @@ class PreprocessParams(Stage):
     )
 
 
-@stage("train", "Training of the sum-regularized linear autoencoder (:func:`rlae_sc.model.fit`).")
+@stage("train", "Training of the sum-regularized linear autoencoder (:func:`rlae_sc.train.fit`).")
 class TrainParams(Stage):
     n_components: int | str = param(
         50,

@@ -59,9 +59,9 @@ def scatter_matrix(
         chunk_size = max(chunk_size, IN_MEMORY_BLOCK)  # blocks are views here: fewer, larger products
     dev = torch.device("cpu") if client is not None else torch_device(device)
     if client is None and checkpoint is None:
-        C, total, n = _scatter_on_device(matrix, precision=precision, chunk_size=chunk_size, device=dev)
+        C, total, n = scatter_on_device(matrix, precision=precision, chunk_size=chunk_size, device=dev)
     else:
-        fn = partial(_scatter_block, precision=precision, device=str(dev))
+        fn = partial(scatter_block, precision=precision, device=str(dev))
         sums, _ = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="scatter pass", checkpoint=checkpoint)
         C, total, n = sums["C"], sums["sum"], sums["n"]
     mu = total / n
@@ -86,13 +86,15 @@ def _block_products(B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (B.T @ B).double(), (ones @ B).double()
 
 
-def _scatter_block(block, start: int, *, precision: str, device: str = "cpu") -> tuple[dict, dict]:
-    """One block's products (float64 numpy on the host) for :func:`rlae_sc.chunks.run_pass`."""
+def scatter_block(block, start: int, *, precision: str, device: str = "cpu") -> tuple[dict, dict]:
+    """One block's products for :func:`rlae_sc.chunks.run_pass`: ``C``, the uncentred ``B^T B`` (m x m), ``sum``,
+    the column sums (m,), both float64 numpy on the host, and ``n``, the block's rows; ``B`` (rows x m, dense
+    or CSR) is multiplied in ``precision`` on ``device``."""
     BtB, total = _block_products(torch.from_numpy(_dense(block, precision)).to(device))
     return {"C": BtB.cpu().numpy(), "sum": total.cpu().numpy(), "n": block.shape[0]}, {}
 
 
-def _scatter_on_device(
+def scatter_on_device(
     matrix, *, precision: str, chunk_size: int, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Uncentred ``X^T X`` (m x m), column sums (m,) (float64, returned on the host) and n, accumulated on ``device``.
@@ -147,12 +149,15 @@ def scores(
     """
     matrix = _rows(X)
     dev = "cpu" if client is not None else str(torch_device(device))
-    fn = partial(_scores_block, P=np.asarray(P, dtype=np.float64), device=dev, residuals=residuals)
+    fn = partial(scores_block, P=np.asarray(P, dtype=np.float64), device=dev, residuals=residuals)
     rows = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="embedding")[1]
     return (rows["scores"], rows["residual_sq"]) if residuals else rows["scores"]
 
 
-def _scores_block(block, start: int, *, P: np.ndarray, device: str, residuals: bool = False) -> tuple[dict, dict]:
+def scores_block(block, start: int, *, P: np.ndarray, device: str, residuals: bool = False) -> tuple[dict, dict]:
+    """One block's rows for :func:`rlae_sc.chunks.run_pass`: ``scores``, ``B P`` (rows x k, float32), and with
+    ``residuals`` ``residual_sq``, each row's squared distance from the span of ``P`` (rows,, float64); ``B``
+    (rows x m) and ``P`` (m x k) are multiplied in float64 on ``device``."""
     B = torch.from_numpy(_dense(block, "float64")).to(device)
     Z = B @ torch.from_numpy(P).to(device)
     rows = {"scores": Z.float().cpu().numpy()}

@@ -11,7 +11,6 @@ is imported: a process running one stage loads only its own stage's libraries.
 from __future__ import annotations
 
 import logging
-import warnings
 from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
@@ -24,17 +23,13 @@ import pandas as pd
 
 from rlae_sc.atomic import atomic_path
 from rlae_sc.batches import obs_column
-from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix, run_pass
+from rlae_sc.blocks import lognorm_rows_block
+from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix
 from rlae_sc.errors import InputError
-from rlae_sc.io import detect_format, join_obs, open_streaming, read, write_h5ad, write_json
+from rlae_sc.io import join_obs, open_streaming, read, reading, write_csr_rows, write_h5ad, write_json
 from rlae_sc.params import ClusterParams, MappingParams, PassParams, PreprocessParams, ReadParams, TrainParams, split
-from rlae_sc.preprocess import (
-    Recipe,
-    fit_recipe,
-    lognorm_rows_block,
-    preprocess,
-    preprocessed_adata,
-)
+from rlae_sc.preprocess import fit_recipe, preprocess, preprocessed_adata
+from rlae_sc.recipe import Recipe
 from rlae_sc.simulate import bundled
 
 log = logging.getLogger("rlae_sc")
@@ -60,7 +55,7 @@ def _backed_stage(path: str | Path, stage: str):
     path = Path(path)
     if not path.exists():
         raise InputError(path, "not found", f"Run `rlae-sc {stage}` first to create it.")
-    with _reading(path):
+    with reading(path):
         adata = ad.read_h5ad(path, backed="r")
     try:
         if STAGE_MARK[stage] not in adata.uns:
@@ -115,39 +110,6 @@ def _check_obs_keys(obs: pd.DataFrame, label_key: str | None, steps: PreprocessP
             obs_column(obs, key, what=what, source=source)
 
 
-def _open_streaming(counts: str | Path, layer: str | None) -> tuple[H5adMatrix, pd.DataFrame, pd.Index]:
-    """The matrix of an ``.h5ad`` to stream, with its ``obs`` and (unique) gene names; nothing else is loaded."""
-    counts = Path(counts)
-    if not counts.exists():
-        raise InputError(counts, "file not found", "Check the path in the config or on the command line.")
-    if detect_format(counts) != "h5ad":
-        raise InputError(
-            counts,
-            "streaming reads .h5ad files only",
-            "Convert the input once (rlae_sc.io.read(path).write_h5ad(...)), or turn streaming off.",
-        )
-    matrix = h5ad_matrix(str(counts), layer)
-    with _reading(counts):
-        cells = ad.read_h5ad(counts, backed="r")
-        obs, genes = cells.obs.copy(), pd.Index(cells.var_names)
-        cells.file.close()
-    if not genes.is_unique:
-        warnings.warn(f"{counts}: {int(genes.duplicated().sum())} duplicate gene names made unique", stacklevel=3)
-        genes = ad.utils.make_index_unique(genes)
-    return matrix, obs, genes
-
-
-@contextmanager
-def _reading(path: str | Path):
-    """Turn errors of h5py/anndata on a damaged file into an :class:`InputError` naming it."""
-    try:
-        yield
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(
-            path, f"cannot be read as h5ad ({type(exc).__name__}: {exc})", "The file may be truncated; re-export it."
-        ) from None
-
-
 def _atlas_options(options: ReadParams) -> dict:
     """The reader options that select the cells and genes of a streamed zarr store or SOMA experiment."""
     return {"measurement": options.measurement, "obs_filter": options.obs_filter, "var_names": options.var_names}
@@ -160,7 +122,7 @@ def _preprocess_streaming(
     if options.obs is not None:
         obs = join_obs(obs, options.obs, source=counts)
     _check_obs_keys(obs, label_key, steps, counts)
-    with dask_client(dask) as client, _reading(counts):
+    with dask_client(dask) as client, reading(counts):
         recipe, qc = fit_recipe(
             matrix,
             genes,
@@ -198,35 +160,14 @@ def write_preprocessed(
     """
     pre, keep = preprocessed_adata(recipe, obs, qc, stored=recipe.stored)
     _record_input(pre, counts, layer, recipe.input_kind)
-    with atomic_path(out) as tmp:
-        pre.write_h5ad(tmp)
-        with h5py.File(tmp, "a") as f:
-            g = f.create_group("X")
-            g.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": pre.shape})
-            data = g.create_dataset("data", shape=(0,), maxshape=(None,), dtype="float32", chunks=(1 << 18,))
-            indices = g.create_dataset("indices", shape=(0,), maxshape=(None,), dtype="int32", chunks=(1 << 18,))
-            indptr = g.create_dataset("indptr", shape=(pre.n_obs + 1,), dtype="int64")
-            indptr[0] = 0
-            row, nnz = 0, 0
-
-            def write(start: int, rows: dict) -> None:
-                nonlocal row, nnz
-                data.resize((nnz + len(rows["data"]),))
-                indices.resize((nnz + len(rows["data"]),))
-                data[nnz:] = rows["data"]
-                indices[nnz:] = rows["indices"]
-                indptr[row + 1 : row + 1 + len(rows["nnz"])] = nnz + np.cumsum(rows["nnz"])
-                row += len(rows["nnz"])
-                nnz += len(rows["data"])
-
-            fn = partial(lognorm_rows_block, recipe=recipe, keep=keep, idx=recipe.gene_index(recipe.input_genes))
-            run_pass(matrix, fn, client=client, desc="write", consume=write)
+    fn = partial(lognorm_rows_block, recipe=recipe, keep=keep, idx=recipe.gene_index(recipe.input_genes))
+    write_csr_rows(pre, out, matrix, fn, client=client)
 
 
 def train_file(
     preprocessed: str | Path, out: str | Path, *, dask: str | int | None = PassParams.dask, **params
 ) -> dict:
-    """Train on ``preprocessed.h5ad`` (see :func:`rlae_sc.model.fit`; ``params`` are fields of
+    """Train on ``preprocessed.h5ad`` (see :func:`rlae_sc.train.fit`; ``params`` are fields of
     :class:`~rlae_sc.params.TrainParams`) and write the model file ``out``.
 
     The matrix is read from the file block by block (on Dask when ``dask`` is
@@ -238,7 +179,7 @@ def train_file(
     rule to ``<out>.checkpoint``; when interrupted, training resumes from them
     on the next call; they are removed once the model is written.
     """
-    from rlae_sc.model import fit, scatter_checkpoint_path
+    from rlae_sc.train import fit, scatter_checkpoint_path
 
     checkpoint = Path(f"{out}.checkpoint")  # a learning rule interrupted here resumes from it on the next run
     with _backed_stage(preprocessed, "preprocess") as pre, dask_client(dask) as client:
@@ -377,7 +318,7 @@ def _write_pseudobulk(adata: ad.AnnData, directions: str | Path, markers: pd.Dat
     from rlae_sc.pseudobulk import pseudobulk_markers
 
     counts = adata.uns["rlae"].get("raw_values", "log_normalized") == "counts"
-    with _reading(directions):
+    with reading(directions):
         table, skipped = pseudobulk_markers(
             h5ad_matrix(str(directions), None), adata.obs, markers, genes=adata.var_names, groupby="leiden",
             sample_key=sample_key, totals=None if counts else adata.obs["total_counts"].to_numpy(dtype=np.float64),
@@ -500,7 +441,7 @@ def embed_file(model_path: str | Path, counts: str | Path, out: str | Path | Non
         if options.obs is not None:
             obs = join_obs(obs, options.obs, source=counts)
         adata = ad.AnnData(obs=obs, var=pd.DataFrame(index=genes))
-        with dask_client(passes.dask) as client, _reading(counts):
+        with dask_client(passes.dask) as client, reading(counts):
             model.embed(adata, min_overlap=mapping.min_overlap, source=str(counts), matrix=matrix, client=client)
     else:
         adata = read(counts, **asdict(options))

@@ -8,7 +8,6 @@ steps on any cells (new experiments included) without refitting anything.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from functools import partial
 
@@ -23,157 +22,27 @@ from rlae_sc.batches import (
     batch_codes,
     centred_scale,
     clusters_within_batches,
-    grouped_sums,
     label_pairs,
     match_and_align,
     obs_column,
 )
+from rlae_sc.blocks import (
+    cell_qc_block,
+    clipped_block,
+    first_pass_block,
+    lognorm_block,
+    offset_block,
+    qc_block,
+    residual_block,
+)
 from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, matrix_of, run_pass
+from rlae_sc.decisions import check_qc, gene_candidates, mad_thresholds, new_recipe, set_genes, set_scale, set_stats
 from rlae_sc.errors import InputError
 from rlae_sc.hvg import scanpy_hvg, seurat_v3_clip, seurat_v3_select
-from rlae_sc.io import validate_matrix
 from rlae_sc.labels import labelled_mask
-from rlae_sc.params import PreprocessParams, ReadParams
-from rlae_sc.recipe import COUNTS, LOG_NORMALIZED, SCALED, Recipe, cell_qc, mito_mask
-from rlae_sc.residuals import default_clip, residual_sums, residual_variance, select_genes
-
-
-def new_recipe(
-    var_names: pd.Index, *, input_kind: str = ReadParams.input_kind, source: str = "input", **params
-) -> tuple[Recipe, np.ndarray]:
-    """An unfitted :class:`Recipe` for input genes ``var_names`` and the mito mask (genes,).
-
-    ``params`` are fields of :class:`rlae_sc.params.PreprocessParams` (checked; the others take their
-    defaults). ``seurat_v3`` becomes ``seurat`` for log-normalised input, the flavor is
-    ``pearson_residuals`` with that normalisation (counts input only); the mito filter
-    is off when no gene name starts with ``MT-``/``mt-``.
-    """
-    ReadParams.of(input_kind=input_kind, source=source)
-    p = PreprocessParams.of(params, source=source)
-    hvg_flavor = p.hvg_flavor
-    if input_kind == "log_normalized" and hvg_flavor == "seurat_v3":
-        hvg_flavor = "seurat"  # seurat_v3 models raw counts; on log data scanpy's 'seurat' flavor applies
-    if p.normalization == "pearson_residuals":
-        if input_kind != "counts":
-            raise InputError(
-                source,
-                "normalization pearson_residuals needs raw counts, but the input is declared log-normalised",
-                "Give the counts (input_kind: counts), or use normalization: log1p.",
-            )
-        hvg_flavor = "pearson_residuals"  # genes are ranked by the variance of their residuals
-        if p.batch_key is not None:
-            raise InputError(
-                source,
-                "batch_key is not available with normalization pearson_residuals",
-                "Use normalization: log1p with batch_key, or leave batch_key unset.",
-            )
-    var_names = pd.Index(var_names).astype(str)
-    mito = mito_mask(var_names)
-    recipe = Recipe(
-        input_kind=input_kind,
-        qc=p.qc,
-        n_mads=p.n_mads,
-        min_genes=p.min_genes,
-        min_cells=p.min_cells,
-        max_pct_mito=p.max_pct_mito if mito.any() else None,  # no gene names start with MT-/mt-: nothing to filter
-        target_sum=p.target_sum,
-        normalization=p.normalization,
-        n_top_genes=p.n_top_genes,
-        hvg_flavor=hvg_flavor,
-        clip=p.clip,
-        input_genes=list(var_names),
-        batch_key=p.batch_key,
-        batch_centering=p.batch_centering,
-        batch_scale=p.batch_scale,
-        keep_key=p.keep_key,
-    )
-    return recipe, mito
-
-
-def check_qc(recipe: Recipe, n_in: int, n_kept: int, median_genes: float | None, *, source: str = "input") -> None:
-    """Stop when no cell of ``n_in`` passes QC; warn when under half do.
-
-    ``median_genes`` (genes detected by the median cell) is quoted in the
-    messages when known (``None``: not available, e.g. to a federated coordinator).
-    """
-    detect = "" if median_genes is None else f"; cells detect a median of {median_genes:g} genes"
-    if n_kept == 0:
-        raise InputError(
-            source,
-            f"no cells pass QC (min_genes={recipe.min_genes}, max_pct_mito={recipe.max_pct_mito}{detect})",
-            "Lower min_genes or raise max_pct_mito, or check that the input holds counts.",
-        )
-    if n_kept / n_in < 0.5:
-        against = "" if median_genes is None else f" against min_genes={recipe.min_genes}"
-        warnings.warn(
-            f"{source}: QC keeps only {n_kept} of {n_in} cells ({n_kept / n_in:.0%}){detect}{against}. "
-            "For sparse data, take thresholds from the data (--qc mad) or lower min_genes (e.g. --min-genes 50).",
-            stacklevel=3,
-        )
-
-
-def mad_thresholds(recipe: Recipe, n_genes: np.ndarray, total: np.ndarray, pct_mito: np.ndarray) -> None:
-    """Set the recipe's cell thresholds from the data (``qc: mad``): a cell is an outlier below the median minus
-    ``n_mads`` median absolute deviations of log1p(genes detected) or of log1p(total counts), or above the
-    median plus ``n_mads`` of the mitochondrial share (percent; capped by the given ``max_pct_mito``), each
-    over all cells (cells,). Sets ``min_genes``, ``min_counts`` and ``max_pct_mito``."""
-
-    def lower(values: np.ndarray) -> float:
-        x = np.log1p(values.astype(np.float64))
-        centre = np.median(x)
-        return float(np.expm1(centre - recipe.n_mads * np.median(np.abs(x - centre))))
-
-    recipe.min_genes = max(int(np.ceil(lower(n_genes))), 1)
-    recipe.min_counts = max(lower(total), 0.0)
-    if recipe.max_pct_mito is not None and not np.isnan(pct_mito).all():
-        centre = float(np.nanmedian(pct_mito))
-        upper = centre + recipe.n_mads * float(np.nanmedian(np.abs(pct_mito - centre)))
-        recipe.max_pct_mito = min(recipe.max_pct_mito, upper)
-
-
-def gene_candidates(recipe: Recipe, n_cells: np.ndarray, *, source: str = "input") -> np.ndarray:
-    """Genes (mask over input genes) detected in at least ``min_cells`` QC-passing cells (``n_cells``: genes,)."""
-    candidates = n_cells >= max(recipe.min_cells, 1)
-    if not candidates.any():
-        raise InputError(
-            source, f"no genes are detected in at least {recipe.min_cells} cells after QC", "Lower min_cells."
-        )
-    return candidates
-
-
-def set_genes(recipe: Recipe, hvg: np.ndarray) -> np.ndarray:
-    """Record the genes of mask ``hvg`` (input genes,) as the recipe's genes; returns their input columns."""
-    idx = np.flatnonzero(hvg)
-    recipe.genes = [recipe.input_genes[i] for i in idx]
-    return idx
-
-
-def set_scale(recipe: Recipe, sums: dict, n: int) -> None:
-    """Per-gene mean and standard deviation (ddof=1; 1 for constant genes, and for Pearson residuals, which
-    are centred only) from sums and sums of squares of log-normalised values or residuals (genes used,) over
-    ``n`` cells; the offset is reset to zero."""
-    recipe.mean = sums["sum"] / n
-    var = (sums["sumsq"] - n * recipe.mean**2) / (n - 1) if n > 1 else np.ones(len(recipe.genes))
-    std = np.sqrt(np.maximum(var, 0.0))
-    std[(std == 0) | recipe.pearson] = 1.0
-    recipe.std = std
-    recipe.offset = np.zeros(len(recipe.genes))
-
-
-def set_stats(recipe: Recipe, counts: dict, gene: dict, candidates: np.ndarray) -> None:
-    """Record the counts of fitting: ``counts`` holds ``n_cells_in``, ``n_cells_all_zero`` and ``n_cells_kept``;
-    ``gene['n_cells_all']`` (input genes,) the cells detecting each gene before QC."""
-    recipe.stats = {
-        "n_cells_in": int(counts["n_cells_in"]),
-        "n_genes_in": len(recipe.input_genes),
-        "n_cells_all_zero": int(counts["n_cells_all_zero"]),
-        "n_cells_removed": int(counts["n_cells_in"] - counts["n_cells_kept"]),
-        "n_cells_kept": int(counts["n_cells_kept"]),
-        "n_genes_all_zero": int((gene["n_cells_all"] == 0).sum()),
-        "n_genes_below_min_cells": int((~candidates).sum()),
-        "n_genes_used": len(recipe.genes),
-        "mito_filter_applied": recipe.max_pct_mito is not None,
-    }
+from rlae_sc.params import ReadParams
+from rlae_sc.recipe import COUNTS, LOG_NORMALIZED, SCALED, Recipe
+from rlae_sc.residuals import default_clip, residual_variance, select_genes
 
 
 def fit_recipe(
@@ -207,10 +76,10 @@ def fit_recipe(
     the mean of the clipped scaled values. ``validate`` checks each block's
     values (NaN, negatives, non-integer counts) in pass 1. The ``seurat`` and
     ``cell_ranger`` flavors call scanpy and need ``matrix`` in memory.
-    Every pass returns sums over cells, and every decision taken from them is
-    a function of its own (:func:`check_qc`, :func:`gene_candidates`,
-    :func:`rlae_sc.hvg.seurat_v3_clip`, :func:`rlae_sc.hvg.seurat_v3_select`, :func:`set_scale`), which
-    the federated coordinator (:mod:`rlae_sc.federated`) calls on sums over sites.
+    Every pass runs a kernel of :mod:`rlae_sc.blocks` and returns sums over cells, and every decision taken
+    from them is a function of its own (:mod:`rlae_sc.decisions`, :func:`rlae_sc.hvg.seurat_v3_clip`,
+    :func:`rlae_sc.hvg.seurat_v3_select`), which the federated sites and coordinator (:mod:`rlae_sc.federated`)
+    run on their own cells and call on sums over sites.
     Returns the recipe and the QC table of all cells (``n_genes``,
     ``total_counts``, ``pct_mito``, ``qc_pass``).
     """
@@ -224,9 +93,9 @@ def fit_recipe(
     genes = pd.Index(recipe.input_genes)
     check = {"source": str(source), "input_kind": input_kind, "genes": genes} if validate else None
     if recipe.qc == "mad":
-        cells = run_pass(matrix, partial(_cell_qc_block, mito=mito), desc="QC metrics", **passes)[1]
+        cells = run_pass(matrix, partial(cell_qc_block, mito=mito), desc="QC metrics", **passes)[1]
         mad_thresholds(recipe, cells["n_genes"], cells["total_counts"], cells["pct_mito"])
-    block = partial(_qc_block, recipe=recipe, mito=mito, check=check, batch=batch, n_batches=n_batches)
+    block = partial(qc_block, recipe=recipe, mito=mito, check=check, batch=batch, n_batches=n_batches)
     gene, cells = run_pass(matrix, block, desc="QC", **passes)
     keep = cells["qc_pass"]
     qc = pd.DataFrame(cells)
@@ -242,7 +111,7 @@ def fit_recipe(
         hvg = candidates
     elif recipe.pearson:
         cand = np.flatnonzero(candidates)
-        block = partial(_residual_block, keep=keep, cand=cand, gene_sums=gene["sum"][cand], recipe=recipe)
+        block = partial(residual_block, keep=keep, cand=cand, gene_sums=gene["sum"][cand], recipe=recipe)
         sums, _ = run_pass(matrix, block, desc="HVG", **passes)
         hvg = np.zeros(len(candidates), dtype=bool)
         hvg[cand[select_genes(residual_variance(sums, n), recipe.n_top_genes)]] = True
@@ -254,7 +123,7 @@ def fit_recipe(
             by_batch = [{"sum": gene["batch_sum"][b], "sumsq": gene["batch_sumsq"][b]} for b in range(n_batches)]
             fits = [seurat_v3_clip(by_batch[b], candidates, int(n_b[b])) for b in range(n_batches)]
             clip_val = np.stack([fit["clip_val"] for fit in fits])
-        block = partial(_clipped_block, keep=keep, cand=fits[0]["cand"], clip_val=clip_val, batch=batch)
+        block = partial(clipped_block, keep=keep, cand=fits[0]["cand"], clip_val=clip_val, batch=batch)
         clipped, _ = run_pass(matrix, block, desc="HVG", **passes)
         per_batch = [clipped] if batch is None else [{k: v[b] for k, v in clipped.items()} for b in range(n_batches)]
         hvg = seurat_v3_select(fits, per_batch, list(n_b), len(candidates), recipe.n_top_genes)
@@ -277,15 +146,15 @@ def fit_recipe(
     idx = set_genes(recipe, hvg)
     if recipe.pearson:
         recipe.gene_sums = gene["sum"][idx]
-        block = partial(_residual_block, keep=keep, cand=idx, gene_sums=recipe.gene_sums, recipe=recipe)
+        block = partial(residual_block, keep=keep, cand=idx, gene_sums=recipe.gene_sums, recipe=recipe)
     else:
-        block = partial(_lognorm_block, recipe=recipe, keep=keep, idx=idx, codes=batch, n_codes=n_batches)
+        block = partial(lognorm_block, recipe=recipe, keep=keep, idx=idx, codes=batch, n_codes=n_batches)
     sums, _ = run_pass(matrix, block, desc="gene means", **passes)
     set_scale(recipe, sums, n)
     if batch is not None:
         fit_batch_centres(recipe, matrix, sums, n_b, keep=keep, idx=idx, batch=batch, obs=obs, source=source, **passes)
     if recipe.clip is not None:
-        block = partial(_offset_block, recipe=recipe, keep=keep, idx=idx, batch=batch)
+        block = partial(offset_block, recipe=recipe, keep=keep, idx=idx, batch=batch)
         sums, _ = run_pass(matrix, block, desc="clip", **passes)
         recipe.offset = sums["sum"] / n
     counts = {"n_cells_in": len(keep), "n_cells_all_zero": (qc["total_counts"] == 0).sum(), "n_cells_kept": n}
@@ -396,11 +265,11 @@ def fit_batch_centres(
         else:
             recipe.batch_centre = batch_mean  # the first pass: each batch on its own mean
             recipe.std, recipe.batch_std = centred_scale(sums["group_sum"], sums["group_sumsq"], n_b, batch_mean)
-            block = partial(_first_pass_block, batch=batch, P=None, **kept)
+            block = partial(first_pass_block, batch=batch, P=None, **kept)
             C = run_pass(matrix, block, desc="first pass", **passes)[0]["C"]
             d = min(FIRST_PASS_DIMS, C.shape[0] - 1)
             P = np.linalg.eigh(C)[1][:, ::-1][:, :d]
-            block = partial(_first_pass_block, batch=batch, P=P, **kept)
+            block = partial(first_pass_block, batch=batch, P=P, **kept)
             scores = run_pass(matrix, block, desc="first-pass scores", **passes)[1]["scores"]
             found, cluster_batch = clusters_within_batches(scores, batch[keep], len(n_b))
             cluster = np.full(len(keep), -1)
@@ -417,137 +286,10 @@ def _cluster_means(matrix, cluster: np.ndarray, n_clusters: int, **kept) -> tupl
     """Each cluster's mean log-normalised values of the genes used (clusters x m) and its cells (clusters,),
     from one pass; ``cluster`` (input cells,) numbers the clusters (-1: in none)."""
     passes = {key: kept.pop(key) for key in ("chunk_size", "client") if key in kept}
-    block = partial(_lognorm_block, codes=cluster, n_codes=n_clusters, **kept)
+    block = partial(lognorm_block, codes=cluster, n_codes=n_clusters, **kept)
     sums = run_pass(matrix, block, desc="cluster means", **passes)[0]
     sizes = np.bincount(cluster[kept["keep"] & (cluster >= 0)], minlength=n_clusters)
     return sums["group_sum"] / np.maximum(sizes, 1)[:, None], sizes
-
-
-def _cell_qc_block(block, start: int, *, mito: np.ndarray) -> tuple[dict, dict]:
-    """Per-cell QC metrics only (``qc: mad`` reads them before it can tell which cells pass)."""
-    n_genes, total, pct = cell_qc(sp.csr_matrix(block), mito)
-    return {}, {"n_genes": n_genes, "total_counts": total, "pct_mito": pct}
-
-
-def _qc_block(
-    block: sp.csr_matrix,
-    start: int,
-    *,
-    recipe: Recipe,
-    mito: np.ndarray,
-    check: dict | None,
-    batch: np.ndarray | None = None,
-    n_batches: int = 1,
-):
-    """Pass 1: per-cell QC; per-gene detection (all cells) and count sums (cells passing QC), with ``batch``
-    (all cells,) also per batch (``batch_sum``, ``batch_sumsq``: batches x genes)."""
-    X = sp.csr_matrix(block)
-    if check is not None:
-        validate_matrix(
-            X,
-            source=check["source"],
-            input_kind=check["input_kind"],
-            names=(pd.RangeIndex(start, start + X.shape[0]), check["genes"]),
-        )
-    n_genes, total, pct = cell_qc(X, mito)
-    keep = recipe.keep(n_genes, total, pct)
-    K = X[keep]
-    m = X.shape[1]
-    sums = {
-        "n_cells_all": np.bincount(X.indices, minlength=m),
-        "n_cells": np.bincount(K.indices, minlength=m),
-        "sum": np.bincount(K.indices, weights=K.data.astype(np.float64), minlength=m),
-        "sumsq": np.bincount(K.indices, weights=np.square(K.data, dtype=np.float64), minlength=m),
-    }
-    if batch is not None:
-        sums["batch_sum"], sums["batch_sumsq"] = grouped_sums(K, batch[start : start + X.shape[0]][keep], n_batches)
-    return sums, {"n_genes": n_genes, "total_counts": total, "pct_mito": pct, "qc_pass": keep}
-
-
-def _clipped_block(
-    block, start: int, *, keep: np.ndarray, cand: np.ndarray, clip_val: np.ndarray, batch: np.ndarray | None = None
-):
-    """Pass 2: sums and sums of squares of clipped counts of the candidate genes over cells passing QC
-    (candidates,); with ``batch`` (all cells,), per batch (batches x candidates), ``clip_val`` then each
-    batch's (batches x candidates)."""
-    X = kept_rows(block, start, keep)[:, cand]
-    if batch is None:
-        data = np.minimum(X.data.astype(np.float64), clip_val[X.indices])
-        m = len(cand)
-        return {
-            "sum": np.bincount(X.indices, weights=data, minlength=m),
-            "sumsq": np.bincount(X.indices, weights=data**2, minlength=m),
-        }, {}
-    codes = kept_codes(batch, block, start, keep)
-    data = np.minimum(X.data.astype(np.float64), clip_val[np.repeat(codes, np.diff(X.indptr)), X.indices])
-    total, squares = grouped_sums(sp.csr_matrix((data, X.indices, X.indptr), shape=X.shape), codes, len(clip_val))
-    return {"sum": total, "sumsq": squares}, {}
-
-
-def _residual_block(block, start: int, *, keep: np.ndarray, cand: np.ndarray, gene_sums: np.ndarray, recipe: Recipe):
-    """Passes 2 and 3 with Pearson residuals: sums and sums of squares of the residuals of genes ``cand``
-    (their count totals ``gene_sums``; cell totals over them) over cells passing QC."""
-    X = kept_rows(block, start, keep)[:, cand]
-    return residual_sums(X, gene_sums=gene_sums, theta=recipe.theta, clip=recipe.residual_clip), {}
-
-
-def kept_rows(block, start: int, keep: np.ndarray) -> sp.csr_matrix:
-    """The rows of a block (starting at row ``start``) of cells that pass QC (``keep`` over all cells), as CSR."""
-    return sp.csr_matrix(block)[keep[start : start + block.shape[0]]]
-
-
-def kept_codes(codes: np.ndarray, block, start: int, keep: np.ndarray) -> np.ndarray:
-    """``codes`` (over all cells) of a block's cells that pass QC, as :func:`kept_rows` keeps them."""
-    stop = start + block.shape[0]
-    return codes[start:stop][keep[start:stop]]
-
-
-def _lognorm_block(
-    block,
-    start: int,
-    *,
-    recipe: Recipe,
-    keep: np.ndarray,
-    idx: np.ndarray,
-    codes: np.ndarray | None = None,
-    n_codes: int = 1,
-):
-    """Pass 3: sums and sums of squares of the selected genes' log-normalised values over cells passing QC;
-    with ``codes`` (all cells,; -1: none), also per code (``group_sum``, ``group_sumsq``: n_codes x genes)."""
-    L = recipe.normalize_rows(kept_rows(block, start, keep))[:, idx]
-    data = L.data.astype(np.float64)
-    sums = {
-        "sum": np.bincount(L.indices, weights=data, minlength=len(idx)),
-        "sumsq": np.bincount(L.indices, weights=data**2, minlength=len(idx)),
-    }
-    if codes is not None:
-        sums["group_sum"], sums["group_sumsq"] = grouped_sums(L, kept_codes(codes, block, start, keep), n_codes)
-    return sums, {}
-
-
-def _first_pass_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray, batch, P):
-    """The batch-centred scaled rows of a block's cells passing QC: their scatter ``C`` (m x m, float64 sums
-    of float32 products) when ``P`` is None, else their scores on ``P`` (rows x d, float32)."""
-    L = recipe.normalize_rows(kept_rows(block, start, keep))
-    Z = recipe.scale_rows(L, idx, batch=kept_codes(batch, block, start, keep), compute=np.float32)
-    if P is None:
-        return {"C": (Z.T @ Z).astype(np.float64)}, {}
-    return {}, {"scores": Z @ P.astype(np.float32)}
-
-
-def _offset_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray, batch=None):
-    """Pass 4: sums of the clipped scaled values over cells passing QC (``recipe.offset`` still zero)."""
-    L = recipe.normalize_rows(kept_rows(block, start, keep))
-    codes = None if batch is None else kept_codes(batch, block, start, keep)
-    return {"sum": recipe.scale_rows(L, idx, batch=codes, dtype=np.float64).sum(axis=0)}, {}
-
-
-def lognorm_rows_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray):
-    """The log-normalised values of the genes used (cells passing QC) of a block of counts, as the
-    ``data``, ``indices`` and per-row ``nnz`` of CSR rows (float32, int32, int64)."""
-    L = recipe.normalize_rows(kept_rows(block, start, keep))[:, idx]
-    L.sort_indices()
-    return {}, {"data": L.data, "indices": L.indices.astype(np.int32), "nnz": np.diff(L.indptr).astype(np.int64)}
 
 
 @dataclass(frozen=True)

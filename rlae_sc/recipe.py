@@ -38,7 +38,7 @@ class Recipe:
     qc, n_mads, min_genes, min_cells, max_pct_mito, target_sum, normalization, n_top_genes, hvg_flavor, clip
         The parameters as applied (see :class:`rlae_sc.params.PreprocessParams`): with ``qc`` ``mad``,
         ``min_genes``, ``min_counts`` (a cell's total must be above it; 0 otherwise) and ``max_pct_mito``
-        are the thresholds found in the data (:func:`rlae_sc.preprocess.mad_thresholds`);
+        are the thresholds found in the data (:func:`rlae_sc.decisions.mad_thresholds`);
         ``target_sum`` is the median of the reference's totals when not given
         (a cell's total is taken over all its genes; not used by Pearson
         residuals), ``hvg_flavor`` is ``seurat`` for log-normalised input given

@@ -10,7 +10,7 @@ import numpy as np
 from rlae_sc.directions import compare_with_pca, summary
 from rlae_sc.errors import InputError
 from rlae_sc.keys import DIRECTIONS_KEY, EMBEDDING_KEY, UNS_KEY
-from rlae_sc.model import RLAEModel, fit
+from rlae_sc.model import RLAEModel
 from rlae_sc.params import TrainParams
 from rlae_sc.preprocess import trained_rows
 from rlae_sc.stability import direction_stability
@@ -74,6 +74,8 @@ def rlae(
             history; and the model itself (``encoder``, ``decoder``, ``total_scatter``, ``n_cells``), read back
             by :func:`rlae_sc.get.model`.
     """
+    from rlae_sc.train import fit  # torch, here only: rl.tl.embed and rl.get.model need numpy alone
+
     adata = adata.copy() if copy else adata
     if "rlae_recipe" not in adata.uns:
         raise InputError(

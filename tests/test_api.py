@@ -133,6 +133,28 @@ def test_model_round_trips_through_h5ad_and_embeds_new_cells(trained, tmp_path):
     assert rl.tl.embed(batch, model) is None and batch.obsm["X_rlae"].shape == (150, K)
 
 
+def test_getting_loading_and_embedding_a_model_import_no_torch(trained, tmp_path):
+    """The model is apart from its training: rl.get.model, rl.read_model, rl.tl.embed, the embed stage and the
+    mapping module run in a fresh process without torch ever being imported."""
+    trained.write_h5ad(tmp_path / "trained.h5ad")
+    rl.get.model(trained).save(tmp_path / "model.npz")
+    synthetic_counts(n_cells=150, n_genes=300, n_types=4, rank=5, seed=3, cell_seed=4).write_h5ad(tmp_path / "new.h5ad")
+    code = (
+        "import sys\n"
+        "import anndata as ad\n"
+        "import rlae_sc as rl\n"
+        "from rlae_sc import mapping, pipeline\n"
+        "model = rl.get.model(ad.read_h5ad('trained.h5ad'))\n"
+        "cells = ad.read_h5ad('new.h5ad')\n"
+        "rl.tl.embed(cells, model)\n"
+        "rl.tl.embed(cells, rl.read_model('model.npz'))\n"
+        "pipeline.embed_file('model.npz', 'new.h5ad', 'embedded.h5ad')\n"
+        "print(cells.obsm['X_rlae'].shape, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[-2] == f"(150, {K}) False"
+
+
 def test_plots_draw_into_the_given_axes_and_keep_rcparams(trained):
     rc = dict(mpl.rcParams)
     fig = Figure()

@@ -18,9 +18,9 @@ from rlae_sc.batches import align_centres, mutual_pairs
 from rlae_sc.chunks import H5adMatrix, InMemory
 from rlae_sc.cluster import batch_mixing, cluster, label_agreement
 from rlae_sc.errors import InputError
-from rlae_sc.model import fit
 from rlae_sc.preprocess import fit_recipe, preprocess, trained_rows
 from rlae_sc.simulate import batch_confounded
+from rlae_sc.train import fit
 from tests.conftest import shared_file
 
 K = 10

@@ -26,7 +26,7 @@ from rlae_sc import pipeline
 from rlae_sc.chunks import ONE_BLAS_THREAD, H5adMatrix, WorkersLost, run_pass
 from rlae_sc.lae import theory
 from rlae_sc.model import load_model
-from rlae_sc.passes import _scatter_block
+from rlae_sc.passes import scatter_block
 from rlae_sc.simulate import synthetic_counts
 from tests.conftest import blocks_per_worker
 
@@ -171,7 +171,7 @@ def serial_scatter(preprocessed, tmp_path_factory):
 
 def scatter_pass(matrix: H5adMatrix, calls: Path, **kw) -> np.ndarray:
     """The sums ``X^T X`` of the scatter pass, over 20 blocks of 1,000 rows that take at least 0.2 s each."""
-    fn = partial(slow, inner=partial(_scatter_block, precision="float64"), delay=0.2, calls=str(calls))
+    fn = partial(slow, inner=partial(scatter_block, precision="float64"), delay=0.2, calls=str(calls))
     return run_pass(matrix, fn, chunk_size=1000, **kw)[0]["C"]
 
 

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
 from rlae_sc import pipeline
+from rlae_sc.blocks import kept_rows
 from rlae_sc.chunks import InMemory
 from rlae_sc.cli import main
 from rlae_sc.errors import InputError
@@ -28,7 +29,7 @@ from rlae_sc.federated.statistics import decode, encode, open_site, site_statist
 from rlae_sc.lae import theory
 from rlae_sc.model import load_model
 from rlae_sc.passes import scatter_matrix
-from rlae_sc.preprocess import fit_recipe, kept_rows
+from rlae_sc.preprocess import fit_recipe
 from tests.conftest import shared_file
 
 PRE = {"min_genes": 50, "n_top_genes": 150, "clip": 3.0}  # QC, seurat_v3 selection and clipping all take part
@@ -99,7 +100,7 @@ def test_sums_over_sites_give_the_pooled_recipe_and_scatter(sites, pooled, small
 
 
 def _qc(X, genes):
-    from rlae_sc.preprocess import cell_qc, mito_mask
+    from rlae_sc.recipe import cell_qc, mito_mask
 
     return cell_qc(X, mito_mask(genes))
 

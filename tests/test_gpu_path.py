@@ -13,7 +13,7 @@ import torch
 from rlae_sc.chunks import InMemory
 from rlae_sc.lae import solvers
 from rlae_sc.lae.theory import alignment, decoder_directions
-from rlae_sc.passes import STAGING_ROWS, _scatter_on_device, scatter_matrix, scores, torch_device
+from rlae_sc.passes import STAGING_ROWS, scatter_matrix, scatter_on_device, scores, torch_device
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -59,7 +59,7 @@ def test_scatter_on_the_torch_path_equals_the_centred_product(precision, rtol):
 
 def test_device_accumulation_sums_blocks_in_float64():
     X = cells(n=500).astype(np.float32)
-    C, total, n = _scatter_on_device(InMemory(X), precision="float32", chunk_size=64, device=torch.device("cpu"))
+    C, total, n = scatter_on_device(InMemory(X), precision="float32", chunk_size=64, device=torch.device("cpu"))
     blocks = [X[i : i + 64] for i in range(0, 500, 64)]
     expected = sum((B.T @ B).astype(np.float64) for B in blocks)  # float32 products per block, float64 sums
     assert n == 500 and C.dtype == np.float64 and total.dtype == np.float64
@@ -106,7 +106,7 @@ def test_blocks_of_staging_size_sum_to_the_exact_scatter_on_the_cpu():
     size), are the three blocks that reach the staging buffers' reuse, and their sums are exact."""
     X = cells(n=N_STAGED, m=12)
     rows = Recorded(X)
-    C, total, n = _scatter_on_device(rows, precision="float64", chunk_size=STAGING_ROWS, device=torch.device("cpu"))
+    C, total, n = scatter_on_device(rows, precision="float64", chunk_size=STAGING_ROWS, device=torch.device("cpu"))
     assert rows.blocks == STAGED_BLOCKS and n == N_STAGED
     np.testing.assert_allclose(C, X.T @ X, rtol=1e-12)
     np.testing.assert_allclose(total, X.sum(axis=0), rtol=1e-12)

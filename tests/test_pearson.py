@@ -10,7 +10,8 @@ import scipy.sparse as sp
 
 from rlae_sc import pipeline
 from rlae_sc.errors import InputError
-from rlae_sc.preprocess import COUNTS, preprocess, trained_rows
+from rlae_sc.preprocess import preprocess, trained_rows
+from rlae_sc.recipe import COUNTS
 
 from .conftest import shared_file
 

@@ -10,7 +10,8 @@ import pytest
 import scanpy as sc
 
 from rlae_sc.errors import InputError
-from rlae_sc.preprocess import Recipe, preprocess
+from rlae_sc.preprocess import preprocess
+from rlae_sc.recipe import Recipe
 from tests.conftest import scanpy_seurat_v3
 
 

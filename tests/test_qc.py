@@ -9,7 +9,8 @@ import scipy.sparse as sp
 
 from rlae_sc.errors import InputError
 from rlae_sc.federated.plan import new_plan
-from rlae_sc.preprocess import cell_qc, mito_mask, preprocess
+from rlae_sc.preprocess import preprocess
+from rlae_sc.recipe import cell_qc, mito_mask
 from rlae_sc.simulate import synthetic_counts
 from tests.conftest import shared_file
 

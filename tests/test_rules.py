@@ -9,8 +9,9 @@ import scipy.stats
 import torch
 
 from rlae_sc.lae.losses import regularized_loss
-from rlae_sc.lae.rules import FEEDBACK_RULES, RULES, exact_encoder, feedback_step, train_rule
+from rlae_sc.lae.rules import exact_encoder, feedback_step, train_rule
 from rlae_sc.papers.data import paper_matrix
+from rlae_sc.params import FEEDBACK_RULES, RULES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -17,7 +17,7 @@ from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix, run_p
 from rlae_sc.errors import InputError
 from rlae_sc.lae import theory
 from rlae_sc.model import load_model
-from rlae_sc.passes import _scatter_block, _scores_block, scatter_matrix
+from rlae_sc.passes import scatter_block, scatter_matrix, scores_block
 from rlae_sc.preprocess import fit_recipe
 from tests.conftest import blocks_per_worker, trained_matrix
 
@@ -185,10 +185,10 @@ def test_an_interrupted_pass_resumes_from_its_checkpoint(both, tmp_path, monkeyp
     pre = str(both["streaming"] / "pre.h5ad")
     n = H5adMatrix(pre).shape[0]
     if kind == "sums":
-        fn = partial(_scatter_block, precision="float64")
+        fn = partial(scatter_block, precision="float64")
     else:
         P = np.random.default_rng(0).standard_normal((H5adMatrix(pre).shape[1], 3))
-        fn = partial(_scores_block, P=P, device="cpu", residuals=True)
+        fn = partial(scores_block, P=P, device="cpu", residuals=True)
     whole = run_pass(H5adMatrix(pre), fn, chunk_size=50)
     assert whole[0 if kind == "sums" else 1], "the pass gave nothing to compare"
     ckpt = tmp_path / "pass.checkpoint"

@@ -5,11 +5,10 @@ A :class:`Plan` holds the recipe fitted so far. :meth:`Plan.request` is what
 every site is sent; :meth:`Plan.advance` takes the sums over sites of their
 answers (:func:`rlae_sc.federated.statistics.site_statistics`), applies the
 same decision functions as the pooled :func:`rlae_sc.preprocess.fit_recipe`
-(:func:`~rlae_sc.preprocess.check_qc`, :func:`~rlae_sc.preprocess.gene_candidates`,
-:func:`~rlae_sc.hvg.seurat_v3_clip`, :func:`~rlae_sc.hvg.seurat_v3_select`,
-:func:`~rlae_sc.preprocess.set_scale`) and moves to the next round; after the
-last one, :meth:`Plan.train` fits the model on the summed ``C`` with
-:func:`rlae_sc.model.fit_scatter`, the solver and checks of ``train``.
+(:mod:`rlae_sc.decisions`: :func:`~rlae_sc.decisions.check_qc`, :func:`~rlae_sc.decisions.gene_candidates`,
+:func:`~rlae_sc.decisions.set_scale`; :func:`~rlae_sc.hvg.seurat_v3_clip`, :func:`~rlae_sc.hvg.seurat_v3_select`)
+and moves to the next round; after the last one, :meth:`Plan.train` fits the model on the summed ``C`` with
+:func:`rlae_sc.train.fit_scatter`, the solver and checks of ``train``.
 
 ``target_sum`` (a median of cell totals, not a sum) is found exactly from two
 histograms of the integer totals of QC-passing cells, both sums over sites: a
@@ -29,20 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from rlae_sc.atomic import atomic_path
+from rlae_sc.decisions import check_qc, gene_candidates, new_recipe, set_genes, set_scale, set_stats
 from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
 from rlae_sc.federated.statistics import COARSE_BINS, COARSE_WIDTH, fraction_bits
 from rlae_sc.hvg import seurat_v3_clip, seurat_v3_select
 from rlae_sc.params import PreprocessParams, TrainParams
-from rlae_sc.preprocess import (
-    Recipe,
-    check_qc,
-    gene_candidates,
-    new_recipe,
-    set_genes,
-    set_scale,
-    set_stats,
-)
+from rlae_sc.recipe import Recipe
 
 PLAN_FORMAT = "rlae-sc-federation-plan"
 
@@ -192,23 +184,15 @@ class Plan:
         self.recipe = recipe.to_dict()
 
     def train_model(self, C: np.ndarray, *, scatter_seconds: float = 0.0):
-        """Fit the model on the summed, centred ``C`` (m x m) with :func:`rlae_sc.model.fit_scatter`."""
-        from rlae_sc.model import fit_scatter
+        """Fit the model on the summed, centred ``C`` (m x m) with :func:`rlae_sc.train.fit_scatter` (which checks
+        that ``n_components`` fits the cells and genes)."""
+        from rlae_sc.train import fit_scatter  # torch, here only: the rounds before need numpy alone
 
-        recipe = Recipe.from_dict(self.recipe)
-        params = TrainParams.of(self.train, source="federation")
-        k = params.n_components
-        if k + 1 > min(self.state["n"], len(recipe.genes)):
-            raise InputError(
-                "federation",
-                f"{self.state['n']} cells x {len(recipe.genes)} genes is too small for n_components={k}",
-                f"Use n_components at most {min(self.state['n'], len(recipe.genes)) - 1}.",
-            )
         return fit_scatter(
             C,
             n_cells=self.state["n"],
-            recipe=recipe,
-            params=params,
+            recipe=Recipe.from_dict(self.recipe),
+            params=TrainParams.of(self.train, source="federation"),
             scatter_seconds=scatter_seconds,
             source="federation",
         )

@@ -36,7 +36,7 @@ from rlae_sc.federated.statistics import (
 )
 from rlae_sc.model import load_model
 from rlae_sc.params import FederationParams
-from rlae_sc.preprocess import Recipe
+from rlae_sc.recipe import Recipe
 
 log = logging.getLogger("rlae_sc")
 

@@ -19,21 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rlae_sc.blocks import clipped_block, kept_rows, lognorm_block, offset_block, qc_block
 from rlae_sc.chunks import H5adMatrix, run_pass
+from rlae_sc.decisions import new_recipe
 from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
-from rlae_sc.passes import _scatter_block
-from rlae_sc.pipeline import _open_streaming
-from rlae_sc.preprocess import (
-    Recipe,
-    _clipped_block,
-    _lognorm_block,
-    _offset_block,
-    _qc_block,
-    kept_rows,
-    mito_mask,
-    new_recipe,
-)
+from rlae_sc.io import open_streaming
+from rlae_sc.passes import scatter_block
+from rlae_sc.recipe import Recipe, mito_mask
 
 COARSE_WIDTH = 1024  # counts per bin of the first histogram of cell totals (for the median, target_sum)
 COARSE_BINS = 4096  # the last bin also holds every total above COARSE_WIDTH * COARSE_BINS
@@ -73,7 +66,7 @@ class Site:
 
 def open_site(path: str | Path, *, layer: str | None = None) -> Site:
     """Open a site's counts ``.h5ad`` (counts in ``X`` or ``layer``) without loading the matrix."""
-    matrix, obs, genes = _open_streaming(path, layer)
+    matrix, obs, genes = open_streaming(path, layer)
     return Site(path=Path(path), matrix=matrix, obs=obs, genes=genes, layer=layer)
 
 
@@ -137,7 +130,7 @@ def site_qc(site: Site, recipe: Recipe) -> pd.DataFrame:
     ``recipe``'s thresholds, computed once with the per-gene sums of the first round (values validated)."""
     if site.qc is None:
         check = {"source": str(site.path), "input_kind": recipe.input_kind, "genes": site.genes}
-        fn = partial(_qc_block, recipe=recipe, mito=mito_mask(site.genes), check=check)
+        fn = partial(qc_block, recipe=recipe, mito=mito_mask(site.genes), check=check)
         gene, cells = run_pass(site.matrix, fn, desc=f"{site.name} QC")
         site.qc, site.gene_sums = pd.DataFrame(cells), gene
     return site.qc
@@ -180,7 +173,7 @@ def site_statistics(site: Site, request: dict) -> dict[str, np.ndarray]:
             out["totals_fine"] = np.bincount(t[(t >= 0) & (t < width)], minlength=width)
         if request.get("cand") is not None:
             fn = partial(
-                _clipped_block,
+                clipped_block,
                 keep=keep,
                 cand=np.asarray(request["cand"], dtype=np.int64),
                 clip_val=np.asarray(request["clip_val"], dtype=np.float64),
@@ -190,9 +183,9 @@ def site_statistics(site: Site, request: dict) -> dict[str, np.ndarray]:
         return out
     idx = recipe.gene_index(recipe.input_genes, source=source)
     if name == "scale":
-        return run_pass(site.matrix, partial(_lognorm_block, recipe=recipe, keep=keep, idx=idx), desc=site.name)[0]
+        return run_pass(site.matrix, partial(lognorm_block, recipe=recipe, keep=keep, idx=idx), desc=site.name)[0]
     if name == "offset":
-        return run_pass(site.matrix, partial(_offset_block, recipe=recipe, keep=keep, idx=idx), desc=site.name)[0]
+        return run_pass(site.matrix, partial(offset_block, recipe=recipe, keep=keep, idx=idx), desc=site.name)[0]
     if name == "scatter":
         fn = partial(_scatter_rows_block, recipe=recipe, keep=keep, idx=idx, precision=request["precision"])
         sums, _ = run_pass(site.matrix, fn, desc=f"{site.name} scatter")
@@ -203,7 +196,7 @@ def site_statistics(site: Site, request: dict) -> dict[str, np.ndarray]:
 def _scatter_rows_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, idx: np.ndarray, precision: str):
     """``Z^T Z``, column sums and rows of the preprocessed block ``Z`` (cells passing QC x genes used)."""
     Z = recipe.scale_rows(recipe.normalize_rows(kept_rows(block, start, keep)), idx)
-    return _scatter_block(Z, start, precision=precision)
+    return scatter_block(Z, start, precision=precision)
 
 
 def check_site_size(site: Site, recipe: Recipe, *, allow_small_site: bool) -> None:

@@ -22,7 +22,7 @@ from rlae_sc.errors import InputError
 from rlae_sc.federated.coordinator import write_summary
 from rlae_sc.federated.plan import Plan, new_plan
 from rlae_sc.federated.statistics import check_site_size, open_site, site_statistics
-from rlae_sc.preprocess import Recipe
+from rlae_sc.recipe import Recipe
 
 log = logging.getLogger("rlae_sc")
 

@@ -49,17 +49,17 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rlae_sc import checkpoint as checkpoint_file
-from rlae_sc.lae import FEEDBACK_RULES, RULES
 from rlae_sc.lae.losses import LOSSES, regularized_loss
 from rlae_sc.lae.solvers import LAEFit, ridge_decoder
 from rlae_sc.lae.trace import TraceRecorder
-from rlae_sc.params import TrainParams
+from rlae_sc.params import FEEDBACK_RULES, RULES, TrainParams
 from rlae_sc.progress import progress
 
 GRADIENT_RULES = ("gd", "adam", "rotation", "gd_oja")
@@ -193,6 +193,46 @@ def train_rule(
         step size, batch size, seed and stride, training resumes from it and
         ends exactly as an uninterrupted run would. The caller removes it.
     """
+    C = _checked_scatter(rule, loss, batch_size, C, X)
+    t0 = time.perf_counter()
+    t, recorder, signature, first = _start(
+        rule, k=k, lam=lam, C=C, loss=loss, lr=lr, batch_size=batch_size, trace_every=trace_every, seed=seed,
+        init=init, recorder=recorder, checkpoint=checkpoint,
+    )  # fmt: skip
+    n = None if X is None else X.shape[0]
+    step = STEPS[rule]
+    with progress(total=n_iter, desc=f"train ({rule})", initial=first - 1) as bar:
+        for it in range(first, n_iter + 1):
+            if batch_size is None:
+                Ct = C
+            else:
+                rows = torch.randint(0, n, (batch_size,), generator=t.gen, device=C.device)
+                Xb = X[rows]
+                Ct = (n / batch_size) * (Xb.T @ Xb)
+            step(t, Ct)
+            if it % trace_every == 0 or it == n_iter:
+                recorder.record(it, t.W1, t.W2, lam, t.B)
+                bar.update(trace_every)
+            if checkpoint is not None and it % checkpoint_every == 0:
+                weights = {"W1": t.W1, "W2": t.W2, "B": t.B}
+                _save_checkpoint(checkpoint, signature, it, weights, t.gen, recorder.rows, t.opt)
+    return LAEFit(
+        encoder=t.W1.detach().cpu().numpy().copy(),
+        decoder=t.W2.detach().cpu().numpy().copy(),
+        lam=float(lam) if np.ndim(lam) == 0 else np.asarray(lam, dtype=np.float64),
+        lambda_rule="given",
+        solver=rule,
+        n_iter=n_iter,
+        converged=False,  # a fixed number of steps, no stopping tolerance
+        trace=recorder.rows,
+        seconds=time.perf_counter() - t0,
+        diagnostics={"lr": t.lr, "loss": loss, "batch_size": batch_size or 0},
+    )
+
+
+def _checked_scatter(rule: str, loss: str, batch_size: int | None, C, X) -> torch.Tensor:
+    """``C`` (m x m), formed from ``X`` (n x m) when not given, once the rule, the loss and the batches are
+    checked to go together (a ``ValueError`` otherwise)."""
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
     if loss not in LOSSES:
@@ -210,7 +250,49 @@ def train_rule(
         C = X.T @ X
     if batch_size is not None and X is None:
         raise ValueError("mini-batch training needs the data rows X")
-    t0 = time.perf_counter()
+    return C
+
+
+@dataclass
+class _Training:
+    """A learning rule's state between steps: the rule, its loss and lambda (as given, and as a tensor on
+    ``C``'s device), step size, the weight mirror's noise variance (units of C), the encoder ``W1`` (k x m),
+    decoder ``W2`` (m x k), feedback ``B`` (k x m; ``None`` but for ``FEEDBACK_RULES``), Adam (``None`` but
+    for ``adam``), the seeded generator, and the eigendecomposition of the full-batch ``C`` (``alternating``
+    only)."""
+
+    rule: str
+    loss: str
+    lam: object
+    lam_t: torch.Tensor
+    lr: float
+    mirror: float
+    W1: torch.Tensor
+    W2: torch.Tensor
+    B: torch.Tensor | None
+    opt: torch.optim.Optimizer | None
+    gen: torch.Generator
+    C_eig: tuple[torch.Tensor, torch.Tensor] | None
+
+
+def _start(
+    rule: str,
+    *,
+    k: int,
+    lam,
+    C: torch.Tensor,
+    loss: str,
+    lr: float | None,
+    batch_size: int | None,
+    trace_every: int,
+    seed: int,
+    init: tuple[torch.Tensor, torch.Tensor] | None,
+    recorder: TraceRecorder | None,
+    checkpoint: str | Path | None,
+) -> tuple[_Training, TraceRecorder, str, int]:
+    """The state :func:`train_rule` starts from (the seeded start, or its checkpoint when one of the same run
+    exists), the trace recorder (the start recorded unless resumed), the run's checkpoint signature and the
+    first step to take."""
     gen = torch.Generator(device=C.device).manual_seed(seed)
     m = C.shape[0]
     if init is None:
@@ -241,11 +323,11 @@ def train_rule(
         }
     )
     state = checkpoint_file.load(checkpoint, signature) if checkpoint is not None else None
-    start = 1
+    first = 1
     if state is not None:
         W1, W2 = (torch.from_numpy(state[key]).to(C) for key in ("W1", "W2"))
         B = torch.from_numpy(state["B"]).to(C) if B is not None else None
-        start = int(state["iteration"]) + 1
+        first = int(state["iteration"]) + 1
         gen.set_state(torch.from_numpy(state["generator"]))
         recorder.rows = {key.split("/", 1)[1]: state[key].tolist() for key in state if key.startswith("trace/")}
     W1.requires_grad_(rule in GRADIENT_RULES)
@@ -258,69 +340,73 @@ def train_rule(
             for i in range(2)
         }
         opt.load_state_dict(saved)
-    n = None if X is None else X.shape[0]
     C_eig = torch.linalg.eigh(C) if rule == "alternating" else None  # full batch only: the same C every step
     if state is None:
         recorder.record(0, W1, W2, lam, B)
-    with progress(total=n_iter, desc=f"train ({rule})", initial=start - 1) as bar:
-        for it in range(start, n_iter + 1):
-            if batch_size is None:
-                Ct = C
-            else:
-                rows = torch.randint(0, n, (batch_size,), generator=gen, device=C.device)
-                Xb = X[rows]
-                Ct = (n / batch_size) * (Xb.T @ Xb)
-            if rule in GRADIENT_RULES:
-                value = regularized_loss(W1, W2, lam_t, loss, scatter=Ct)
-                g1, g2 = torch.autograd.grad(value, [W1, W2])
-                with torch.no_grad():
-                    if rule == "rotation":
-                        S = torch.triu(W1 @ Ct @ W1.T, diagonal=1)
-                        G = (S - S.T) / 2
-                        g1 = g1 - G @ W1
-                        g2 = g2 - W2 @ G.T
-                    elif rule == "gd_oja":
-                        W1C = W1 @ Ct
-                        g1 = g1 - OJA_WEIGHT * (W1C - (W1C @ W1.T) @ W1 - lam_t.reshape(-1, 1) * W1)
-                if opt is not None:
-                    W1.grad, W2.grad = g1, g2
-                    opt.step()
-                else:
-                    with torch.no_grad():
-                        W1 -= lr * g1
-                        W2 -= lr * g2
-            elif rule in FEEDBACK_RULES:
-                W1, W2, B = feedback_step(rule, C=Ct, W1=W1, W2=W2, B=B, lam=lam_t, lr=lr, mirror=mirror)
-            elif rule == "oja":
-                W = W2
-                CW = Ct @ W
-                W = W + lr * (CW - W @ (W.T @ CW) - W * lam_t)
-                W1, W2 = W.T, W
-            elif rule == "gha":
-                W1C = W1 @ Ct
-                W1 = W1 + lr * (W1C - torch.tril(W1C @ W1.T) @ W1 - lam_t.reshape(-1, 1) * W1)
-                W2 = W1.T
-            elif rule == "alternating":
-                W2 = ridge_decoder(Ct, W1, float(lam))
-                W1 = exact_encoder(Ct, W2, float(lam), eig=C_eig)
-            elif rule == "tied_ridge":
-                W2 = ridge_decoder(Ct, W1, float(lam))
-                W1 = W2.T
-            if it % trace_every == 0 or it == n_iter:
-                recorder.record(it, W1, W2, lam, B)
-                bar.update(trace_every)
-            if checkpoint is not None and it % checkpoint_every == 0:
-                _save_checkpoint(checkpoint, signature, it, {"W1": W1, "W2": W2, "B": B}, gen, recorder.rows, opt)
-    W1, W2 = W1.detach(), W2.detach()
-    return LAEFit(
-        encoder=W1.cpu().numpy().copy(),
-        decoder=W2.cpu().numpy().copy(),
-        lam=float(lam) if np.ndim(lam) == 0 else np.asarray(lam, dtype=np.float64),
-        lambda_rule="given",
-        solver=rule,
-        n_iter=n_iter,
-        converged=False,  # a fixed number of steps, no stopping tolerance
-        trace=recorder.rows,
-        seconds=time.perf_counter() - t0,
-        diagnostics={"lr": lr, "loss": loss, "batch_size": batch_size or 0},
-    )
+    t = _Training(rule, loss, lam, lam_t, lr, mirror, W1, W2, B, opt, gen, C_eig)
+    return t, recorder, signature, first
+
+
+def _gradient_step(t: _Training, Ct: torch.Tensor) -> None:
+    """One step of a rule of ``GRADIENT_RULES`` on the scatter ``Ct`` (m x m): the loss's gradient, with
+    ``rotation``'s or ``gd_oja``'s term, taken by gradient descent or Adam."""
+    value = regularized_loss(t.W1, t.W2, t.lam_t, t.loss, scatter=Ct)
+    g1, g2 = torch.autograd.grad(value, [t.W1, t.W2])
+    with torch.no_grad():
+        if t.rule == "rotation":
+            S = torch.triu(t.W1 @ Ct @ t.W1.T, diagonal=1)
+            G = (S - S.T) / 2
+            g1 = g1 - G @ t.W1
+            g2 = g2 - t.W2 @ G.T
+        elif t.rule == "gd_oja":
+            W1C = t.W1 @ Ct
+            g1 = g1 - OJA_WEIGHT * (W1C - (W1C @ t.W1.T) @ t.W1 - t.lam_t.reshape(-1, 1) * t.W1)
+    if t.opt is not None:
+        t.W1.grad, t.W2.grad = g1, g2
+        t.opt.step()
+    else:
+        with torch.no_grad():
+            t.W1 -= t.lr * g1
+            t.W2 -= t.lr * g2
+
+
+def _feedback_step(t: _Training, Ct: torch.Tensor) -> None:
+    """One step of a rule of ``FEEDBACK_RULES`` (:func:`feedback_step`)."""
+    t.W1, t.W2, t.B = feedback_step(t.rule, C=Ct, W1=t.W1, W2=t.W2, B=t.B, lam=t.lam_t, lr=t.lr, mirror=t.mirror)
+
+
+def _oja_step(t: _Training, Ct: torch.Tensor) -> None:
+    """Tied regularized Oja, ``W += lr (C W - W W^T C W - lam W)``."""
+    W = t.W2
+    CW = Ct @ W
+    W = W + t.lr * (CW - W @ (W.T @ CW) - W * t.lam_t)
+    t.W1, t.W2 = W.T, W
+
+
+def _gha_step(t: _Training, Ct: torch.Tensor) -> None:
+    """Sanger's rule with weight decay, ``W1 += lr (W1 C - lowertri(W1 C W1^T) W1 - lam W1)``, tied."""
+    W1C = t.W1 @ Ct
+    t.W1 = t.W1 + t.lr * (W1C - torch.tril(W1C @ t.W1.T) @ t.W1 - t.lam_t.reshape(-1, 1) * t.W1)
+    t.W2 = t.W1.T
+
+
+def _alternating_step(t: _Training, Ct: torch.Tensor) -> None:
+    """The exact decoder for the encoder, then the exact encoder for that decoder."""
+    t.W2 = ridge_decoder(Ct, t.W1, float(t.lam))
+    t.W1 = exact_encoder(Ct, t.W2, float(t.lam), eig=t.C_eig)
+
+
+def _tied_ridge_step(t: _Training, Ct: torch.Tensor) -> None:
+    """The decoder set to its ridge solution for the encoder, the encoder tied to it."""
+    t.W2 = ridge_decoder(Ct, t.W1, float(t.lam))
+    t.W1 = t.W2.T
+
+
+STEPS = {  # each rule's step, by name: it updates the state in place from a scatter matrix (m x m)
+    **dict.fromkeys(GRADIENT_RULES, _gradient_step),
+    **dict.fromkeys(FEEDBACK_RULES, _feedback_step),
+    "oja": _oja_step,
+    "gha": _gha_step,
+    "alternating": _alternating_step,
+    "tied_ridge": _tied_ridge_step,
+}

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from rlae_sc.lae import SOLVER
 from rlae_sc.lae.theory import alignment, rayleigh_ritz_decoder
 from rlae_sc.lae.trace import TraceRecorder
-from rlae_sc.params import TrainParams
+from rlae_sc.params import SOLVER, TrainParams
 from rlae_sc.progress import progress
 
 FLOAT32_FLOOR = 1e-8  # read-out change below which float32 iterations stop improving
 STALL_ITERATIONS = 10  # float32 iterations without a smaller read-out change before switching to float64
+WARMUP_ITERATIONS = 20  # tied steps with lambda 0 before lambda is chosen from their Ritz values
 
 
 @dataclass
@@ -153,31 +153,106 @@ def fit_tied_exact(
     if not 0 < k < m:
         raise ValueError(f"k must be between 1 and {m - 1} (number of genes - 1), got {k}")
     kk = min(k + oversample, m)
+    W, ritz_values, S = _warm_up(C, kk, seed)
+    estimate = f"e_{kk} estimate (smallest Ritz value after {WARMUP_ITERATIONS} warm-up iterations)"
+    lam, rule = select_lambda(lam, lambda_frac, float(ritz_values[-1]), estimate)
+    _check_lambda(lam, ritz_values, k)
+    run = _iterate(
+        C, W.to(iteration_dtype), S[:, :k], lam, max_iter=max_iter, tol=tol, check_every=check_every, recorder=recorder
+    )
+    encoder, decoder, raw_cos = _read_out(C, run.W, k, lam)
+    trace = {**(recorder.rows if recorder is not None else run.trace), "readout_change": run.readout_change}
+    return LAEFit(
+        encoder=encoder,
+        decoder=decoder,
+        lam=float(lam),
+        lambda_rule=rule,
+        solver=SOLVER,
+        n_iter=WARMUP_ITERATIONS + run.n_iter,
+        converged=run.converged,
+        trace=trace,
+        seconds=time.perf_counter() - t0 - run.trace_seconds,
+        diagnostics={
+            "n_trained_units": kk,
+            "trace_seconds": run.trace_seconds,
+            "raw_decoder_min_abs_cos_top10": raw_cos,
+        },
+    )
+
+
+def select_lambda(lam: float | None, lambda_frac: float, estimate: float, of: str) -> tuple[float, str]:
+    """Lambda (units of ``C``) and the rule that chose it: ``lam`` when given (``"given"``), else
+    ``lambda_frac`` times ``estimate``, an eigenvalue of ``C`` the trained units see, which ``of`` describes
+    (e.g. ``"exact e_50"``). The one place lambda is chosen from ``lambda_frac``: by :func:`fit_tied_exact`
+    and by :func:`rlae_sc.train.fit_scatter` for the learning rules."""
+    if lam is not None:
+        return lam, "given"
+    return lambda_frac * estimate, f"{lambda_frac:g} x {of}"
+
+
+def _warm_up(C: torch.Tensor, kk: int, seed: int) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+    """``WARMUP_ITERATIONS`` tied steps with lambda 0 from a seeded random start of ``kk`` units, in ``C``'s
+    precision on its device: the subspace sequence does not depend on lambda, so they are not wasted.
+
+    Returns the iterate ``W`` (m x kk) and its Ritz values (kk,, decreasing, float64 numpy, units of ``C``)
+    and coefficients (kk x kk; see :func:`ritz`).
+    """
+    m = C.shape[0]
     # a Gaussian start drawn on the CPU (numpy: lambda and directions do not depend on the device), columns of
     # unit length on average; the warm-up's first step orthogonalises it in effect, so no QR is needed
     start = np.random.default_rng(seed).standard_normal((m, kk)) / np.sqrt(m)
     W = torch.from_numpy(start).to(device=C.device, dtype=C.dtype)
-    n_warmup = 20
-    for _ in range(n_warmup):  # lambda = 0: the same subspace sequence, no lambda needed yet; in C's precision
-        W = _tied_step(C, W, 0.0)[0]
-    ritz, S = _ritz(W, W.T @ (C @ W))
-    if lam is None:
-        lam = lambda_frac * float(ritz[-1])
-        rule = f"{lambda_frac:g} x e_{kk} estimate (smallest Ritz value after {n_warmup} warm-up iterations)"
-    else:
-        rule = "given"
+    for _ in range(WARMUP_ITERATIONS):
+        W = tied_step(C, W, 0.0)[0]
+    values, S = ritz(W, W.T @ (C @ W))
+    return W, values, S
+
+
+def _check_lambda(lam: float, ritz_values: np.ndarray, k: int) -> None:
+    """A ``ValueError`` unless lambda is positive and below the estimated eigenvalues (Ritz values, kk,) of
+    the k units kept, which would otherwise collapse to zero."""
     if not lam > 0:
         raise ValueError(f"lambda must be positive, got {lam}")
-    collapsed = np.flatnonzero(ritz[:k] <= lam)
+    collapsed = np.flatnonzero(ritz_values[:k] <= lam)
     if collapsed.size:
         raise ValueError(
             f"lambda = {lam:.4g} is not below the eigenvalues of latent units {collapsed[0] + 1}..{k} "
-            f"(estimated e_{collapsed[0] + 1} = {ritz[collapsed[0]]:.4g}): those units would collapse to zero. "
-            f"Choose lambda below {ritz[k - 1]:.4g} or fewer components."
+            f"(estimated e_{collapsed[0] + 1} = {ritz_values[collapsed[0]]:.4g}): those units would collapse to "
+            f"zero. Choose lambda below {ritz_values[k - 1]:.4g} or fewer components."
         )
-    Ci = C.to(iteration_dtype)
-    W = W.to(iteration_dtype)
-    reference = (W, S[:, :k])  # the last checked iterate and its top-k Ritz coefficients
+
+
+@dataclass
+class _Iterations:
+    """What :func:`_iterate` leaves: the last iterate ``W`` (m x kk), the iterations run, whether the read-out
+    converged, the trace of the solver's own metrics (when no recorder was given), the read-out's change at
+    each check and the seconds spent recording the trace."""
+
+    W: torch.Tensor
+    n_iter: int
+    converged: bool
+    trace: dict[str, list[float]]
+    readout_change: list[float]
+    trace_seconds: float
+
+
+def _iterate(
+    C: torch.Tensor,
+    W: torch.Tensor,
+    S: torch.Tensor,
+    lam: float,
+    *,
+    max_iter: int,
+    tol: float,
+    check_every: int,
+    recorder: TraceRecorder | None,
+) -> _Iterations:
+    """Tied steps with lambda from the warmed-up ``W`` (m x kk, in the iterations' precision) until the top-k
+    read-out (Ritz coefficients ``S``, kk x k, of the last check) moves less than ``tol``, or ``max_iter``
+    steps; see :func:`fit_tied_exact` (its ``iteration_dtype``, the checks and the trace)."""
+    Ci = C.to(W.dtype)
+    reference = (W, S)  # the last checked iterate and its top-k Ritz coefficients
+    k = S.shape[1]
     trace_C = float(torch.trace(C))
     trace: dict[str, list[float]] = {"iteration": [], "loss": [], "transpose_distance": []}
     readout_change: list[float] = []
@@ -186,14 +261,14 @@ def fit_tied_exact(
     it, converged = 0, False
     with progress(total=max_iter, desc="train (tied exact)") as bar:
         for it in range(1, max_iter + 1):
-            W_new, CW, G = _tied_step(Ci, W, lam)  # on the device, without waiting for it
+            W_new, CW, G = tied_step(Ci, W, lam)  # on the device, without waiting for it
             bar.update(1)
             if it % check_every and it != max_iter:
                 W = W_new
                 continue
             if not bool(torch.isfinite(W_new).all()):
                 raise ValueError("training diverged: W^T C W + lambda I is not positive definite")
-            S = _ritz(W, G)[1][:, :k]
+            S = ritz(W, G)[1][:, :k]
             change = _subspace_change(*reference, W, S)
             reference = (W, S)
             if change < best:
@@ -202,13 +277,13 @@ def fit_tied_exact(
             readout_change.append(change)
             Wd, Wd_new = W.to(C.dtype), W_new.to(C.dtype)
             if recorder is None:
-                trace["iteration"].append(n_warmup + it)
+                trace["iteration"].append(WARMUP_ITERATIONS + it)
                 rec = trace_C - 2 * torch.sum(W_new * CW) + torch.sum(G * (W_new.T @ W_new))
                 trace["loss"].append(float(rec + lam * (W.square().sum() + W_new.square().sum())))
                 trace["transpose_distance"].append(float(torch.linalg.norm(Wd_new - Wd) / torch.linalg.norm(Wd_new)))
             else:
                 t1 = time.perf_counter()
-                recorder.record(n_warmup + it, Wd.T, Wd_new, lam)
+                recorder.record(WARMUP_ITERATIONS + it, Wd.T, Wd_new, lam)
                 trace_seconds += time.perf_counter() - t1
             W = W_new
             if converged:
@@ -216,33 +291,26 @@ def fit_tied_exact(
             if Ci.dtype != C.dtype and (change < FLOAT32_FLOOR or it - best_it >= STALL_ITERATIONS):
                 Ci, W = C, W.to(C.dtype)  # float32 has done its part: finish in C's precision
                 best, best_it = np.inf, it
+    return _Iterations(W, it, converged, trace, readout_change, trace_seconds)
+
+
+def _read_out(C: torch.Tensor, W: torch.Tensor, k: int, lam: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """The k-unit minimiser of the sum loss within the span of the trained units ``W`` (m x kk), in ``C``'s
+    precision: its encoder (k x m, the transposed Rayleigh-Ritz read-out), the exact ridge decoder for that
+    encoder (m x k), both float64 numpy, and how well the raw decoder's own top-10 singular vectors already
+    matched the read-out's (their smallest ``|cos|``)."""
+    kk = W.shape[1]
     Q, R = torch.linalg.qr(W.to(C.dtype))  # on the device; only k x k and m x k matrices travel to the host
     QCQ = (Q.T @ (C @ Q)).cpu().numpy()
     readout = (Q @ torch.from_numpy(rayleigh_ritz_decoder(QCQ, np.eye(kk), lam)[:, :k]).to(C.device)).cpu().numpy()
-    trace = {**(recorder.rows if recorder is not None else trace), "readout_change": readout_change}
     W1 = readout.T.copy()
     W2 = ridge_decoder(C, torch.from_numpy(W1).to(C.device), lam).cpu().numpy()
     raw_P = (Q @ torch.from_numpy(np.linalg.svd(R.cpu().numpy())[0][:, :10]).to(C.device)).cpu().numpy()  # W = Q R
     ritz_P = np.linalg.svd(readout[:, :10], full_matrices=False)[0]
-    return LAEFit(
-        encoder=W1,
-        decoder=W2,
-        lam=float(lam),
-        lambda_rule=rule,
-        solver=SOLVER,
-        n_iter=n_warmup + it,
-        converged=converged,
-        trace=trace,
-        seconds=time.perf_counter() - t0 - trace_seconds,
-        diagnostics={
-            "n_trained_units": kk,
-            "trace_seconds": trace_seconds,
-            "raw_decoder_min_abs_cos_top10": float(np.min(alignment(raw_P, ritz_P))),
-        },
-    )
+    return W1, W2, float(np.min(alignment(raw_P, ritz_P)))
 
 
-def _tied_step(C: torch.Tensor, W: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def tied_step(C: torch.Tensor, W: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One tied exact step ``W_new = C W (W^T C W + lam I)^{-1}`` on ``C``'s device, launch-light: six kernels
     (two products, a diagonal shift, a Cholesky factorisation without its error check, two triangular solves)
     and no wait for the device; :func:`fit_tied_exact` checks the iterate for non-finite values when it checks
@@ -262,7 +330,7 @@ def _tied_step(C: torch.Tensor, W: torch.Tensor, lam: float) -> tuple[torch.Tens
     return W_new, CW, G
 
 
-def _ritz(W: torch.Tensor, G: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+def ritz(W: torch.Tensor, G: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
     """Ritz values (kk,, decreasing, float64 numpy) and coefficients S (kk x kk, float64, on ``W``'s device) of
     ``C`` in ``range(W)``: the orthonormal Ritz vectors are ``W S``.
 
