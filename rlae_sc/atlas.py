@@ -92,12 +92,14 @@ def _no_cell(expr: str, n: int) -> tuple[str, str]:
 class RowSubset:
     """The rows ``rows`` (ascending positions, int64) of another row source ``matrix``.
 
-    A block of ``stop - start`` selected rows is read as the span of ``matrix`` from its first to its last row,
-    then subset: memory is that span, at most ``rows[stop - 1] - rows[start] + 1`` rows.
+    A block of selected rows is read in windows of at most ``span`` consecutive rows of ``matrix``, each from its
+    first selected row to its last, and subset: memory is one window of ``matrix`` plus the block, however sparse
+    the selection.
     """
 
     matrix: object
     rows: np.ndarray
+    span: int = 16384
 
     @property
     def path(self) -> str:
@@ -111,8 +113,16 @@ class RowSubset:
         idx = self.rows[start:stop]
         if len(idx) == 0:
             return self.matrix.read(0, 0)
-        block = self.matrix.read(int(idx[0]), int(idx[-1]) + 1)
-        return block[idx - idx[0]]
+        parts, i = [], 0
+        while i < len(idx):
+            lo = int(idx[i])
+            j = int(np.searchsorted(idx, lo + self.span, side="left"))  # the selected rows in [lo, lo + span)
+            window = self.matrix.read(lo, int(idx[j - 1]) + 1)
+            parts.append(window[idx[i:j] - lo])
+            i = j
+        if len(parts) == 1:
+            return parts[0]
+        return sp.vstack(parts, format="csr") if sp.issparse(parts[0]) else np.vstack(parts)
 
     def fingerprint(self) -> str:
         return f"{self.matrix.fingerprint()}:rows={hashlib.sha256(self.rows.tobytes()).hexdigest()[:16]}"

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from rlae_sc import pipeline
+from rlae_sc.atlas import RowSubset
 from rlae_sc.errors import InputError
 from rlae_sc.io import detect_format, open_streaming, read
 from rlae_sc.model import load_model
@@ -138,12 +139,33 @@ def test_zarr_rows_are_read_in_blocks(stores, counts):
     assert (sub.read(10, 400) != counts.X[rows[10:400]]).nnz == 0
 
 
+def test_a_sparse_selection_is_read_in_windows(stores, counts):
+    """Rows selected far apart are read a window at a time, never the whole span between them."""
+    from rlae_sc.atlas import zarr_matrix
+
+    seen = []
+
+    class Spy:
+        path, shape = "spy", counts.shape
+
+        def read(self, start, stop):
+            seen.append(stop - start)
+            return zarr_matrix(stores / "counts.zarr").read(start, stop)
+
+    rows = np.array([3, 4, 90, 500, 501, 1200, 1499])
+    block = RowSubset(Spy(), rows, span=100).read(0, len(rows))
+    assert (block != counts.X[rows]).nnz == 0 and max(seen) <= 100 and len(seen) == 4
+
+
 def test_dense_zarr_rows_are_streamed(counts, tmp_path):
     dense = counts.copy()
     dense.X = dense.X.toarray()
     dense.write_zarr(tmp_path / "dense.zarr")
     matrix, _, _ = open_streaming(tmp_path / "dense.zarr", None)
     np.testing.assert_array_equal(matrix.read(5, 50), counts.X[5:50].toarray())
+    rows = np.flatnonzero(counts.obs["tissue"] == "blood")
+    sub = RowSubset(matrix, rows, span=64)  # several windows per block
+    np.testing.assert_array_equal(sub.read(7, 600), counts.X[rows[7:600]].toarray())
 
 
 # -- directions: the judged criterion --------------------------------------------------------------------------------
