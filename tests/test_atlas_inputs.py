@@ -260,3 +260,17 @@ def test_row_sources_travel_to_dask_workers(stores, soma_store):
         again = pickle.loads(pickle.dumps(matrix))
         assert (again.read(3, 300) != matrix.read(3, 300)).nnz == 0
         assert again.fingerprint() == matrix.fingerprint()
+
+
+def test_soma_genes_are_named_as_in_the_census(counts, tmp_path):
+    """Census-style var columns: symbols in feature_name (the default names), Ensembl ids in feature_id."""
+    tiledbsoma_io = pytest.importorskip("tiledbsoma.io")
+    a = counts[:40].copy()
+    ids = [f"ENSG{i:011d}" for i in range(a.n_vars)]
+    a.var = pd.DataFrame({"feature_name": list(a.var_names), "feature_id": ids}, index=ids)
+    uri = str(tmp_path / "census.soma")
+    tiledbsoma_io.from_anndata(uri, a, measurement_name="RNA", X_layer_name="raw")
+    _, obs, symbols = open_streaming(uri, None)
+    assert list(symbols) == list(counts.var_names) and list(obs.index) == list(counts.obs_names[:40])
+    _, _, genes = open_streaming(uri, None, var_names="gene_ids")
+    assert list(genes) == ids
