@@ -206,16 +206,24 @@ def zarr_matrix(path: str | Path, layer: str | None = None) -> ZarrMatrix:
     return ZarrMatrix(str(path), key)
 
 
+def read_elem(elem):
+    """An element of an anndata store (a data frame, an array) as anndata reads it (``anndata.io.read_elem`` from
+    anndata 0.11 on, ``anndata.experimental.read_elem`` before)."""
+    import anndata as ad
+
+    reader = getattr(getattr(ad, "io", None), "read_elem", None) or ad.experimental.read_elem
+    return reader(elem)
+
+
 def open_zarr(path: Path, layer: str | None) -> tuple[ZarrMatrix, pd.DataFrame, pd.Index]:
     """An anndata zarr store to stream: its matrix (cells x genes), ``obs`` (cells,) and gene names (genes,)."""
-    import anndata as ad
     import zarr
 
     matrix = zarr_matrix(path, layer)
     try:
         root = zarr.open_group(str(path), mode="r")
-        obs = ad.io.read_elem(root["obs"])
-        genes = pd.Index(ad.io.read_elem(root["var"]).index.astype(str))
+        obs = read_elem(root["obs"])
+        genes = pd.Index(read_elem(root["var"]).index.astype(str))
     except Exception as exc:
         raise InputError(
             path,

@@ -17,7 +17,17 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from rlae_sc.atlas import RowSubset, filter_rows, is_soma, is_uri, is_zarr, open_soma, open_zarr, read_blocks
+from rlae_sc.atlas import (
+    RowSubset,
+    filter_rows,
+    is_soma,
+    is_uri,
+    is_zarr,
+    open_soma,
+    open_zarr,
+    read_blocks,
+    read_elem,
+)
 from rlae_sc.atomic import atomic_path
 from rlae_sc.chunks import H5adMatrix, PassFn, h5ad_matrix, run_pass
 from rlae_sc.errors import InputError
@@ -579,7 +589,7 @@ def _read_zarr(path: Path, *, layer, **_) -> ad.AnnData:
     import zarr
 
     matrix, obs, genes = open_zarr(path, layer)
-    var = ad.io.read_elem(zarr.open_group(str(path), mode="r")["var"])
+    var = read_elem(zarr.open_group(str(path), mode="r")["var"])
     _check_fixed_layout(path, obs.index, genes)
     return _matrix_adata(read_blocks(matrix), obs, var.set_axis(genes))
 
@@ -800,12 +810,17 @@ def open_streaming(
 
 @contextmanager
 def reading(path: str | Path):
-    """Turn errors of h5py/anndata on a damaged ``.h5ad`` file into an :class:`InputError` naming it."""
+    """Turn errors of h5py/anndata/zarr on a damaged ``.h5ad`` file or zarr store into an :class:`InputError`
+    naming it; an :class:`InputError` raised inside passes unchanged."""
     try:
         yield
+    except InputError:
+        raise
     except (OSError, KeyError, ValueError) as exc:
+        soma = is_uri(path) or is_soma(Path(path))
+        kind = "a zarr store" if is_zarr(Path(path)) else "a TileDB-SOMA experiment" if soma else "h5ad"
         raise InputError(
-            path, f"cannot be read as h5ad ({type(exc).__name__}: {exc})", "The file may be truncated; re-export it."
+            path, f"cannot be read as {kind} ({type(exc).__name__}: {exc})", "The file may be truncated; re-export it."
         ) from None
 
 

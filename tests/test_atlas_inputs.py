@@ -221,6 +221,17 @@ def test_zarr_and_h5ad_filter_errors(stores):
         open_streaming(stores / "counts.zarr", "spliced")
 
 
+def test_bad_values_in_a_zarr_store_are_named(counts, tmp_path):
+    a = counts[:300].copy()
+    X = a.X.tolil()
+    X[17, 4] = np.nan
+    a.X = X.tocsr()
+    a.write_zarr(tmp_path / "nan.zarr")
+    with pytest.raises(InputError, match=r"nan\.zarr: 1 NaN or infinite values \(first at cell") as caught:
+        pipeline.preprocess_file(tmp_path / "nan.zarr", tmp_path / "pre.h5ad", streaming=True, **PRE)
+    assert "h5ad" not in str(caught.value)
+
+
 def test_missing_tiledbsoma_says_how_to_install_it(soma_store, monkeypatch):
     monkeypatch.setitem(sys.modules, "tiledbsoma", None)  # import tiledbsoma now raises ImportError
     with pytest.raises(InputError, match=r"needs tiledbsoma.*pip install 'rlae-sc\[atlas\]'"):
