@@ -22,6 +22,13 @@ cannot vouch for its label:
 
 The reported confidence is that share or probability times the fraction of
 the model's signal carried by genes the query has (:func:`signal_present`).
+
+A batch new to a model trained with a ``batch_key`` is centred on its own mean when it is embedded
+(:meth:`rlae_sc.model.RLAEModel.embed`), which assumes it holds its cell types in the reference's shares. A
+sample of sorted cells, or of one tissue compartment, does not, and its cells land off their types. Before labels
+are transferred, each new batch is therefore moved by the shift that puts its confidently labelled cells on the
+reference means of their labels (:func:`composition_shift`): the same correction the reference's own batches get
+from matched clusters, with the query's labels as the matches.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ UNASSIGNED = "unassigned"  # the label of a query cell the mapping cannot vouch 
 CALIBRATION_CELLS = 2_000  # reference cells per label whose neighbour distances set that label's threshold
 LOGISTIC_MAX_CELLS = 50_000  # labelled reference cells the logistic regression is fitted on (a seeded sample above)
 SEED = 0  # seed of the calibration and logistic-regression samples
+SHIFT_ROUNDS = 5  # label-and-shift rounds of composition_shift, at most
 
 log = logging.getLogger("rlae_sc")
 
@@ -103,10 +111,8 @@ def transfer_labels(
     )
 
 
-def logistic_labels(
-    reference: ad.AnnData, query: ad.AnnData, *, label_key: str, source: str = "reference"
-) -> pd.DataFrame:
-    """Label transfer by a multinomial logistic regression on the embedding, as CellTypist does on genes.
+def logistic_classifier(reference: ad.AnnData, *, label_key: str, source: str = "reference"):
+    """A multinomial logistic regression on the reference's embedding, as CellTypist fits one on genes.
 
     The classifier (scikit-learn's ``LogisticRegression``: L2 penalty, ``C = 1``,
     lbfgs) is fitted on the labelled reference cells' ``obsm['X_rlae']``
@@ -116,35 +122,49 @@ def logistic_labels(
 
     Returns
     -------
-    DataFrame indexed like ``query.obs`` with ``predicted`` (the most probable
-    label) and ``confidence`` (its probability, 0..1).
+    A function of query scores (n_query x k, the model's coordinates) that returns a DataFrame with
+    ``predicted`` (the most probable label) and ``confidence`` (its probability, 0..1), one row per cell.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     has, ref_labels = _reference_labels(reference, label_key, source)
-    ref_x, query_x = _embeddings(reference, query)
+    ref_x = _embeddings(reference, reference)[0]
+    n_dims = ref_x.shape[1]
     ref_x = np.asarray(ref_x[has], dtype=np.float64)
     classes = np.unique(ref_labels)
-    if len(classes) == 1:  # nothing to choose between: every cell takes the one label, with certainty
-        proba = np.ones((len(query_x), 1))
-    else:
+    model = None
+    if len(classes) > 1:  # with one label, every cell takes it, with certainty
         rows = _sample(len(ref_x), LOGISTIC_MAX_CELLS)
         mean, std = ref_x.mean(axis=0), ref_x.std(axis=0)
         std[std == 0] = 1.0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # lbfgs's last digits; the labels are settled
             model = LogisticRegression(C=1.0, max_iter=1000).fit((ref_x[rows] - mean) / std, ref_labels[rows])
-        proba = model.predict_proba((np.asarray(query_x, dtype=np.float64) - mean) / std)
         classes = model.classes_
-    best = proba.argmax(axis=1)
-    return pd.DataFrame(
-        {
-            "predicted": pd.Categorical(classes[best], categories=classes),
-            "confidence": proba[np.arange(len(best)), best],
-        },
-        index=query.obs_names,
-    )
+
+    def predict(query_x: np.ndarray) -> pd.DataFrame:
+        query_x = np.asarray(query_x, dtype=np.float64)[:, :n_dims]
+        proba = np.ones((len(query_x), 1)) if model is None else model.predict_proba((query_x - mean) / std)
+        best = proba.argmax(axis=1)
+        return pd.DataFrame(
+            {
+                "predicted": pd.Categorical(classes[best], categories=classes),
+                "confidence": proba[np.arange(len(best)), best],
+            }
+        )
+
+    return predict
+
+
+def logistic_labels(
+    reference: ad.AnnData, query: ad.AnnData, *, label_key: str, source: str = "reference"
+) -> pd.DataFrame:
+    """Label transfer by :func:`logistic_classifier` on ``query.obsm['X_rlae']``; a DataFrame indexed like
+    ``query.obs`` with ``predicted`` and ``confidence``."""
+    result = logistic_classifier(reference, label_key=label_key, source=source)(query.obsm[EMBEDDING_KEY])
+    result.index = query.obs_names
+    return result
 
 
 def _sample(n: int, most: int) -> np.ndarray:
@@ -361,6 +381,57 @@ def mapping_scores(truth: pd.Series, labels: pd.Series, *, reference_labels) -> 
     return scores
 
 
+def composition_shift(
+    reference: ad.AnnData, query_x: np.ndarray, classify, *, label_key: str, min_confidence: float
+) -> np.ndarray:
+    """The shift (n_components,) that puts a new batch's cells on the reference means of their labels.
+
+    Alternates, for at most :data:`SHIFT_ROUNDS` rounds or until the shift moves by less than 0.1% of its
+    length: label the batch's cells shifted by the current estimate (``classify``: scores of cells x
+    n_components -> DataFrame with ``predicted`` and ``confidence``), then set the shift to the mean, over the
+    cells whose confidence is at least ``min_confidence``, of each cell's scores minus the reference mean of its
+    label (over the reference's labelled cells, ``obsm['X_rlae']``). Units: those of the embedding.
+
+    Parameters
+    ----------
+    reference
+        The reference cells, with ``obsm['X_rlae']`` (n_ref x k) and ``obs[label_key]``.
+    query_x
+        The new batch's scores as embedded (n_batch x k).
+    """
+    has, labels = _reference_labels(reference, label_key, "reference")
+    ref_x = np.asarray(reference.obsm[EMBEDDING_KEY], dtype=np.float64)[has]
+    classes, codes = np.unique(labels, return_inverse=True)
+    means = np.zeros((len(classes), ref_x.shape[1]))
+    np.add.at(means, codes, ref_x)
+    means /= np.bincount(codes)[:, None]
+    by_name = pd.Series(np.arange(len(classes)), index=classes)
+    query_x = np.asarray(query_x, dtype=np.float64)
+    shift = np.zeros(query_x.shape[1])
+    for _ in range(SHIFT_ROUNDS):
+        result = classify(query_x - shift)
+        sure = result["confidence"].to_numpy() >= min_confidence
+        if not sure.any():
+            break
+        rows = by_name[result["predicted"].astype(str).to_numpy()[sure]].to_numpy()
+        new = (query_x[sure] - means[rows]).mean(axis=0)
+        moved = np.linalg.norm(new - shift)
+        shift = new
+        if moved <= 1e-3 * np.linalg.norm(shift):
+            break
+    return shift
+
+
+def _new_batch_cells(reference: ad.AnnData, query: ad.AnnData) -> dict[str, np.ndarray]:
+    """The query cells (row indices) of each batch new to the model, by name (``uns['rlae_embed']``)."""
+    new = list(query.uns.get("rlae_embed", {}).get("new_batches", []))
+    if not new:
+        return {}
+    key = reference.uns.get(UNS_KEY, {}).get("batch_key") or ""
+    values = query.obs[key].astype(str) if key in query.obs else pd.Series("query", index=query.obs_names)
+    return {name: np.flatnonzero(values.to_numpy() == name) for name in new}
+
+
 def map_query(
     reference: ad.AnnData,
     query: ad.AnnData,
@@ -389,7 +460,9 @@ def map_query(
     ``rlae_reference_distance`` (weighted distance to the nearest reference cells, units of the
     embedding) and ``rlae_unassigned`` (why: ``assigned``, ``beyond_reference``, ``split_vote``);
     ``obsm['X_umap']`` (reference UMAP coordinates) and ``uns['rlae_mapping']``
-    (the summary less its per-label counts).
+    (the summary less its per-label counts). The cells of each batch new to the model are first moved by
+    :func:`composition_shift` (their ``obsm['X_rlae']`` is replaced by the moved scores; the summary's
+    ``batch_shifts`` gives each shift's length, units of the embedding).
     With ``truth_key`` (a query obs column), the summary adds :func:`mapping_scores`.
     """
     key = label_key or "leiden"
@@ -398,9 +471,20 @@ def map_query(
     if truth_key is not None and truth_key not in query.obs:
         raise InputError("query", f"has no label column {truth_key!r}", "Name an obs column of the query.")
     if classifier == "knn":
-        result = transfer_labels(reference, query, label_key=key, n_neighbors=n_neighbors, index=index, source=source)
+
+        def classify(scores: np.ndarray) -> pd.DataFrame:
+            cells = ad.AnnData(obs=pd.DataFrame(index=np.arange(len(scores)).astype(str)), obsm={EMBEDDING_KEY: scores})
+            return transfer_labels(reference, cells, label_key=key, n_neighbors=n_neighbors, index=index, source=source)
     else:
-        result = logistic_labels(reference, query, label_key=key, source=source)
+        classify = logistic_classifier(reference, label_key=key, source=source)
+    shifts = {}
+    for name, cells in _new_batch_cells(reference, query).items():
+        x = np.asarray(query.obsm[EMBEDDING_KEY], dtype=np.float64)
+        shifts[name] = composition_shift(reference, x[cells], classify, label_key=key, min_confidence=min_confidence)
+        x[cells] -= shifts[name]
+        query.obsm[EMBEDDING_KEY] = x.astype(np.float32)
+    result = classify(query.obsm[EMBEDDING_KEY])
+    result.index = query.obs_names
     if distance_quantile is None:
         far = pd.DataFrame({"distance": np.nan, "beyond": False}, index=query.obs_names)
     else:
@@ -425,6 +509,7 @@ def map_query(
         "distance_quantile": distance_quantile,
         "gene_overlap": gene_overlap(reference, query.var_names),
         "signal_present": signal,
+        "batch_shifts": {name: float(np.linalg.norm(shift)) for name, shift in shifts.items()},
         "median_confidence": float(query.obs["rlae_label_confidence"].median()),
         "n_unassigned": int((reason != "assigned").sum()),
         "n_beyond_reference": int((reason == "beyond_reference").sum()),

@@ -214,3 +214,26 @@ def test_soupx_without_monocytes_leaves_them_unassigned(tmp_path):
     assert summary["unassigned_novel"] >= 0.8, summary
     assert summary["unassigned_known"] <= 0.05, summary
     assert summary["macro_f1"] >= 0.85 and summary["accuracy"] >= 0.85, summary
+
+
+def test_composition_shift_recovers_a_new_batchs_offset():
+    """A new batch holding two of five types, its scores offset by a known vector (as centring on its own mean
+    does to a batch whose type shares differ from the reference's): the shift found is that offset, to the
+    noise of the cells' mean."""
+    from rlae_sc.mapping import composition_shift, logistic_classifier
+
+    rng = np.random.default_rng(3)
+    k, per_type = 6, 200
+    centres = rng.normal(scale=6.0, size=(5, k))
+    labels = np.repeat([f"t{i}" for i in range(5)], per_type)
+    ref_x = centres[np.repeat(np.arange(5), per_type)] + rng.normal(size=(5 * per_type, k))
+    reference = ad.AnnData(obs=pd.DataFrame({"cell_type": labels}, index=[f"r{i}" for i in range(len(labels))]))
+    reference.obsm[EMBEDDING_KEY] = ref_x.astype(np.float32)
+    offset = rng.normal(scale=3.0, size=k)
+    types = np.repeat([1, 3], [300, 100])
+    query_x = centres[types] + rng.normal(size=(len(types), k)) + offset
+    classify = logistic_classifier(reference, label_key="cell_type")
+    shift = composition_shift(reference, query_x, classify, label_key="cell_type", min_confidence=0.5)
+    noise = 4 / np.sqrt(len(types))  # four standard errors of the mean of unit-variance noise
+    np.testing.assert_allclose(shift, offset, atol=noise)
+    assert (classify(query_x - shift)["predicted"].astype(str) == np.array(["t1", "t3"])[types // 3]).mean() > 0.99
