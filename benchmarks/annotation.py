@@ -204,9 +204,9 @@ def splits(task: str, seed: int, quick: bool):
                 tidy_labels(ref, "coarse"),
                 tidy_labels(query, "coarse"),
                 "coarse",
-                {"min_genes": MIN_GENES_FEW},
+                {"min_genes": MIN_GENES_FEW, "batch_key": "study"},
                 f"integration_data.build_pbmc3(): {pbmc3.shape[1]} shared genes, coarse labels; "
-                f"reference = the two other studies, query = {held}",
+                f"reference = the two other studies (rlae-sc: batch_key study), query = {held} (a new batch)",
             )
     else:
         raise ValueError(task)
