@@ -487,6 +487,8 @@ def write_markdown(doc: dict, path: Path) -> None:
         "Written by `benchmarks/annotation.py` from `annotation.json`; the method and scoring details are in the "
         "script's docstring.",
         "",
+        "The header below is the latest run's; each task names the run that measured it.",
+        "",
         *record.markdown_header(run),
         f"- rlae_sc imported from {lib['path']} ({lib['source']}"
         + (f", commit {lib['commit']}" if lib.get("commit") else "")
@@ -517,6 +519,13 @@ def write_markdown(doc: dict, path: Path) -> None:
         if not t:
             continue
         lines += [f"## {TITLES[task]}", ""]
+        if t.get("run"):
+            lib = t.get("library") or {}
+            lines += [
+                f"Measured {t['run']['started']} at commit {t['run']['git']['commit'][:12]}, rlae_sc from "
+                f"{lib.get('source', '?')}" + (f" ({lib['commit'][:12]})" if lib.get("commit") else "") + ".",
+                "",
+            ]
         split_items = list(t["splits"].items())
         if split_items:
             lines += [f"Data: {split_items[0][1]['data'].split(';')[0]}.", ""]
@@ -632,7 +641,11 @@ def main() -> None:
     work_root = HERE / "data" / NAME / ("quick" if args.quick else "full")
     doc = {"benchmark": NAME, "tasks": {}}
     if json_path.exists() and set(args.tasks) != set(TASKS):
-        doc["tasks"] = {k: v for k, v in json.loads(json_path.read_text()).get("tasks", {}).items()}
+        old = json.loads(json_path.read_text())
+        for entry in old.get("tasks", {}).values():  # each kept task keeps the run that measured it
+            entry.setdefault("run", old.get("run"))
+            entry.setdefault("library", old.get("library"))
+        doc["tasks"] = old.get("tasks", {})
     doc["run"] = run_header()
     doc["library"] = library_source()
     doc["settings"] = {
@@ -656,7 +669,7 @@ def main() -> None:
         doc["celltypist_worker"] = {"sklearn_path": str(args.celltypist_sklearn)}
     pending = list(args.tasks)
     for task in args.tasks:
-        doc["tasks"][task] = {"splits": {}}
+        doc["tasks"][task] = {"splits": {}, "run": doc["run"], "library": doc["library"]}
     doc["unfinished"] = [f"{t} (all splits)" for t in pending]
 
     def save():
