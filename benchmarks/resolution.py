@@ -104,7 +104,7 @@ def main() -> None:
             auto, fixed, curve = rlae_auto(counts, labels)
         name = file.removesuffix(".h5ad")
         results[name] = {"cells": counts.n_obs, "scanpy_default": scanpy, "rlae_auto": auto,
-                         "rlae_fixed_0.3": fixed, "curve": curve}  # fmt: skip
+                         "rlae_fixed": fixed, "curve": curve}  # fmt: skip
         print(
             f"{name}: scanpy ARI {scanpy['ari']:.3f} ({scanpy['n_clusters']} clusters), rlae-sc auto "
             f"{auto['ari']:.3f} at {auto['resolution']} ({auto['n_clusters']}), 0.3: {fixed['ari']:.3f}"
@@ -125,7 +125,7 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        s, a, f = r["scanpy_default"], r["rlae_auto"], r["rlae_fixed_0.3"]
+        s, a, f = r["scanpy_default"], r["rlae_auto"], r["rlae_fixed"]
         lines.append(
             f"| {name} | {r['cells']:,} | {s['ari']:.3f} ({s['n_clusters']}) | {a['ari']:.3f} ({a['resolution']:g}, "
             f"{a['n_clusters']}) | {f['ari']:.3f} | {s['label_agreement_15nn']:.3f} / {a['label_agreement_15nn']:.3f} |"
