@@ -66,17 +66,6 @@ def batch_codes(values: pd.Series, *, categories: list[str] | None = None, key: 
     return codes.astype(np.int64), list(categories)
 
 
-def obs_column(obs: pd.DataFrame, key: str, *, what: str, source) -> pd.Series:
-    """``obs[key]``, or an :class:`~rlae_sc.errors.InputError` naming the columns there are."""
-    if key not in obs:
-        raise InputError(
-            source,
-            f"has no {what} column {key!r} (columns: {', '.join(map(str, obs.columns)) or 'none'})",
-            f"Set {what}_key to an existing obs column, or leave it unset.",
-        )
-    return obs[key]
-
-
 def grouped_sums(L: sp.csr_matrix, codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Sums and sums of squares (float64, n_groups x genes) of the rows of ``L`` (rows x genes) by ``codes``
     (rows,; -1: left out)."""

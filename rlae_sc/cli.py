@@ -19,12 +19,12 @@ from rlae_sc.federated import FederationError
 from rlae_sc.federated import cli as federated_cli
 from rlae_sc.params import (
     ClusterParams,
+    LabelParams,
     MappingParams,
     PassParams,
     PreprocessParams,
     ReadParams,
     TrainParams,
-    add_label_key,
     add_options,
     given,
     per_stage,
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preprocess", help="QC, normalise, log1p, HVG, scale; record the recipe")
     p.add_argument("counts", help=".h5ad of cells x genes")
     p.add_argument("--out", required=True, help="preprocessed.h5ad to write")
-    add_label_key(p)
+    add_options(p, LabelParams, exclude=("truth_key",))
     for cls in (ReadParams, PreprocessParams, PassParams):
         add_options(p, cls)
 
@@ -60,14 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directions", help="directions.h5ad written by `rlae-sc directions`")
     p.add_argument("--out", required=True, help="embedding.h5ad to write")
     p.add_argument("--metrics", required=True, help="metrics.json to write")
-    add_label_key(p)
+    add_options(p, LabelParams, exclude=("truth_key",))
     add_options(p, ClusterParams)
 
     p = sub.add_parser("report", help="figures and an HTML page")
     p.add_argument("embedding", help="embedding.h5ad written by `rlae-sc cluster`")
     p.add_argument("--out-dir", required=True, help="folder for report.html, figures/ and cells.csv")
     p.add_argument("--dataset", required=True, help="name shown on the page")
-    add_label_key(p)
+    add_options(p, LabelParams, exclude=("truth_key",))
 
     p = sub.add_parser("index", help="results/index.html: a row per dataset, links to every page")
     p.add_argument("results", help="the results directory")
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="every stage on one input, without Snakemake")
     p.add_argument("counts", help="cells x genes: .h5ad, a 10x folder or .h5, .loom, or a .csv/.tsv table")
     p.add_argument("--out", required=True, help="output directory")
-    add_label_key(p)
+    add_options(p, LabelParams, exclude=("truth_key",))
     p.add_argument("--dataset", default=None, help="name shown in the report (file stem)")
     for cls in (ReadParams, PreprocessParams, TrainParams, PassParams):
         add_options(p, cls)
@@ -95,8 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the reference's model.npz")
     p.add_argument("--reference", required=True, help="the reference's embedding.h5ad")
     p.add_argument("--out-dir", required=True, help="folder for mapped.h5ad, mapping.json and report.html")
-    p.add_argument("--label-key", default=None, help="reference obs column to transfer (Leiden clusters)")
-    p.add_argument("--truth-key", default=None, help="query obs column of known labels, for accuracy")
+    add_options(p, LabelParams)
     p.add_argument("--title", default=None, help="the page's title (default: query onto reference)")
     add_options(p, ReadParams, exclude=("input_kind",))  # the model's
     add_options(p, MappingParams)
@@ -144,17 +143,16 @@ def _dispatch(args: argparse.Namespace) -> None:
     from rlae_sc import pipeline  # here, not above: `rlae-sc --help` and option errors need none of the stages
 
     if c == "preprocess":
-        params = given(args, ReadParams, PreprocessParams, PassParams)
-        pipeline.preprocess_file(args.counts, args.out, label_key=args.label_key, **params)
+        params = given(args, LabelParams, ReadParams, PreprocessParams, PassParams)
+        pipeline.preprocess_file(args.counts, args.out, **params)
     elif c == "train":
         pipeline.train_file(args.preprocessed, args.out, **given(args, TrainParams, PassParams))
     elif c == "directions":
         pipeline.directions_file(args.preprocessed, args.model, args.out, **given(args, PassParams))
     elif c == "cluster":
-        params = given(args, ClusterParams)
-        pipeline.cluster_file(args.directions, args.out, args.metrics, label_key=args.label_key, **params)
+        pipeline.cluster_file(args.directions, args.out, args.metrics, **given(args, LabelParams, ClusterParams))
     elif c == "report":
-        pipeline.report_file(args.embedding, args.out_dir, dataset=args.dataset, label_key=args.label_key)
+        pipeline.report_file(args.embedding, args.out_dir, dataset=args.dataset, **given(args, LabelParams))
     elif c == "index":
         from rlae_sc.report import write_index
 
@@ -163,13 +161,12 @@ def _dispatch(args: argparse.Namespace) -> None:
         metrics = pipeline.run(
             args.counts,
             args.out,
-            label_key=args.label_key,
             dataset=args.dataset,
             **per_stage(args, PreprocessParams, TrainParams, ClusterParams),
-            **given(args, ReadParams, PassParams),
+            **given(args, LabelParams, ReadParams, PassParams),
         )
         print(f"wrote {Path(args.out) / 'report.html'}; metrics: {Path(args.out) / 'metrics.json'}")
-        for key in ("n_cells", "n_genes", "k", "min_abs_cos_top10", "subspace_distance", "ari", "nmi"):
+        for key in ("n_cells", "n_genes", "k", "certificate_min_cos_top10", "min_abs_cos_top10", "ari", "nmi"):
             if key in metrics:
                 print(f"  {key}: {metrics[key]}")
     elif c == "embed":
@@ -180,10 +177,8 @@ def _dispatch(args: argparse.Namespace) -> None:
             args.reference,
             args.counts,
             args.out_dir,
-            label_key=args.label_key,
-            truth_key=args.truth_key,
             title=args.title,
-            **given(args, ReadParams, MappingParams),
+            **given(args, LabelParams, ReadParams, MappingParams),
         )
         print(
             f"wrote {Path(args.out_dir) / 'report.html'}; median confidence {summary['median_confidence']:.3f}"

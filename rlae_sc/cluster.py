@@ -23,13 +23,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from rlae_sc.batches import obs_column
 from rlae_sc.errors import InputError
 from rlae_sc.fingerprints import result_fingerprints
 from rlae_sc.keys import EMBEDDING_KEY, HARMONY_KEY
-from rlae_sc.labels import labelled_mask
+from rlae_sc.labels import kernel_votes, labelled_mask, obs_column, partition_scores
 from rlae_sc.leiden import choose_resolution, curve_graph, leiden, stability_curve
 from rlae_sc.neighbors import EXACT_MAX_CELLS, build_index, knn, save_index, search, umap_graph
 from rlae_sc.params import ClusterParams
@@ -37,17 +35,6 @@ from rlae_sc.params import ClusterParams
 EXTEND_BLOCK = 65_536  # cells outside the sketch voted and placed at a time
 
 log = logging.getLogger("rlae_sc")
-
-
-def kernel_votes(dist: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
-    """Votes (m x n_classes) of each row's neighbours, ``codes`` (m x k) their classes and ``dist`` (m x k)
-    their distances: a Gaussian kernel of distance, bandwidth the row's median neighbour distance."""
-    bandwidth = np.median(dist, axis=1, keepdims=True)
-    bandwidth[bandwidth == 0] = 1.0
-    weights = np.exp(-((dist / bandwidth) ** 2))
-    votes = np.zeros((len(dist), n_classes))
-    np.add.at(votes, (np.repeat(np.arange(len(dist)), dist.shape[1]), codes.ravel()), weights.ravel())
-    return votes
 
 
 def cluster(
@@ -157,13 +144,8 @@ def cluster(
     if batch_key:
         result["batch_mixing"] = batch_mixing(adata.obsp["distances"], adata.obs[batch_key])
     if label_key is not None:
-        labels = adata.obs[label_key].astype(str)
-        has = labelled_mask(adata.obs[label_key])
-        truth, pred = labels[has].to_numpy(), adata.obs["leiden"].astype(str)[has].to_numpy()
         result.update(
-            ari=float(adjusted_rand_score(truth, pred)),
-            nmi=float(normalized_mutual_info_score(truth, pred)),
-            n_labelled=int(has.sum()),
+            **partition_scores(adata.obs[label_key], adata.obs["leiden"]),
             label_agreement=label_agreement(adata.obsp["distances"], adata.obs[label_key]),
         )
     adata.uns["rlae_cluster"] = {

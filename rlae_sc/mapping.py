@@ -40,10 +40,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from rlae_sc.cluster import kernel_votes
 from rlae_sc.errors import InputError
 from rlae_sc.keys import DIRECTIONS_KEY, EMBEDDING_KEY, UNS_KEY
-from rlae_sc.labels import labelled_mask
+from rlae_sc.labels import kernel_votes, known_labels, labelled_mask, obs_column
 from rlae_sc.neighbors import build_index, search
 from rlae_sc.params import MappingParams
 
@@ -54,17 +53,6 @@ SEED = 0  # seed of the calibration and logistic-regression samples
 SHIFT_ROUNDS = 5  # label-and-shift rounds of composition_shift, at most
 
 log = logging.getLogger("rlae_sc")
-
-
-def _reference_labels(reference: ad.AnnData, label_key: str, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """The mask of labelled reference cells (n_ref,) and their labels as strings (n_labelled,)."""
-    if label_key not in reference.obs:
-        raise InputError(source, f"has no label column {label_key!r}", "Name an obs column of the reference.")
-    labels = reference.obs[label_key]
-    has = labelled_mask(labels)
-    if not has.any():
-        raise InputError(source, f"has no labelled cells in {label_key!r}", "Name a column with labels.")
-    return has, labels[has].astype(str).to_numpy()
 
 
 def transfer_labels(
@@ -81,7 +69,7 @@ def transfer_labels(
     Each query cell takes the label with the largest summed weight among its
     ``n_neighbors`` nearest reference cells (Euclidean); weights are a Gaussian
     kernel of the distance, with the bandwidth the cell's median neighbour
-    distance (:func:`rlae_sc.cluster.kernel_votes`). Reference cells without a
+    distance (:func:`rlae_sc.labels.kernel_votes`). Reference cells without a
     label (NaN, ``?``, ``unknown``, ...; see :data:`rlae_sc.labels.MISSING_LABELS`)
     are not used. ``index``: the reference's saved neighbour index
     (:func:`rlae_sc.neighbors.load_index`), searched when every reference cell is labelled;
@@ -93,7 +81,7 @@ def transfer_labels(
     ``confidence`` (its share of the weight, 0..1) and ``neighbor_distance``
     (mean distance to the neighbours, units of the embedding).
     """
-    has, ref_labels = _reference_labels(reference, label_key, source)
+    has, ref_labels = known_labels(reference.obs, label_key, source=source)
     ref_x, query_x = _embeddings(reference, query)
     if index is None or not has.all():
         index = build_index(ref_x[has])
@@ -128,7 +116,7 @@ def logistic_classifier(reference: ad.AnnData, *, label_key: str, source: str = 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    has, ref_labels = _reference_labels(reference, label_key, source)
+    has, ref_labels = known_labels(reference.obs, label_key, source=source)
     ref_x = _embeddings(reference, reference)[0]
     n_dims = ref_x.shape[1]
     ref_x = np.asarray(ref_x[has], dtype=np.float64)
@@ -214,7 +202,7 @@ def beyond_reference(
     """
     if not 0 < quantile <= 1:
         raise InputError(source, f"distance_quantile {quantile} is not in (0, 1]", "Use e.g. 0.99.")
-    has, ref_labels = _reference_labels(reference, label_key, source)
+    has, ref_labels = known_labels(reference.obs, label_key, source=source)
     weights = component_weights(reference)
     ref_x, query_x = _embeddings(reference, query)
     ref_x, query_x = ref_x[has] * weights, query_x * weights
@@ -399,7 +387,7 @@ def composition_shift(
     query_x
         The new batch's scores as embedded (n_batch x k).
     """
-    has, labels = _reference_labels(reference, label_key, "reference")
+    has, labels = known_labels(reference.obs, label_key, source="reference")
     ref_x = np.asarray(reference.obsm[EMBEDDING_KEY], dtype=np.float64)[has]
     classes, codes = np.unique(labels, return_inverse=True)
     means = np.zeros((len(classes), ref_x.shape[1]))
@@ -468,8 +456,8 @@ def map_query(
     key = label_key or "leiden"
     if classifier not in ("knn", "logistic"):
         raise InputError(source, f"unknown classifier {classifier!r}", "Use knn or logistic.")
-    if truth_key is not None and truth_key not in query.obs:
-        raise InputError("query", f"has no label column {truth_key!r}", "Name an obs column of the query.")
+    if truth_key is not None:
+        obs_column(query.obs, truth_key, what="truth", source="query")
     if classifier == "knn":
 
         def classify(scores: np.ndarray) -> pd.DataFrame:

@@ -1,15 +1,16 @@
 """The parameters of every stage, each defined once: its name, default, type and help text.
 
-One frozen dataclass per stage: :class:`ReadParams`, :class:`PreprocessParams`,
+One frozen dataclass per stage: :class:`ReadParams`, :class:`LabelParams`, :class:`PreprocessParams`,
 :class:`TrainParams`, :class:`PassParams`, :class:`ClusterParams`,
 :class:`MappingParams` and :class:`FederationParams`. A field's default is
 the library's default (functions take it from here: ``min_overlap: float =
 MappingParams.min_overlap``, or accept the stage's fields as keyword arguments
 and build the dataclass with :meth:`Stage.of`); its help text is the command
 line's (:func:`add_options` generates the options) and the dataclass's
-documentation. ``config/config.yaml`` and ``workflow/schemas/config.schema.yaml``
-repeat the defaults for Snakemake users; ``tests/test_params.py`` checks that
-they agree. Nothing here imports torch.
+documentation. ``workflow/schemas/config.schema.yaml`` is generated from the
+fields (:mod:`rlae_sc.schema`), and ``config/config.yaml`` repeats the defaults
+for Snakemake users; ``tests/test_params.py`` checks that they agree. Nothing
+here imports torch.
 """
 
 from __future__ import annotations
@@ -187,6 +188,23 @@ class ReadParams(Stage):
 
         if isinstance(self.obs, os.PathLike):  # a Path from Python, kept as the text the config and CLI give
             object.__setattr__(self, "obs", os.fspath(self.obs))
+
+
+@stage("labels", "Known labels in ``obs`` (:mod:`rlae_sc.labels`); per dataset, query or federation in the config.")
+class LabelParams(Stage):
+    label_key: str | None = param(
+        None,
+        "obs column of known labels: ARI/NMI, label agreement, the labelled UMAP and the cluster x label table "
+        "(checked to exist before any work; cells labelled ?, unknown or NaN are left out); for map, the "
+        "reference's column whose labels are transferred (none: its Leiden clusters)",
+        metavar="COLUMN",
+    )
+    truth_key: str | None = param(
+        None,
+        "for map, the query's obs column of known labels, against which the transferred labels are scored "
+        "(accuracy); none: not scored",
+        metavar="COLUMN",
+    )
 
 
 @stage("preprocess", "Quality control, normalisation and gene selection (:func:`rlae_sc.preprocess.fit_recipe`).")
@@ -444,16 +462,6 @@ def switches() -> frozenset[str]:
     )
 
 
-def add_label_key(parser: argparse.ArgumentParser) -> None:
-    """The ``--label-key`` option, the same for every subcommand that reads known labels."""
-    parser.add_argument(
-        "--label-key",
-        default=None,
-        help="obs column of known labels: ARI/NMI, label agreement, the labelled UMAP and the cluster x label table "
-        "(checked to exist before any work; cells labelled ?, unknown or NaN are left out)",
-    )
-
-
 def given(args: argparse.Namespace, *classes: type[Stage]) -> dict:
     """The fields of ``classes`` given on the command line (present in ``args``), by name."""
     return {f.name: getattr(args, f.name) for cls in classes for f in fields(cls) if hasattr(args, f.name)}
@@ -477,6 +485,13 @@ def as_flags(values: Mapping | None, cls: type[Stage]) -> list[str]:
         else:
             words += [flag(f), _text(value)]
     return words
+
+
+def config_flags(values: Mapping | None, cls: type[Stage]) -> list[str]:
+    """:func:`as_flags` of a config section or entry: ``values`` by config key (``lambda``, not ``lam``; keys
+    of other classes are not given), as the Snakemake rules pass the config to the subcommands."""
+    names = {f.metadata["key"] or f.name: f.name for f in fields(cls)}
+    return as_flags({names[key]: value for key, value in (values or {}).items() if key in names}, cls)
 
 
 def _text(value) -> str:

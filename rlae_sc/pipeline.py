@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 from rlae_sc.atomic import atomic_path
-from rlae_sc.batches import obs_column
 from rlae_sc.blocks import lognorm_rows_block
 from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix
 from rlae_sc.errors import InputError
 from rlae_sc.io import join_obs, open_streaming, read, reading, write_csr_rows, write_h5ad, write_json
+from rlae_sc.labels import obs_column
 from rlae_sc.params import ClusterParams, MappingParams, PassParams, PreprocessParams, ReadParams, TrainParams, split
 from rlae_sc.preprocess import fit_recipe, preprocess, preprocessed_adata
 from rlae_sc.recipe import Recipe

@@ -24,7 +24,6 @@ from rlae_sc.batches import (
     clusters_within_batches,
     label_pairs,
     match_and_align,
-    obs_column,
 )
 from rlae_sc.blocks import (
     cell_qc_block,
@@ -39,7 +38,7 @@ from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, matrix_of, run_pass
 from rlae_sc.decisions import check_qc, gene_candidates, mad_thresholds, new_recipe, set_genes, set_scale, set_stats
 from rlae_sc.errors import InputError
 from rlae_sc.hvg import scanpy_hvg, seurat_v3_clip, seurat_v3_select
-from rlae_sc.labels import labelled_mask
+from rlae_sc.labels import labelled_mask, obs_column
 from rlae_sc.params import ReadParams
 from rlae_sc.recipe import COUNTS, LOG_NORMALIZED, SCALED, Recipe
 from rlae_sc.residuals import default_clip, residual_variance, select_genes

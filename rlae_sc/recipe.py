@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from rlae_sc.batches import batch_codes, obs_column
+from rlae_sc.batches import batch_codes
 from rlae_sc.errors import InputError
+from rlae_sc.labels import obs_column
 from rlae_sc.params import MappingParams, PreprocessParams, ReadParams
 from rlae_sc.residuals import THETA, pearson_residuals
 

@@ -53,16 +53,34 @@ def test_schema_agrees_with_the_parameter_model(where, cls, props):
         assert set(props) == set(by_key), where
     for name, prop in props.items():
         f = by_key[name]
-        if f.default is None and "default" not in prop:
-            assert f.name == "layer"  # a layer is a name or left out, never null in the config
-        else:
-            assert prop["default"] == f.default, f"{where}.{name}"
+        assert prop["default"] == f.default, f"{where}.{name}"
         if f.metadata["choices"] is not None:
             assert tuple(prop["enum"]) == f.metadata["choices"], f"{where}.{name}"
             continue
         kinds = typing.get_args(hints[f.name]) or (hints[f.name],)
         allowed = {prop["type"]} if isinstance(prop["type"], str) else set(prop["type"])
-        assert {JSON_TYPES[k] for k in kinds if k is not type(None) or name != "layer"} == allowed, f"{where}.{name}"
+        assert {JSON_TYPES[k] for k in kinds} == allowed, f"{where}.{name}"
+
+
+def test_the_committed_schema_is_the_generated_one():
+    """workflow/schemas/config.schema.yaml is written by ``python -m rlae_sc.schema`` from the parameter model, so
+    that a default, a bound or a choice is written once; regenerate it after changing a field."""
+    from rlae_sc.schema import schema_text
+
+    assert (ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text() == schema_text()
+
+
+def test_the_label_options_are_the_parameter_model_s():
+    """``--label-key`` and ``--truth-key`` are generated from :class:`~rlae_sc.params.LabelParams` wherever they are
+    taken, and parse to its fields."""
+    args = build_parser().parse_args(["map", "q.h5ad", "--model", "m", "--reference", "r", "--out-dir", "o"])
+    assert P.given(args, P.LabelParams) == {}
+    words = P.as_flags({"label_key": "cell type", "truth_key": "cell_type"}, P.LabelParams)
+    assert words == ["--label-key", "cell type", "--truth-key", "cell_type"]
+    args = build_parser().parse_args(["map", "q.h5ad", "--model", "m", "--reference", "r", "--out-dir", "o", *words])
+    assert P.given(args, P.LabelParams) == {"label_key": "cell type", "truth_key": "cell_type"}
+    for command in (["run", "c.h5ad", "--out", "o"], ["cluster", "d.h5ad", "--out", "e", "--metrics", "m"]):
+        assert P.given(build_parser().parse_args([*command, *words[:2]]), P.LabelParams) == {"label_key": "cell type"}
 
 
 def test_every_option_parses_to_its_field():

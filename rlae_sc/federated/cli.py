@@ -9,10 +9,10 @@ from pathlib import Path
 from rlae_sc.params import (
     ClusterParams,
     FederationParams,
+    LabelParams,
     PreprocessParams,
     ReadParams,
     TrainParams,
-    add_label_key,
     add_options,
     given,
     per_stage,
@@ -28,7 +28,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("federate", help="federated fit on several sites' files, each site in its own process")
     p.add_argument("sites", nargs="+", help="one .h5ad of counts per site (its stem names the site)")
     p.add_argument("--out", required=True, help="output folder: model.npz, federation.json, sites/<site>/")
-    add_label_key(p)
+    add_options(p, LabelParams, exclude=("truth_key",))
     p.add_argument("--secure", action="store_true", help="secure aggregation: the coordinator sees only sums")
     p.add_argument("--allow-small-site", action="store_true", help=_SMALL + " (without --secure)")
     add_options(p, ReadParams, **layer)
@@ -51,7 +51,7 @@ def add_parsers(sub) -> None:
     p.add_argument("counts", help="the site's .h5ad of counts")
     p.add_argument("--coordinator", required=True, metavar="HOST:PORT", help="the coordinator's address")
     p.add_argument("--out", required=True, help="folder for the site's outputs")
-    add_label_key(p)
+    add_options(p, LabelParams, exclude=("truth_key",))
     p.add_argument("--allow-small-site", action="store_true", help=_SMALL)
     add_options(p, ReadParams, **layer)
     _add_connection(p)
@@ -74,7 +74,7 @@ def add_parsers(sub) -> None:
     p.add_argument("counts", help="the site's .h5ad of counts")
     p.add_argument("--model", required=True, help="the federation's model.npz")
     p.add_argument("--out", required=True, help="folder for the site's outputs")
-    add_label_key(p)
+    add_options(p, LabelParams, exclude=("truth_key",))
     add_options(p, ReadParams, **layer)
     add_options(p, ClusterParams)
 
@@ -103,8 +103,7 @@ def dispatch(args: argparse.Namespace) -> None:
         model = local.federate(
             args.sites,
             args.out,
-            label_key=args.label_key,
-            **given(args, ReadParams),
+            **given(args, LabelParams, ReadParams),
             secure=args.secure,
             allow_small_site=args.allow_small_site,
             **per_stage(args, PreprocessParams, TrainParams, ClusterParams),
@@ -128,8 +127,7 @@ def dispatch(args: argparse.Namespace) -> None:
             args.counts,
             coordinator=args.coordinator,
             out=args.out,
-            label_key=args.label_key,
-            **given(args, ReadParams),
+            **given(args, LabelParams, ReadParams),
             secure=args.secure,
             tls=tls,
             **given(args, FederationParams),
@@ -149,4 +147,5 @@ def dispatch(args: argparse.Namespace) -> None:
         print(f"wrote {trusted.combine(args.files, args.out, train_params=given(args, TrainParams))}")
     elif c == "site-outputs":
         s = statistics.open_site(args.counts, **given(args, ReadParams))
-        site.site_outputs(s, args.model, args.out, label_key=args.label_key, cluster_params=given(args, ClusterParams))
+        labels = given(args, LabelParams)
+        site.site_outputs(s, args.model, args.out, **labels, cluster_params=given(args, ClusterParams))

@@ -17,7 +17,15 @@ from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
 from rlae_sc.federated.protocol import make_certificates
 from rlae_sc.federated.secure import MIN_SITES
-from rlae_sc.params import ClusterParams, FederationParams, PreprocessParams, TrainParams, as_flags
+from rlae_sc.params import (
+    ClusterParams,
+    FederationParams,
+    LabelParams,
+    PreprocessParams,
+    ReadParams,
+    TrainParams,
+    as_flags,
+)
 
 HOST = "127.0.0.1"
 
@@ -91,10 +99,9 @@ def federate(
                 f"{HOST}:{port}",
                 "--out",
                 str(out / "sites" / name),
-                "--timeout",
-                str(timeout),
-                *(["--label-key", label_key] if label_key else []),
-                *(["--layer", layer] if layer else []),
+                *as_flags({"timeout": timeout}, FederationParams),
+                *as_flags({"label_key": label_key} if label_key else {}, LabelParams),
+                *as_flags({"layer": layer} if layer else {}, ReadParams),
                 *(["--allow-small-site"] if allow_small_site else []),
                 *as_flags(cluster_params, ClusterParams),
             ]

@@ -21,7 +21,6 @@ import numpy as np
 
 from rlae_sc import pipeline
 from rlae_sc.atomic import atomic_path
-from rlae_sc.batches import obs_column
 from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
 from rlae_sc.federated.protocol import TLSFiles, client_context, parse_address, recv, send
@@ -34,6 +33,7 @@ from rlae_sc.federated.statistics import (
     site_qc,
     site_statistics,
 )
+from rlae_sc.labels import obs_column
 from rlae_sc.model import load_model
 from rlae_sc.params import FederationParams
 from rlae_sc.recipe import Recipe

@@ -11,7 +11,7 @@ rule cluster:
         "logs/{dataset}/cluster.benchmark.tsv"  # wall time and peak memory of the stage (Snakemake's benchmark)
     params:
         rlae=RLAE,
-        flags=lambda wc: cli_flags(stage_params(wc.dataset, "cluster")),
+        flags=lambda wc: stage_flags(wc.dataset, "cluster"),
         label=label_flag,
     threads: threads_by_size
     resources:

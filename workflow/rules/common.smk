@@ -6,9 +6,16 @@ import sys
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)  # this checkout's rlae_sc, as the rules run it (RLAE below)
-from rlae_sc.params import switches  # noqa: E402
-
-SWITCHES = switches()  # boolean options given as a bare flag (--harmony), never as "--harmony true"
+from rlae_sc.params import (  # noqa: E402
+    STAGES,
+    FederationParams,
+    LabelParams,
+    MappingParams,
+    PassParams,
+    ReadParams,
+    config_flags,
+)
+from rlae_sc.report import FIGURES  # noqa: E402  the report's figures, named once
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=False)  # its defaults document the library's
@@ -24,7 +31,6 @@ for _query, _entry in config.get("queries", {}).items():
 # The rlae-sc command, run from this checkout: works in the project's virtualenv and in the
 # rule's conda environment (workflow/envs/rlae-sc.yaml holds the dependencies, not the package).
 RLAE = f"PYTHONPATH={shlex.quote(workflow.basedir)} python -m rlae_sc"
-FIGURES = ["variance_ratio", "alignment", "singular_values", "training", "umap", "top_genes"]
 
 
 wildcard_constraints:
@@ -41,40 +47,32 @@ def stage_params(dataset, stage):
     return {**config.get(stage, {}), **config["datasets"][dataset].get(stage, {})}
 
 
-def cli_flags(params):
-    """{'n_top_genes': 2000, 'clip': None} -> '--n-top-genes 2000 --clip none'."""
-    words = []
-    for key, value in params.items():
-        flag = key.replace("_", "-")
-        if key in SWITCHES:
-            words += [f"--{flag}"] if value else []
-            continue
-        text = "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-        words.extend([f"--{flag}", text])
-    return " ".join(shlex.quote(w) for w in words)
+def cli_flags(values, cls):
+    """The command-line options that give ``values`` (a config section or entry, by config key) for the fields of
+    ``cls``, one shell word each: {'n_top_genes': 2000, 'clip': None} -> '--n-top-genes 2000 --clip none'."""
+    return shlex.join(config_flags(values, cls))
+
+
+def stage_flags(dataset, stage):
+    """The options of a stage's config section, with the dataset's own overrides on top."""
+    return cli_flags(stage_params(dataset, stage), STAGES[stage])
 
 
 def pass_flags(dataset, *, streaming=False):
     """--dask (preprocess, train, directions) and --streaming (preprocess) from the passes section."""
     params = stage_params(dataset, "passes")
-    words = ["--streaming"] if streaming and params.get("streaming") else []
-    if params.get("dask") is not None:
-        words += ["--dask", str(params["dask"])]
-    return " ".join(shlex.quote(w) for w in words)
-
-
-READER_KEYS = ("layer", "orientation", "var_names", "obs", "measurement", "obs_filter")
+    return cli_flags({k: v for k, v in params.items() if streaming or k != "streaming"}, PassParams)
 
 
 def read_flags(entry):
-    """Reader options of a dataset or query entry: layer, orientation (text files), var_names (10x), obs (a table
-    of cell metadata), measurement and obs_filter (TileDB-SOMA experiments; obs_filter for any input)."""
-    return cli_flags({key: entry[key] for key in READER_KEYS if key in entry})
+    """Reader options of a dataset or query entry (rlae_sc.params.ReadParams): input_kind, layer, orientation,
+    var_names, obs, measurement and obs_filter."""
+    return cli_flags(entry, ReadParams)
 
 
 def label_flag_for(dataset):
-    key = config["datasets"][dataset].get("label_key")
-    return f"--label-key {shlex.quote(key)}" if key else ""
+    """--label-key of a dataset entry (rlae_sc.params.LabelParams), or nothing."""
+    return cli_flags(config["datasets"][dataset], LabelParams)
 
 
 def label_flag(wildcards):
@@ -151,14 +149,13 @@ def federation_entry(wildcards):
 def federation_flags(wildcards):
     """--secure, --label-key, --layer, --timeout and the preprocess/train/cluster sections (entry overrides)."""
     entry = federation_entry(wildcards)
-    words = ["--secure"] if entry.get("secure", True) else []
-    words += [f"--{key.replace('_', '-')}={entry[key]}" for key in ("label_key", "layer", "timeout") if key in entry]
-    flags = [" ".join(shlex.quote(w) for w in words)]
+    flags = ["--secure" if entry.get("secure", True) else ""]
+    flags += [cli_flags(entry, cls) for cls in (LabelParams, ReadParams, FederationParams)]
     for stage in ("preprocess", "train", "cluster"):
         params = {**config.get(stage, {}), **entry.get(stage, {})}
         if stage == "preprocess":
             params.pop("hvg_flavor", None)  # a federated fit selects genes with seurat_v3 on counts
         if stage == "cluster":
             params.pop("seed", None)  # --seed is the training seed here, as in `rlae-sc run`
-        flags.append(cli_flags(params))
+        flags.append(cli_flags(params, STAGES[stage]))
     return " ".join(flags)

@@ -21,14 +21,10 @@ rule map_query:
         "logs/mapping/{query}.log",
     params:
         rlae=RLAE,
-        flags=lambda wc: cli_flags(config.get("mapping", {})),
+        flags=lambda wc: cli_flags(config.get("mapping", {}), MappingParams),
         label=lambda wc: label_flag_for(query_reference(wc)),
         read=lambda wc: read_flags(config["queries"][wc.query]),
-        truth=lambda wc: (
-            f"--truth-key {shlex.quote(config['queries'][wc.query]['truth_key'])}"
-            if config["queries"][wc.query].get("truth_key")
-            else ""
-        ),
+        truth=lambda wc: cli_flags(config["queries"][wc.query], LabelParams),
     threads: threads_by_size
     resources:
         mem_mb=mem_mb_for(2000, 3),

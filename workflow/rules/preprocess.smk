@@ -9,9 +9,8 @@ rule preprocess:
         "logs/{dataset}/preprocess.benchmark.tsv"  # wall time and peak memory of the stage (Snakemake's benchmark)
     params:
         rlae=RLAE,
-        flags=lambda wc: cli_flags(stage_params(wc.dataset, "preprocess")),
+        flags=lambda wc: stage_flags(wc.dataset, "preprocess"),
         read=lambda wc: read_flags(dataset_entry(wc)),
-        input_kind=lambda wc: dataset_entry(wc).get("input_kind", "counts"),
         label=label_flag,
         passes=lambda wc: pass_flags(wc.dataset, streaming=True),
     threads: pass_threads
@@ -21,5 +20,5 @@ rule preprocess:
     conda:
         "../envs/rlae-sc.yaml"
     shell:
-        "{params.rlae} preprocess {input} --out {output} --input-kind {params.input_kind} {params.read} "
+        "{params.rlae} preprocess {input} --out {output} {params.read} "
         "{params.label} {params.flags} {params.passes} > {log} 2>&1"

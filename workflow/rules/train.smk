@@ -10,7 +10,7 @@ rule train:
         "logs/{dataset}/train.benchmark.tsv"  # wall time and peak memory of the stage (Snakemake's benchmark)
     params:
         rlae=RLAE,
-        flags=lambda wc: cli_flags(stage_params(wc.dataset, "train")),
+        flags=lambda wc: stage_flags(wc.dataset, "train"),
         passes=lambda wc: pass_flags(wc.dataset),
     threads: pass_threads
     resources:
