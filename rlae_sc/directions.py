@@ -8,7 +8,7 @@ import pandas as pd
 
 from rlae_sc.errors import InputError
 from rlae_sc.keys import DIRECTIONS_KEY, EMBEDDING_KEY, UNS_KEY
-from rlae_sc.lae import theory
+from rlae_sc.lae import certificate, theory
 from rlae_sc.model import RLAEModel
 from rlae_sc.params import TrainParams
 from rlae_sc.preprocess import trained_rows
@@ -26,41 +26,69 @@ QC_COUNTS = (
 
 
 def compare_with_pca(model: RLAEModel, *, source: str = "model") -> tuple[dict, dict]:
-    """Compare the model's directions with exact PCA (``scipy.linalg.eigh``) of the ``C`` it was trained on
-    (``model.reference``, computed by :func:`rlae_sc.train.fit_scatter`: no pass over the cells).
+    """Check the model's directions against the ``C`` it was trained on, from ``model.reference`` (computed by
+    :func:`rlae_sc.train.fit_scatter`: no pass over the cells): always by the residual certificate
+    (:mod:`rlae_sc.lae.certificate`), and against exact PCA (``scipy.linalg.eigh``) when the fit ran it
+    (``exact_check`` or ``trace_metrics``).
 
     ``C`` is the scatter matrix of the training pass, its products in ``scatter_precision`` (train's
     parameter; float32 products are summed in float64, about 1e-6 relative in the entries of ``C``; choose
     float64 for a float64 ``C``).
 
-    Returns ``(metrics, reference)``. ``metrics`` holds the numbers defined in docs/theory.rst:
-    ``min_abs_cos_top10``, ``subspace_distance``, ``eigenvalue_max_rel_err_top10``,
-    ``transpose_distance``, ``singular_value_error`` and more. ``reference``
-    holds the exact ``eigenvalues`` (k,), per-component ``alignment`` (k,),
-    ``eigengaps`` (k,; ``e_i / e_{i+1}``, the last against ``e_{k+1}``) and
-    ``pca_seconds`` (the exact eigensolver's time, in training).
+    Returns ``(metrics, reference)``. ``metrics`` holds the numbers defined in docs/theory.rst: always
+    ``certificate_max_residual`` (max ``r_i / e_i``), ``certificate_min_cos_top10`` (a lower bound on the
+    top-10 ``|cos|`` with exact PCA), ``certificate_max_eigenvalue_error_top10`` (a bound on the top-10
+    relative eigenvalue error; NaN where a direction is not certified), ``certificate_seconds`` and
+    ``transpose_distance``; with the eigh also ``exact_pca_seconds``, ``min_abs_cos_top10``,
+    ``subspace_distance``, ``eigenvalue_max_rel_err_top10``, ``singular_value_error`` and more.
+    ``reference`` holds ``kind`` (``"eigh"`` or ``"certificate"``), ``eigenvalues`` (k,; exact PCA's, or the
+    model's as the certificate bounds them), per-component
+    ``alignment`` (k,; ``|cos|`` with exact PCA, or its certified lower bound), ``eigengaps`` (k,;
+    ``e_i / e_(i+1)``, the last against ``e_(k+1)`` or its certified upper bound). The seconds are those
+    spent in training.
     """
     k = model.n_components
-    if not model.reference:
-        raise InputError(source, "holds no exact-PCA reference (written by an older rlae-sc)", "Train it again.")
-    e, U = model.reference["eigenvalues"], model.reference["directions"]
-    pca_seconds = model.params.get("exact_reference_seconds", float("nan"))
+    ref = model.reference
+    if "residuals" not in ref:
+        raise InputError(
+            source, "holds no certificate of its directions (written by an older rlae-sc)", "Train it again."
+        )
+    top = min(10, k)
+    cert = certificate.bounds(
+        model.eigenvalues, ref["residuals"], float(ref["residual_norm"]), float(ref["next_eigenvalue_bound"])
+    )
+    metrics = {
+        "certificate_max_residual": float(cert["relative_residuals"].max()),
+        "certificate_min_cos_top10": float(cert["cos_lower"][:top].min()),
+        "certificate_max_eigenvalue_error_top10": float(cert["eigenvalue_error"][:top].max()),
+        "certificate_seconds": model.params.get("certificate_seconds", float("nan")),
+        "transpose_distance": theory.transpose_distance(model.encoder, model.decoder),
+    }
+    if "eigenvalues" not in ref:
+        e = model.eigenvalues
+        reference = {
+            "kind": "certificate",
+            "eigenvalues": e,
+            "alignment": cert["cos_lower"],
+            "eigengaps": theory.eigengaps(np.append(e, float(ref["next_eigenvalue_bound"]))),
+        }
+        return {**metrics, "lambda_over_e_k": float(model.lam / e[-1])}, reference
+    e, U = ref["eigenvalues"], ref["directions"]
     gaps = theory.eigengaps(e) if len(e) > k else np.append(theory.eigengaps(e), np.nan)
     e, U = e[:k], U[:, :k]
     align = theory.alignment(model.directions, U)
     rel = np.abs(model.eigenvalues - e) / e
-    top = min(10, k)
-    metrics = {
-        "min_abs_cos_top10": float(align[:top].min()),
-        "min_abs_cos": float(align.min()),
-        "subspace_distance": theory.subspace_distance(model.directions, U),
-        "eigenvalue_max_rel_err_top10": float(rel[:top].max()),
-        "eigenvalue_max_rel_err": float(rel.max()),
-        "transpose_distance": theory.transpose_distance(model.encoder, model.decoder),
-        "singular_value_error": theory.singular_value_error(model.singular_values, e, model.lam),
-        "lambda_over_e_k": float(model.lam / e[-1]),
-    }
-    reference = {"eigenvalues": e, "alignment": align, "eigengaps": gaps[:k], "pca_seconds": pca_seconds}
+    metrics.update(
+        exact_pca_seconds=model.params.get("exact_reference_seconds", float("nan")),
+        min_abs_cos_top10=float(align[:top].min()),
+        min_abs_cos=float(align.min()),
+        subspace_distance=theory.subspace_distance(model.directions, U),
+        eigenvalue_max_rel_err_top10=float(rel[:top].max()),
+        eigenvalue_max_rel_err=float(rel.max()),
+        singular_value_error=theory.singular_value_error(model.singular_values, e, model.lam),
+        lambda_over_e_k=float(model.lam / e[-1]),
+    )
+    reference = {"kind": "eigh", "eigenvalues": e, "alignment": align, "eigengaps": gaps[:k]}
     return metrics, reference
 
 
@@ -113,7 +141,6 @@ def directions_adata(
         "lambda_rule": model.params["lambda_rule"],
         **{key: model.params[key] for key in NOISE_FLOOR_KEYS if key in model.params},
         "fit_seconds": model.params["fit_seconds"],
-        "exact_pca_seconds": reference["pca_seconds"],
         "n_iter": model.params["n_iter"],
         "converged": model.params["converged"],
         "not_identifiable": not_identifiable(stable),
@@ -137,9 +164,10 @@ def directions_adata(
 def summary(model: RLAEModel, reference: dict, stability: np.ndarray) -> dict:
     """What ``uns['rlae']`` holds: the model's ``eigenvalues``, ``variance`` and ``variance_ratio`` (k,),
     ``singular_values`` (k,), ``lambda``, training ``params`` and ``trace``, each direction's ``stability`` (k,;
-    expected ``|cos|`` under resampling of cells, :mod:`rlae_sc.stability`), and ``reference_pca``: exact PCA's
-    ``eigenvalues``, ``variance_ratio``, per-component ``alignment`` and ``eigengaps`` (k,) from ``reference``
-    (the second value of :func:`compare_with_pca`)."""
+    expected ``|cos|`` under resampling of cells, :mod:`rlae_sc.stability`), and ``reference_pca``: the check's
+    ``kind`` (``"eigh"`` or ``"certificate"``), ``eigenvalues``, ``variance_ratio``, per-component ``alignment``
+    and ``eigengaps`` (k,) from ``reference`` (the second value of :func:`compare_with_pca`: exact PCA's, or the
+    certificate's bounds)."""
     return {
         "eigenvalues": model.eigenvalues,
         "variance": model.explained_variance,
@@ -149,6 +177,7 @@ def summary(model: RLAEModel, reference: dict, stability: np.ndarray) -> dict:
         "stability": np.asarray(stability, dtype=np.float64),
         "params": dict(model.params),
         "reference_pca": {
+            "kind": reference["kind"],
             "eigenvalues": reference["eigenvalues"],
             "variance_ratio": reference["eigenvalues"] / model.total_scatter,
             "alignment": reference["alignment"],

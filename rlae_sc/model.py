@@ -56,9 +56,12 @@ class RLAEModel:
     trace
         Training history (see :class:`rlae_sc.lae.solvers.LAEFit`).
     reference
-        Exact PCA of the ``C`` the model was trained on (``scipy.linalg.eigh``, computed by
-        :func:`rlae_sc.train.fit_scatter`): ``eigenvalues`` (k + 1,) and ``directions`` (m x (k + 1)), the
-        reference of :func:`rlae_sc.directions.compare_with_pca`. Empty for a model rebuilt without it.
+        The check of the directions against the ``C`` the model was trained on, computed by
+        :func:`rlae_sc.train.fit_scatter` and read by :func:`rlae_sc.directions.compare_with_pca`: always the
+        residual certificate (:func:`rlae_sc.lae.certificate.certify`: ``residuals`` (k,), ``residual_norm``,
+        ``next_eigenvalue_bound``, units of ``C``); with the full eigh (``exact_check`` or ``trace_metrics``)
+        also exact PCA's ``eigenvalues`` (k + 1,) and ``directions`` (m x (k + 1)). Empty for a model rebuilt
+        without it.
     """
 
     recipe: Recipe

@@ -299,7 +299,12 @@ class TrainParams(Stage):
     trace_metrics: bool = param(
         True,
         "trace the metrics of the theory page (docs/theory.rst) against exact PCA (not counted in the fit time; "
-        "the rules always do)",
+        "the rules always do); runs the full eigh of C that exact_check runs, and reports its checks too",
+    )
+    exact_check: bool = param(
+        False,
+        "also run the full eigh of C and check the directions against exact PCA (min |cos|, subspace distance, "
+        "eigenvalue error); without it (and without trace_metrics) the residual certificate alone bounds them",
     )
     lambda_frac: float = param(
         0.1,

@@ -91,7 +91,7 @@ def preprocess_file(counts: str | Path, out: str | Path, *, label_key: str | Non
     else:
         adata = read(counts, **asdict(options))
         _check_obs_keys(adata.obs, label_key, steps, counts)
-        pre, recipe = preprocess(adata, input_kind=options.input_kind, source=str(counts), scale=False, steps=steps)
+        pre, recipe = preprocess(adata, input_kind=options.input_kind, source=str(counts), scale=False, **asdict(steps))
         _record_input(pre, counts, options.layer, options.input_kind)
         write_h5ad(pre, out)
     log.info("preprocess %s: %s -> %s", counts, ", ".join(f"{k} {v}" for k, v in recipe.stats.items()), out)
@@ -131,7 +131,7 @@ def _preprocess_streaming(
             source=str(counts),
             validate=True,
             client=client,
-            steps=steps,
+            **asdict(steps),
         )
         write_preprocessed(matrix, obs, recipe, qc, out, counts=counts, layer=options.layer, client=client)
     return recipe
@@ -227,10 +227,10 @@ def directions_file(
     out_adata.uns["rlae_metrics"] = metrics
     write_h5ad(out_adata, out)
     log.info(
-        "directions: min |cos| top 10 %.12f, subspace distance %.3g, eigenvalue error top 10 %.3g -> %s",
-        metrics["min_abs_cos_top10"],
-        metrics["subspace_distance"],
-        metrics["eigenvalue_max_rel_err_top10"],
+        "directions: certified min |cos| top 10 >= %.12f, eigenvalue error top 10 <= %.3g%s -> %s",
+        metrics["certificate_min_cos_top10"],
+        metrics["certificate_max_eigenvalue_error_top10"],
+        f"; exact PCA: min |cos| top 10 {metrics['min_abs_cos_top10']:.12f}" if "min_abs_cos_top10" in metrics else "",
         out,
     )
     return metrics

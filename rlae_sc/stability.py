@@ -76,11 +76,10 @@ def direction_stability(model, scores: np.ndarray, residual_sq: np.ndarray) -> n
     ``scores`` (n x k) and ``residual_sq`` (n,) are the scores ``X P`` of the
     rows the model was trained on and each row's squared distance from the
     directions' span, as one pass gives them
-    (``model.scores(X, residuals=True)``); ``e_(k+1)`` is the model's exact
-    reference (``model.reference``).
+    (``model.scores(X, residuals=True)``); ``e_(k+1)`` is bounded from above by the model's certificate
+    (``model.reference['next_eigenvalue_bound']``, 0 when every direction is trained).
     """
-    k, e = model.n_components, model.reference["eigenvalues"]
-    outside = float(e[k]) if len(e) > k else 0.0  # every direction trained: nothing outside the subspace
+    outside = float(model.reference["next_eigenvalue_bound"])
     return stability(scores, residual_sq=residual_sq, eigenvalues=model.eigenvalues, outside_eigenvalue=outside)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from rlae_sc.errors import InputError
+from rlae_sc.lae.certificate import certify
 from rlae_sc.lae.rules import train_rule
 from rlae_sc.lae.solvers import LAEFit, fit_tied_exact, select_lambda
 from rlae_sc.lae.theory import exact_pca
@@ -147,9 +148,9 @@ def fit_scatter(
     rank = min(C_np.shape[0], n_cells - max(len(recipe.batches), 1))  # C's rank at most: one mean per batch
     oversample = p.oversample if auto else min(p.oversample, max(rank - p.n_components, 0))
     t1 = time.perf_counter()
-    # the check's reference: exact PCA of the same C, one more eigenpair for the last gap; shared with the trace
-    exact = None if auto else exact_pca(C_np, min(p.n_components + 1, C_np.shape[0]))
     tracing = not auto and (p.trace_metrics or p.solver != SOLVER)
+    # exact PCA of the same C (one more eigenpair for the last gap), asked for or needed by the trace
+    exact = exact_pca(C_np, min(p.n_components + 1, C_np.shape[0])) if tracing or p.exact_check and not auto else None
     recorder = TraceRecorder(C, p.n_components, reference=exact) if tracing else None
     reference_seconds = time.perf_counter() - t1
     noise: dict = {}
@@ -163,30 +164,29 @@ def fit_scatter(
     except ValueError as exc:
         raise InputError(source, str(exc), "Adjust the training parameters.") from None
     t2 = time.perf_counter()
-    if exact is None:  # auto: k is known only now
+    if exact is None and auto and p.exact_check:  # auto: k is known only now
         exact = exact_pca(C_np, min(result.encoder.shape[0] + 1, C_np.shape[0]))
     reference_seconds += time.perf_counter() - t2
-    record = _record(
-        result,
-        p,
-        oversample=oversample,
-        device=dev,
-        seconds={"scatter": scatter_seconds, "reference": reference_seconds},
-        auto=auto,
-        noise=noise,
-    )
-    e_ref, U_ref = exact
-    return RLAEModel(
+    model = RLAEModel(
         recipe=recipe,
         encoder=result.encoder,
         decoder=result.decoder,
         lam=result.lam,
         total_scatter=float(np.trace(C_np)),
         n_cells=n_cells,
-        params=record,
         trace=result.trace,
-        reference={"eigenvalues": e_ref, "directions": U_ref},
     )
+    t3 = time.perf_counter()
+    model.reference = certify(C_np, model.directions, model.eigenvalues, seed=p.seed)
+    seconds = {
+        "scatter": scatter_seconds,
+        "certificate": time.perf_counter() - t3,
+        "reference": reference_seconds if exact is not None else None,
+    }
+    if exact is not None:
+        model.reference.update(eigenvalues=exact[0], directions=exact[1])
+    model.params = _record(result, p, oversample=oversample, device=dev, seconds=seconds, auto=auto, noise=noise)
+    return model
 
 
 def _record(
@@ -194,9 +194,9 @@ def _record(
 ) -> dict:
     """The model's ``params``: the training parameters as applied (``oversample`` after clipping to C's rank,
     the ``device`` trained on), how lambda and k were chosen, the iterations and convergence, the seconds of
-    the solver, of the whole fit (with ``seconds['scatter']``, the pass that built ``C``) and of the exact
-    reference (``seconds['reference']``), the noise floor's numbers (``noise``, with ``auto``) and the solver's
-    diagnostics."""
+    the solver, of the whole fit (with ``seconds['scatter']``, the pass that built ``C``), of the certificate
+    (``seconds['certificate']``) and of the exact reference (``seconds['reference']``, ``None`` when the eigh
+    did not run), the noise floor's numbers (``noise``, with ``auto``) and the solver's diagnostics."""
     return {
         "solver": result.solver,
         "lambda_rule": result.lambda_rule,
@@ -212,7 +212,8 @@ def _record(
         "converged": result.converged,
         "solver_seconds": result.seconds,
         "fit_seconds": seconds["scatter"] + result.seconds,
-        "exact_reference_seconds": seconds["reference"],
+        "certificate_seconds": seconds["certificate"],
+        **({"exact_reference_seconds": seconds["reference"]} if seconds["reference"] is not None else {}),
         "n_components_rule": "auto" if auto else "given",
         **noise,
         **{key: val for key, val in result.diagnostics.items() if val is not None},
