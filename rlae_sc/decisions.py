@@ -20,17 +20,22 @@ from rlae_sc.recipe import Recipe, mito_mask
 
 
 def new_recipe(
-    var_names: pd.Index, *, input_kind: str = ReadParams.input_kind, source: str = "input", **params
+    var_names: pd.Index,
+    *,
+    input_kind: str = ReadParams.input_kind,
+    source: str = "input",
+    steps: PreprocessParams | None = None,
+    **params,
 ) -> tuple[Recipe, np.ndarray]:
     """An unfitted :class:`Recipe` for input genes ``var_names`` and the mito mask (genes,).
 
-    ``params`` are fields of :class:`rlae_sc.params.PreprocessParams` (checked; the others take their
-    defaults). ``seurat_v3`` becomes ``seurat`` for log-normalised input, the flavor is
-    ``pearson_residuals`` with that normalisation (counts input only); the mito filter
-    is off when no gene name starts with ``MT-``/``mt-``.
+    ``steps`` are the preprocessing parameters, built once by the caller; without them, ``params`` are fields of
+    :class:`rlae_sc.params.PreprocessParams` (checked; the others take their defaults). ``seurat_v3`` becomes
+    ``seurat`` for log-normalised input, the flavor is ``pearson_residuals`` with that normalisation (counts
+    input only); the mito filter is off when no gene name starts with ``MT-``/``mt-``.
     """
     ReadParams.of(input_kind=input_kind, source=source)
-    p = PreprocessParams.of(params, source=source)
+    p = steps if steps is not None else PreprocessParams.of(params, source=source)
     hvg_flavor = p.hvg_flavor
     if input_kind == "log_normalized" and hvg_flavor == "seurat_v3":
         hvg_flavor = "seurat"  # seurat_v3 models raw counts; on log data scanpy's 'seurat' flavor applies

@@ -91,7 +91,7 @@ def preprocess_file(counts: str | Path, out: str | Path, *, label_key: str | Non
     else:
         adata = read(counts, **asdict(options))
         _check_obs_keys(adata.obs, label_key, steps, counts)
-        pre, recipe = preprocess(adata, input_kind=options.input_kind, source=str(counts), scale=False, **asdict(steps))
+        pre, recipe = preprocess(adata, input_kind=options.input_kind, source=str(counts), scale=False, steps=steps)
         _record_input(pre, counts, options.layer, options.input_kind)
         write_h5ad(pre, out)
     log.info("preprocess %s: %s -> %s", counts, ", ".join(f"{k} {v}" for k, v in recipe.stats.items()), out)
@@ -131,7 +131,7 @@ def _preprocess_streaming(
             source=str(counts),
             validate=True,
             client=client,
-            **asdict(steps),
+            steps=steps,
         )
         write_preprocessed(matrix, obs, recipe, qc, out, counts=counts, layer=options.layer, client=client)
     return recipe

@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import anndata as ad
 
+from rlae_sc.params import PreprocessParams, ReadParams
 from rlae_sc.preprocess import preprocess
 
 
-def recipe(adata: ad.AnnData, *, copy: bool = False, **params) -> ad.AnnData | None:
+def recipe(
+    adata: ad.AnnData,
+    *,
+    qc: str = PreprocessParams.qc,
+    n_mads: float = PreprocessParams.n_mads,
+    min_genes: int = PreprocessParams.min_genes,
+    min_cells: int = PreprocessParams.min_cells,
+    max_pct_mito: float | None = PreprocessParams.max_pct_mito,
+    target_sum: float | None = PreprocessParams.target_sum,
+    normalization: str = PreprocessParams.normalization,
+    n_top_genes: int = PreprocessParams.n_top_genes,
+    hvg_flavor: str = PreprocessParams.hvg_flavor,
+    clip: float | None = PreprocessParams.clip,
+    batch_key: str | None = PreprocessParams.batch_key,
+    batch_centering: str = PreprocessParams.batch_centering,
+    batch_scale: bool = PreprocessParams.batch_scale,
+    keep_key: str | None = PreprocessParams.keep_key,
+    input_kind: str = ReadParams.input_kind,
+    copy: bool = False,
+) -> ad.AnnData | None:
     """Preprocess counts with rlae-sc's replayable recipe, in place.
 
     Fits a :class:`~rlae_sc.Recipe` on ``adata`` (QC, normalisation to a common total, ``log1p``,
@@ -19,14 +39,16 @@ def recipe(adata: ad.AnnData, *, copy: bool = False, **params) -> ad.AnnData | N
     ----------
     adata
         Cells x genes, raw counts in ``X`` (or log-normalised values with ``input_kind="log_normalized"``).
+    qc, n_mads, min_genes, min_cells, max_pct_mito, target_sum, normalization
+        Cell QC and normalisation: fields of :class:`~rlae_sc.params.PreprocessParams`, whose defaults and
+        documentation these are.
+    n_top_genes, hvg_flavor, clip, batch_key, batch_centering, batch_scale, keep_key
+        Gene selection and scaling, fields of :class:`~rlae_sc.params.PreprocessParams`; with ``batch_key``,
+        genes are chosen across batches and each batch is centred on its own centre.
+    input_kind
+        ``counts`` or ``log_normalized`` (:class:`~rlae_sc.params.ReadParams`).
     copy
         Return a preprocessed copy and leave ``adata`` as it is.
-    **params
-        The preprocessing parameters, fields of :class:`~rlae_sc.params.PreprocessParams` (``min_genes``,
-        ``min_cells``, ``max_pct_mito``, ``target_sum``, ``n_top_genes``, ``hvg_flavor``, ``clip``; with
-        ``batch_key``, genes are chosen across batches and each batch is centred on its own centre:
-        ``batch_centering``, ``batch_scale``, ``keep_key``), and ``input_kind``
-        (:class:`~rlae_sc.params.ReadParams`).
 
     Returns
     -------
@@ -47,7 +69,24 @@ def recipe(adata: ad.AnnData, *, copy: bool = False, **params) -> ad.AnnData | N
         ``uns['rlae_preprocess']``
             Cells and genes in, removed by each filter, and kept.
     """
-    pre, fitted = preprocess(adata, **params)
+    steps = PreprocessParams.of(
+        qc=qc,
+        n_mads=n_mads,
+        min_genes=min_genes,
+        min_cells=min_cells,
+        max_pct_mito=max_pct_mito,
+        target_sum=target_sum,
+        normalization=normalization,
+        n_top_genes=n_top_genes,
+        hvg_flavor=hvg_flavor,
+        clip=clip,
+        batch_key=batch_key,
+        batch_centering=batch_centering,
+        batch_scale=batch_scale,
+        keep_key=keep_key,
+        source="input",
+    )
+    pre, fitted = preprocess(adata, input_kind=input_kind, steps=steps)
     adata = adata.copy() if copy else adata
     keep = fitted.qc_pass(adata)  # the recipe's own cell filter, as preprocess applied it
     adata._inplace_subset_obs(keep)  # as scanpy's pp.filter_cells does

@@ -39,7 +39,7 @@ from rlae_sc.decisions import check_qc, gene_candidates, mad_thresholds, new_rec
 from rlae_sc.errors import InputError
 from rlae_sc.hvg import scanpy_hvg, seurat_v3_clip, seurat_v3_select
 from rlae_sc.labels import labelled_mask, obs_column
-from rlae_sc.params import ReadParams
+from rlae_sc.params import PreprocessParams, ReadParams
 from rlae_sc.recipe import COUNTS, LOG_NORMALIZED, SCALED, Recipe
 from rlae_sc.residuals import default_clip, residual_variance, select_genes
 
@@ -54,12 +54,14 @@ def fit_recipe(
     validate: bool = False,
     chunk_size: int = CHUNK_SIZE,
     client=None,
+    steps: PreprocessParams | None = None,
     **params,
 ) -> tuple[Recipe, pd.DataFrame]:
     """Fit a :class:`Recipe` with passes over the rows of ``matrix`` (cells x genes), never holding it whole.
 
     ``params`` are the preprocessing parameters, fields of :class:`rlae_sc.params.PreprocessParams`
-    (``min_genes``, ``n_top_genes``, ``clip``, ``batch_key``, ...); those not given take their defaults.
+    (``min_genes``, ``n_top_genes``, ``clip``, ``batch_key``, ...); those not given take their defaults;
+    or ``steps``, those parameters as the dataclass itself.
     ``obs`` (cells,) holds the columns ``batch_key`` and ``keep_key`` name.
 
     Pass 1: per-cell QC and, over cells passing QC, per-gene detection, sums
@@ -82,7 +84,7 @@ def fit_recipe(
     Returns the recipe and the QC table of all cells (``n_genes``,
     ``total_counts``, ``pct_mito``, ``qc_pass``).
     """
-    recipe, mito = new_recipe(var_names, input_kind=input_kind, source=source, **params)
+    recipe, mito = new_recipe(var_names, input_kind=input_kind, source=source, steps=steps, **params)
     passes = {"chunk_size": chunk_size, "client": client}
     batch = None
     if recipe.batch_key is not None:
@@ -167,11 +169,13 @@ def preprocess(
     input_kind: str = ReadParams.input_kind,
     source: str = "input",
     scale: bool = True,
+    steps: PreprocessParams | None = None,
     **params,
 ) -> tuple[ad.AnnData, Recipe]:
     """Fit a :class:`Recipe` on ``adata`` (cells x genes, in memory; see :func:`fit_recipe`) and apply it.
 
-    ``params`` are the preprocessing parameters, fields of :class:`rlae_sc.params.PreprocessParams`.
+    ``params`` are the preprocessing parameters, fields of :class:`rlae_sc.params.PreprocessParams`, or
+    ``steps`` the dataclass itself.
 
     ``scale``: store the trained matrix itself in ``X`` (dense); ``False``
     stores the log-normalised values of the genes used (CSR, about a fifth of
@@ -193,7 +197,9 @@ def preprocess(
         The fitted recipe (see :meth:`Recipe.to_dict`).
     """
     X = sp.csr_matrix(adata.X)
-    recipe, qc = fit_recipe(InMemory(X), adata.var_names, obs=adata.obs, input_kind=input_kind, source=source, **params)
+    recipe, qc = fit_recipe(
+        InMemory(X), adata.var_names, obs=adata.obs, input_kind=input_kind, source=source, steps=steps, **params
+    )
     pre, keep = preprocessed_adata(recipe, adata.obs, qc, stored=SCALED if scale else recipe.stored)
     L = recipe.normalize_rows(X[keep])
     idx = recipe.gene_index(recipe.input_genes)

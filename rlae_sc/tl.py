@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, fields
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -11,21 +13,36 @@ from rlae_sc.directions import compare_with_pca, summary
 from rlae_sc.errors import InputError
 from rlae_sc.keys import DIRECTIONS_KEY, EMBEDDING_KEY, UNS_KEY
 from rlae_sc.model import RLAEModel
-from rlae_sc.params import TrainParams
+from rlae_sc.params import PreprocessParams, TrainParams
 from rlae_sc.preprocess import trained_rows
 from rlae_sc.stability import direction_stability
-
-PASS_OPTIONS = ("client", "device")  # fit's keywords that also choose where the embedding and the PCA check run
 
 
 def rlae(
     adata: ad.AnnData,
     *,
     n_comps: int | str = TrainParams.n_components,
-    batch_key: str | None = None,
+    solver: str = TrainParams.solver,
+    lr: float | None = TrainParams.lr,
+    batch_size: int | None = TrainParams.batch_size,
+    trace_every: int = TrainParams.trace_every,
+    trace_metrics: bool = TrainParams.trace_metrics,
+    exact_check: bool = TrainParams.exact_check,
+    lambda_frac: float = TrainParams.lambda_frac,
+    lam: float | None = TrainParams.lam,
+    n_permutations: int = TrainParams.n_permutations,
+    noise_quantile: float = TrainParams.noise_quantile,
+    oversample: int = TrainParams.oversample,
+    scatter_precision: str = TrainParams.scatter_precision,
+    max_iter: int = TrainParams.max_iter,
+    tol: float = TrainParams.tol,
+    seed: int = TrainParams.seed,
+    device: str = TrainParams.device,
+    batch_key: str | None = PreprocessParams.batch_key,
     key_added: str | None = None,
+    client=None,
+    checkpoint: str | Path | None = None,
     copy: bool = False,
-    **params,
 ) -> ad.AnnData | None:
     """Principal directions and embedding from the sum-regularized linear autoencoder, as ``scanpy.pp.pca``.
 
@@ -38,8 +55,14 @@ def rlae(
         Preprocessed by :func:`rlae_sc.pp.recipe`: n cells x m genes, the recipe in ``uns['rlae_recipe']``.
     n_comps
         Latent units k, the principal directions found (``n_components`` of
-        :class:`~rlae_sc.params.TrainParams`); ``"auto"``: lambda at the noise floor of the data
-        (parallel analysis) and k the units that survive it.
+        :class:`~rlae_sc.params.TrainParams`, named as scanpy's ``pp.pca`` names it); ``"auto"``: lambda at
+        the noise floor of the data (parallel analysis) and k the units that survive it.
+    solver, lr, batch_size, trace_every, trace_metrics, exact_check, lambda_frac, lam, n_permutations, noise_quantile
+        Training parameters: fields of :class:`~rlae_sc.params.TrainParams`, whose defaults and documentation
+        these are (``lam``: lambda in the units of ``C = X^T X``).
+    oversample, scatter_precision, max_iter, tol, seed, device
+        More fields of :class:`~rlae_sc.params.TrainParams`; ``device`` also runs the embedding and the PCA
+        check.
     batch_key
         The ``obs`` column of each cell's batch. Batches are centred by the recipe
         (:func:`rlae_sc.pp.recipe` with ``batch_key``), so this only checks that the recipe was fitted with
@@ -49,12 +72,11 @@ def rlae(
         Where to store the results. ``None``: ``obsm['X_rlae']``, ``varm['rlae_directions']`` and
         ``uns['rlae']``; otherwise ``obsm[key_added]``, ``varm[key_added]`` and ``uns[key_added]``
         (as scanpy's ``key_added`` of ``pp.pca``).
+    client, checkpoint
+        Of :func:`rlae_sc.fit`: a ``dask.distributed.Client`` (which also runs the embedding) and a file to
+        checkpoint training to.
     copy
         Return an annotated copy and leave ``adata`` as it is.
-    **params
-        The other training parameters, fields of :class:`~rlae_sc.params.TrainParams` (``solver``,
-        ``lambda_frac``, ``lam``, ``tol``, ``seed``, ``device``, ...), and ``client`` and ``checkpoint`` of
-        :func:`rlae_sc.fit`; ``device`` and ``client`` also run the embedding and the PCA check.
 
     Returns
     -------
@@ -95,17 +117,37 @@ def rlae(
             f"its {adata.n_vars} genes are not the {len(genes)} genes of its recipe, in order",
             "Train on the AnnData as rl.pp.recipe left it, without subsetting genes.",
         )
-    model = fit(adata, n_components=n_comps, source="adata", **params)
-    passes = {name: params[name] for name in PASS_OPTIONS if name in params}
+    p = TrainParams.of(
+        n_components=n_comps,
+        solver=solver,
+        lr=lr,
+        batch_size=batch_size,
+        trace_every=trace_every,
+        trace_metrics=trace_metrics,
+        exact_check=exact_check,
+        lambda_frac=lambda_frac,
+        lam=lam,
+        n_permutations=n_permutations,
+        noise_quantile=noise_quantile,
+        oversample=oversample,
+        scatter_precision=scatter_precision,
+        max_iter=max_iter,
+        tol=tol,
+        seed=seed,
+        device=device,
+        source="adata",
+    )
+    model = fit(adata, client=client, checkpoint=checkpoint, source="adata", **asdict(p))
     matrix = trained_rows(adata)
     metrics, reference = compare_with_pca(model)
     obsm_key, varm_key, uns_key = (
         (EMBEDDING_KEY, DIRECTIONS_KEY, UNS_KEY) if key_added is None else (key_added, key_added, key_added)
     )
-    adata.obsm[obsm_key], residual_sq = model.scores(matrix, residuals=True, **passes)
+    adata.obsm[obsm_key], residual_sq = model.scores(matrix, residuals=True, client=client, device=device)
     stable = direction_stability(model, adata.obsm[obsm_key], residual_sq)
     adata.varm[varm_key] = model.directions.astype(np.float32)
-    called = {name: value for name, value in params.items() if name != "client" and value is not None}
+    called = {f.name: getattr(p, f.name) for f in fields(p) if getattr(p, f.name) not in (None, f.default)}
+    called |= {"checkpoint": checkpoint} if checkpoint is not None else {}
     adata.uns[uns_key] = {
         **summary(model, reference, stable),
         "metrics": metrics,

@@ -181,3 +181,28 @@ def test_namespaces_show_only_their_public_functions():
 
     assert dir(rl.tl) == ["embed", "rlae"] and dir(rl.pp) == ["recipe"] and dir(rl.get) == ["model"]
     assert all(not name.startswith("_") and callable(getattr(rl.pl, name)) for name in rl.pl.__all__)
+
+
+@pytest.mark.parametrize(
+    ("function", "cls", "only", "renamed"),
+    [
+        ("pp.recipe", P.PreprocessParams, None, {}),
+        ("pp.recipe", P.ReadParams, ("input_kind",), {}),  # the one reader option preprocessing reads
+        ("tl.rlae", P.TrainParams, None, {"n_components": "n_comps"}),  # scanpy's name, as pp.pca's
+    ],
+)
+def test_public_functions_take_each_field_as_a_keyword_with_its_default(function, cls, only, renamed):
+    """As scanpy checks its own signatures: every field of the stage is a keyword-only parameter of the function,
+    of the field's type and with its default, and nothing is left to ``**kwargs``."""
+    import inspect
+
+    import rlae_sc as rl
+
+    namespace, name = function.split(".")
+    fn = getattr(getattr(rl, namespace), name)
+    signature, hints, types = inspect.signature(fn), typing.get_type_hints(fn), typing.get_type_hints(cls)
+    for f in (f for f in fields(cls) if only is None or f.name in only):
+        parameter = signature.parameters[renamed.get(f.name, f.name)]
+        assert parameter.kind is inspect.Parameter.KEYWORD_ONLY, (function, f.name)
+        assert parameter.default == f.default and hints[parameter.name] == types[f.name], (function, f.name)
+    assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
