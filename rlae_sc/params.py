@@ -303,7 +303,7 @@ class TrainParams(Stage):
     )
     exact_check: bool = param(
         False,
-        "also run the full eigh of C and check the directions against exact PCA (min |cos|, subspace distance, "
+        "also run the full eigh of C and check the directions against exact PCA (smallest cosine, subspace distance, "
         "eigenvalue error); without it (and without trace_metrics) the residual certificate alone bounds them",
     )
     lambda_frac: float = param(
