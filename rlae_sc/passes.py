@@ -2,14 +2,19 @@
 
 The matrix may be in memory or in an ``.h5ad`` file read block by block,
 serially or on Dask (through :func:`rlae_sc.chunks.run_pass`); each block's
-products run through torch on a device (CUDA or the CPU: one code path).
+products run through torch on a device (CUDA or the CPU: one code path). Rows scaled by an affine map of
+sparse values (:class:`AffineRows`, the recipe's centring and scaling without clipping) are multiplied on the
+CPU as sparse blocks instead, the map applied outside the products.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from rlae_sc.chunks import CHUNK_SIZE, InMemory, run_pass
@@ -17,7 +22,71 @@ from rlae_sc.params import TrainParams
 from rlae_sc.progress import progress
 
 IN_MEMORY_BLOCK = 1 << 17  # rows per product for an in-memory array of the product's dtype (131,072)
+# the densest block (stored values / entries) whose scatter is computed from sparse products: scipy's sparse
+# product costs about nnz^2 per row against BLAS's m^2, and on 2 cores at m = 2,000 it matched float32 BLAS
+# at about 100 values per row (5%); a denser block is scaled densely (AffineBlock.toarray) instead
+SPARSE_DENSITY = 0.05
 STAGING_ROWS = 1 << 14  # rows per block copied to a CUDA device (16,384; pinned host buffers of 128 MiB at m = 2,000)
+
+
+@dataclass(frozen=True)
+class AffineBlock:
+    """A block of rows ``z = l * scale[g] - shift[g]`` kept sparse: ``L`` (rows x m, CSR float64) the
+    unscaled values, ``scale`` and ``shift`` (groups x m, float64) each group's map, ``group`` (rows,) each
+    row's group (its batch, or 0)."""
+
+    L: sp.csr_matrix
+    scale: np.ndarray
+    shift: np.ndarray
+    group: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.L.shape
+
+    @property
+    def density(self) -> float:
+        """Stored values of ``L`` over its entries."""
+        return self.L.nnz / max(self.L.shape[0] * self.L.shape[1], 1)
+
+    def toarray(self) -> np.ndarray:
+        """The rows, dense (rows x m, float64)."""
+        Z = self.L.toarray()
+        Z *= self.scale[self.group]
+        Z -= self.shift[self.group]
+        return Z
+
+    def parts(self) -> Iterator[tuple[np.ndarray, sp.csr_matrix, np.ndarray]]:
+        """For each group present: its rows' positions in the block (rows_g,), ``Y = L_g diag(scale[g])``
+        (rows_g x m, CSR) and ``shift[g]`` (m,); the block's rows are ``Y - 1 shift[g]^T``."""
+        for g in np.unique(self.group):
+            rows = np.flatnonzero(self.group == g)
+            yield rows, sp.csr_matrix(self.L[rows].multiply(self.scale[g])), self.shift[g]
+
+
+@dataclass(frozen=True)
+class AffineRows:
+    """Rows read as :class:`AffineBlock`: ``rows`` (:class:`~rlae_sc.chunks.InMemory` or
+    :class:`~rlae_sc.chunks.H5adMatrix`) of the unscaled values, ``scale`` and ``shift`` (groups x m) as
+    :meth:`rlae_sc.recipe.Recipe.affine` gives them, ``batch`` (rows,; ``None``: one group) each row's group.
+    Picklable, for Dask."""
+
+    rows: object
+    scale: np.ndarray
+    shift: np.ndarray
+    batch: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows.shape
+
+    def read(self, start: int, stop: int) -> AffineBlock:
+        L = sp.csr_matrix(self.rows.read(start, stop), dtype=np.float64)
+        group = np.zeros(L.shape[0], dtype=np.intp) if self.batch is None else self.batch[start:stop]
+        return AffineBlock(L, self.scale, self.shift, group)
+
+    def fingerprint(self) -> str:
+        return f"affine {self.rows.fingerprint()}"
 
 
 def torch_device(device: str | torch.device = TrainParams.device) -> torch.device:
@@ -48,7 +117,10 @@ def scatter_matrix(
     rounding; ``"float32"`` is about twice as fast, with relative errors of
     about 1e-6 in the entries of ``C``. ``device`` (see :func:`torch_device`): where the products run
     and ``C`` accumulates; blocks are read on the host and copied there (through pinned memory on
-    CUDA). ``client``: run on Dask, the blocks' products on the workers' CPUs; ``checkpoint``:
+    CUDA). Rows that have a sparse form (a ``sparse`` attribute, :class:`AffineRows`) are read as sparse
+    blocks when the products run on the CPU; a block at most :data:`SPARSE_DENSITY` full is multiplied in
+    float64 by :func:`affine_products`, a denser one densely as above. ``client``: run on
+    Dask, the blocks' products on the workers' CPUs; ``checkpoint``:
     save progress there and resume from it (see :func:`rlae_sc.chunks.run_pass`; each block's
     products then return to the host).
     """
@@ -58,7 +130,8 @@ def scatter_matrix(
     if isinstance(matrix, InMemory) and isinstance(matrix.array, np.ndarray) and matrix.array.dtype == precision:
         chunk_size = max(chunk_size, IN_MEMORY_BLOCK)  # blocks are views here: fewer, larger products
     dev = torch.device("cpu") if client is not None else torch_device(device)
-    if client is None and checkpoint is None:
+    matrix = _sparse_form(matrix, dev)
+    if client is None and checkpoint is None and not isinstance(matrix, AffineRows):
         C, total, n = scatter_on_device(matrix, precision=precision, chunk_size=chunk_size, device=dev)
     else:
         fn = partial(scatter_block, precision=precision, device=str(dev))
@@ -74,8 +147,44 @@ def _rows(X):
     return X if hasattr(X, "read") else InMemory(X)
 
 
+def _sparse_form(matrix, device: torch.device):
+    """``matrix.sparse`` (:class:`AffineRows`) where the matrix has one and the products run on the CPU, else
+    ``matrix``."""
+    sparse = getattr(matrix, "sparse", None) if device.type == "cpu" else None
+    return matrix if sparse is None else sparse
+
+
+def affine_products(block: AffineBlock) -> tuple[np.ndarray, np.ndarray]:
+    """Uncentred ``Z^T Z`` (m x m) and column sums ``1^T Z`` (m,) of the block's rows ``Z = Y - 1 a^T`` (per
+    group, see :meth:`AffineBlock.parts`), float64, from sparse products: ``Y^T Y - s a^T - a s^T + n a a^T``
+    and ``s - n a`` with ``s = Y^T 1`` and ``n`` the group's rows."""
+    m = block.shape[1]
+    ZtZ, total = np.zeros((m, m)), np.zeros(m)
+    for rows, Y, a in block.parts():
+        s = np.asarray(Y.sum(axis=0)).ravel()
+        sa = np.outer(s, a)
+        ZtZ += (Y.T @ Y).toarray() - sa - sa.T + len(rows) * np.outer(a, a)
+        total += s - len(rows) * a
+    return ZtZ, total
+
+
+def affine_scores(block: AffineBlock, P: np.ndarray, *, residuals: bool) -> dict:
+    """:func:`scores_block`'s rows for an :class:`AffineBlock`: ``Z P = Y P - 1 (a^T P)`` per group, and with
+    ``residuals`` ``|z|^2 - |z P|^2`` with ``|z|^2 = |y|^2 - 2 y.a + |a|^2``; float64 products."""
+    Z = np.empty((block.shape[0], P.shape[1]))
+    sq = np.empty(block.shape[0])
+    for rows, Y, a in block.parts():
+        Z[rows] = Y @ P - a @ P
+        sq[rows] = np.asarray(Y.multiply(Y).sum(axis=1)).ravel() - 2 * (Y @ a) + a @ a
+    out = {"scores": Z.astype(np.float32)}
+    if residuals:
+        out["residual_sq"] = np.maximum(sq - np.sum(Z * Z, axis=1), 0.0)
+    return out
+
+
 def _dense(block, dtype: str) -> np.ndarray:
-    """A block (rows x m, dense or CSR) as a dense numpy array of ``dtype`` (a view when it already is one)."""
+    """A block (rows x m, dense, CSR or :class:`AffineBlock`) as a dense numpy array of ``dtype`` (a view when
+    it already is one)."""
     return np.asarray(block.toarray() if hasattr(block, "toarray") else block, dtype=dtype)
 
 
@@ -89,7 +198,10 @@ def _block_products(B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def scatter_block(block, start: int, *, precision: str, device: str = "cpu") -> tuple[dict, dict]:
     """One block's products for :func:`rlae_sc.chunks.run_pass`: ``C``, the uncentred ``B^T B`` (m x m), ``sum``,
     the column sums (m,), both float64 numpy on the host, and ``n``, the block's rows; ``B`` (rows x m, dense
-    or CSR) is multiplied in ``precision`` on ``device``."""
+    or CSR) is multiplied in ``precision`` on ``device``; an :class:`AffineBlock` at most
+    :data:`SPARSE_DENSITY` full by :func:`affine_products`."""
+    if isinstance(block, AffineBlock) and block.density <= SPARSE_DENSITY:
+        return dict(zip(("C", "sum"), affine_products(block)), n=block.shape[0]), {}
     BtB, total = _block_products(torch.from_numpy(_dense(block, precision)).to(device))
     return {"C": BtB.cpu().numpy(), "sum": total.cpu().numpy(), "n": block.shape[0]}, {}
 
@@ -147,8 +259,8 @@ def scores(
     ``X`` squared), ``|x|^2 - |x P|^2`` for orthonormal ``P``, from the same pass: returns ``(scores,
     residual_sq)``.
     """
-    matrix = _rows(X)
     dev = "cpu" if client is not None else str(torch_device(device))
+    matrix = _sparse_form(_rows(X), torch.device(dev))
     fn = partial(scores_block, P=np.asarray(P, dtype=np.float64), device=dev, residuals=residuals)
     rows = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="embedding")[1]
     return (rows["scores"], rows["residual_sq"]) if residuals else rows["scores"]
@@ -157,7 +269,10 @@ def scores(
 def scores_block(block, start: int, *, P: np.ndarray, device: str, residuals: bool = False) -> tuple[dict, dict]:
     """One block's rows for :func:`rlae_sc.chunks.run_pass`: ``scores``, ``B P`` (rows x k, float32), and with
     ``residuals`` ``residual_sq``, each row's squared distance from the span of ``P`` (rows,, float64); ``B``
-    (rows x m) and ``P`` (m x k) are multiplied in float64 on ``device``."""
+    (rows x m) and ``P`` (m x k) are multiplied in float64 on ``device``; an :class:`AffineBlock` by
+    :func:`affine_scores`."""
+    if isinstance(block, AffineBlock):
+        return {}, affine_scores(block, P, residuals=residuals)
     B = torch.from_numpy(_dense(block, "float64")).to(device)
     Z = B @ torch.from_numpy(P).to(device)
     rows = {"scores": Z.float().cpu().numpy()}

@@ -40,6 +40,7 @@ from rlae_sc.errors import InputError
 from rlae_sc.hvg import scanpy_hvg, seurat_v3_clip, seurat_v3_select
 from rlae_sc.labels import labelled_mask, obs_column
 from rlae_sc.params import PreprocessParams, ReadParams
+from rlae_sc.passes import AffineRows
 from rlae_sc.recipe import COUNTS, LOG_NORMALIZED, SCALED, Recipe
 from rlae_sc.residuals import default_clip, residual_variance, select_genes
 
@@ -325,6 +326,13 @@ class ScaledRows:
 
     def fingerprint(self) -> str:
         return f"scaled {self.rows.fingerprint()}"
+
+    @property
+    def sparse(self) -> AffineRows | None:
+        """The same rows as sparse blocks and the recipe's affine map (:class:`~rlae_sc.passes.AffineRows`), for
+        the passes' sparse products; ``None`` where scaling is not affine (clipping, Pearson residuals)."""
+        terms = self.recipe.affine()
+        return None if terms is None else AffineRows(self.rows, *terms, self.batch)
 
 
 def trained_rows(pre: ad.AnnData) -> InMemory | H5adMatrix | ScaledRows:

@@ -236,6 +236,21 @@ class Recipe:
         Z -= self.offset.astype(compute, copy=False)
         return Z.astype(dtype, copy=False)
 
+    def affine(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`scale_rows` as an affine map of log-normalised values, ``z = l * scale[g] - shift[g]`` for a
+        cell of group ``g`` (its batch; 0 without batches): ``scale`` and ``shift`` (groups x m, float64; shift
+        in scaled units, the offset included). ``None`` where the map is not affine: with clipping or Pearson
+        residuals."""
+        if self.clip is not None or self.pearson:
+            return None
+        if self.batches:
+            scale = 1.0 / (self.batch_std if self.batch_scale else np.broadcast_to(self.std, self.batch_centre.shape))
+            centre = self.batch_centre
+        else:
+            scale, centre = 1.0 / self.std[None, :], self.mean[None, :]
+        scale = np.asarray(scale, dtype=np.float64)
+        return scale, centre * scale + np.asarray(self.offset, dtype=np.float64)
+
     def residuals(self, counts) -> np.ndarray:
         """Pearson residuals (float64, n_cells x m) of ``counts`` of the recipe's genes (n_cells x m),
         uncentred: scanpy's ``normalize_pearson_residuals`` of the genes used."""
