@@ -3,20 +3,18 @@
 The matrix may be in memory or in an ``.h5ad`` file read block by block,
 serially or on Dask (through :func:`rlae_sc.chunks.run_pass`); each block's
 products run through torch on a device (CUDA or the CPU: one code path). Rows scaled by an affine map of
-sparse values (:class:`AffineRows`, the recipe's centring and scaling without clipping) are multiplied on the
-CPU as sparse blocks instead, the map applied outside the products.
+sparse values (:class:`rlae_sc.affine.AffineRows`, the recipe's centring and scaling without clipping) are
+multiplied on the CPU as sparse blocks instead, the map applied outside the products.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
+from rlae_sc.affine import AffineBlock, AffineRows, affine_products, affine_scores
 from rlae_sc.chunks import CHUNK_SIZE, InMemory, run_pass
 from rlae_sc.params import TrainParams
 from rlae_sc.progress import progress
@@ -27,66 +25,6 @@ IN_MEMORY_BLOCK = 1 << 17  # rows per product for an in-memory array of the prod
 # at about 100 values per row (5%); a denser block is scaled densely (AffineBlock.toarray) instead
 SPARSE_DENSITY = 0.05
 STAGING_ROWS = 1 << 14  # rows per block copied to a CUDA device (16,384; pinned host buffers of 128 MiB at m = 2,000)
-
-
-@dataclass(frozen=True)
-class AffineBlock:
-    """A block of rows ``z = l * scale[g] - shift[g]`` kept sparse: ``L`` (rows x m, CSR float64) the
-    unscaled values, ``scale`` and ``shift`` (groups x m, float64) each group's map, ``group`` (rows,) each
-    row's group (its batch, or 0)."""
-
-    L: sp.csr_matrix
-    scale: np.ndarray
-    shift: np.ndarray
-    group: np.ndarray
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.L.shape
-
-    @property
-    def density(self) -> float:
-        """Stored values of ``L`` over its entries."""
-        return self.L.nnz / max(self.L.shape[0] * self.L.shape[1], 1)
-
-    def toarray(self) -> np.ndarray:
-        """The rows, dense (rows x m, float64)."""
-        Z = self.L.toarray()
-        Z *= self.scale[self.group]
-        Z -= self.shift[self.group]
-        return Z
-
-    def parts(self) -> Iterator[tuple[np.ndarray, sp.csr_matrix, np.ndarray]]:
-        """For each group present: its rows' positions in the block (rows_g,), ``Y = L_g diag(scale[g])``
-        (rows_g x m, CSR) and ``shift[g]`` (m,); the block's rows are ``Y - 1 shift[g]^T``."""
-        for g in np.unique(self.group):
-            rows = np.flatnonzero(self.group == g)
-            yield rows, sp.csr_matrix(self.L[rows].multiply(self.scale[g])), self.shift[g]
-
-
-@dataclass(frozen=True)
-class AffineRows:
-    """Rows read as :class:`AffineBlock`: ``rows`` (:class:`~rlae_sc.chunks.InMemory` or
-    :class:`~rlae_sc.chunks.H5adMatrix`) of the unscaled values, ``scale`` and ``shift`` (groups x m) as
-    :meth:`rlae_sc.recipe.Recipe.affine` gives them, ``batch`` (rows,; ``None``: one group) each row's group.
-    Picklable, for Dask."""
-
-    rows: object
-    scale: np.ndarray
-    shift: np.ndarray
-    batch: np.ndarray | None = None
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.rows.shape
-
-    def read(self, start: int, stop: int) -> AffineBlock:
-        L = sp.csr_matrix(self.rows.read(start, stop), dtype=np.float64)
-        group = np.zeros(L.shape[0], dtype=np.intp) if self.batch is None else self.batch[start:stop]
-        return AffineBlock(L, self.scale, self.shift, group)
-
-    def fingerprint(self) -> str:
-        return f"affine {self.rows.fingerprint()}"
 
 
 def torch_device(device: str | torch.device = TrainParams.device) -> torch.device:
@@ -148,38 +86,10 @@ def _rows(X):
 
 
 def _sparse_form(matrix, device: torch.device):
-    """``matrix.sparse`` (:class:`AffineRows`) where the matrix has one and the products run on the CPU, else
-    ``matrix``."""
+    """``matrix.sparse`` (:class:`~rlae_sc.affine.AffineRows`) where the matrix has one and the products run on
+    the CPU, else ``matrix``."""
     sparse = getattr(matrix, "sparse", None) if device.type == "cpu" else None
     return matrix if sparse is None else sparse
-
-
-def affine_products(block: AffineBlock) -> tuple[np.ndarray, np.ndarray]:
-    """Uncentred ``Z^T Z`` (m x m) and column sums ``1^T Z`` (m,) of the block's rows ``Z = Y - 1 a^T`` (per
-    group, see :meth:`AffineBlock.parts`), float64, from sparse products: ``Y^T Y - s a^T - a s^T + n a a^T``
-    and ``s - n a`` with ``s = Y^T 1`` and ``n`` the group's rows."""
-    m = block.shape[1]
-    ZtZ, total = np.zeros((m, m)), np.zeros(m)
-    for rows, Y, a in block.parts():
-        s = np.asarray(Y.sum(axis=0)).ravel()
-        sa = np.outer(s, a)
-        ZtZ += (Y.T @ Y).toarray() - sa - sa.T + len(rows) * np.outer(a, a)
-        total += s - len(rows) * a
-    return ZtZ, total
-
-
-def affine_scores(block: AffineBlock, P: np.ndarray, *, residuals: bool) -> dict:
-    """:func:`scores_block`'s rows for an :class:`AffineBlock`: ``Z P = Y P - 1 (a^T P)`` per group, and with
-    ``residuals`` ``|z|^2 - |z P|^2`` with ``|z|^2 = |y|^2 - 2 y.a + |a|^2``; float64 products."""
-    Z = np.empty((block.shape[0], P.shape[1]))
-    sq = np.empty(block.shape[0])
-    for rows, Y, a in block.parts():
-        Z[rows] = Y @ P - a @ P
-        sq[rows] = np.asarray(Y.multiply(Y).sum(axis=1)).ravel() - 2 * (Y @ a) + a @ a
-    out = {"scores": Z.astype(np.float32)}
-    if residuals:
-        out["residual_sq"] = np.maximum(sq - np.sum(Z * Z, axis=1), 0.0)
-    return out
 
 
 def _dense(block, dtype: str) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from rlae_sc.affine import AffineRows
 from rlae_sc.batches import (
     FIRST_PASS_DIMS,
     align_centres,
@@ -40,7 +41,6 @@ from rlae_sc.errors import InputError
 from rlae_sc.hvg import scanpy_hvg, seurat_v3_clip, seurat_v3_select
 from rlae_sc.labels import labelled_mask, obs_column
 from rlae_sc.params import PreprocessParams, ReadParams
-from rlae_sc.passes import AffineRows
 from rlae_sc.recipe import COUNTS, LOG_NORMALIZED, SCALED, Recipe
 from rlae_sc.residuals import default_clip, residual_variance, select_genes
 
@@ -329,7 +329,7 @@ class ScaledRows:
 
     @property
     def sparse(self) -> AffineRows | None:
-        """The same rows as sparse blocks and the recipe's affine map (:class:`~rlae_sc.passes.AffineRows`), for
+        """The same rows as sparse blocks and the recipe's affine map (:class:`~rlae_sc.affine.AffineRows`), for
         the passes' sparse products; ``None`` where scaling is not affine (clipping, Pearson residuals)."""
         terms = self.recipe.affine()
         return None if terms is None else AffineRows(self.rows, *terms, self.batch)

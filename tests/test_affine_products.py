@@ -1,4 +1,4 @@
-"""Sparse products (rlae_sc.passes.AffineRows): C and the scores from sparse blocks, the recipe's centring and
+"""Sparse products (rlae_sc.affine.AffineRows): C and the scores from sparse blocks, the recipe's centring and
 scaling applied outside the products, equal the dense path's to rounding, with and without batches."""
 
 import numpy as np
@@ -7,8 +7,9 @@ import scipy.sparse as sp
 from distributed import Client
 
 from rlae_sc import passes
+from rlae_sc.affine import AffineRows
 from rlae_sc.lae import theory
-from rlae_sc.passes import AffineRows, scatter_matrix, scores
+from rlae_sc.passes import scatter_matrix, scores
 from rlae_sc.preprocess import preprocess, trained_rows
 from rlae_sc.simulate import synthetic_counts
 from tests.test_dask import tcp_cluster
