@@ -59,12 +59,13 @@ def stability_curve(connectivities, *, seed: int = 0) -> pd.DataFrame:
     n = graph.shape[0]
     rng = np.random.default_rng(seed)
     subsamples = [np.sort(rng.choice(n, max(2, int(FRACTION * n)), replace=False)) for _ in range(RUNS)]
+    subgraphs = [graph[cells][:, cells] for cells in subsamples]  # the same at every resolution
     rows = []
     for resolution in RESOLUTIONS:
         runs, sizes = [], []
-        for run, cells in enumerate(subsamples):
+        for run, (cells, subgraph) in enumerate(zip(subsamples, subgraphs, strict=True)):
             codes = np.full(n, -1)
-            codes[cells] = _leiden_codes(graph[cells][:, cells], resolution=resolution, seed=seed + run)
+            codes[cells] = _leiden_codes(subgraph, resolution=resolution, seed=seed + run)
             runs.append(codes)
             sizes.append(codes.max() + 1)
         aris = [_shared_ari(a, b) for a, b in itertools.combinations(runs, 2)]

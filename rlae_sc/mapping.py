@@ -466,10 +466,14 @@ def map_query(
     else:
         classify = logistic_classifier(reference, label_key=key, source=source)
     shifts = {}
-    for name, cells in _new_batch_cells(reference, query).items():
+    new_batches = _new_batch_cells(reference, query)
+    if new_batches:
         x = np.asarray(query.obsm[EMBEDDING_KEY], dtype=np.float64)
-        shifts[name] = composition_shift(reference, x[cells], classify, label_key=key, min_confidence=min_confidence)
-        x[cells] -= shifts[name]
+        for name, cells in new_batches.items():
+            shifts[name] = composition_shift(
+                reference, x[cells], classify, label_key=key, min_confidence=min_confidence
+            )
+            x[cells] -= shifts[name]
         query.obsm[EMBEDDING_KEY] = x.astype(np.float32)
     result = classify(query.obsm[EMBEDDING_KEY])
     result.index = query.obs_names
