@@ -98,9 +98,15 @@ def _dense(block, dtype: str) -> np.ndarray:
     return np.asarray(block.toarray() if hasattr(block, "toarray") else block, dtype=dtype)
 
 
-def _block_products(B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``B^T B`` (m x m) and the column sums ``1^T B`` (m,) of a block ``B`` (rows x m), computed in ``B``'s
-    precision on ``B``'s device and returned in float64 there."""
+def _block_products(B: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]:
+    """``B^T B`` (m x m) and the column sums ``1^T B`` (m,) of a block ``B`` (rows x m), in float64.
+
+    A numpy block (the CPU) by numpy: BLAS's symmetric rank-k update for ``B^T B`` (half the multiply-adds of a
+    general product, and sums that do not depend on the number of threads) and numpy's pairwise column sums. A
+    torch tensor by torch on its device in its precision (float64 tensors there).
+    """
+    if isinstance(B, np.ndarray):
+        return (B.T @ B).astype(np.float64), B.sum(axis=0, dtype=np.float64)
     ones = torch.ones(B.shape[0], dtype=B.dtype, device=B.device)
     return (B.T @ B).double(), (ones @ B).double()
 
@@ -112,8 +118,12 @@ def scatter_block(block, start: int, *, precision: str, device: str = "cpu") -> 
     :data:`SPARSE_DENSITY` full by :func:`affine_products`."""
     if isinstance(block, AffineBlock) and block.density <= SPARSE_DENSITY:
         return dict(zip(("C", "sum"), affine_products(block)), n=block.shape[0]), {}
-    BtB, total = _block_products(torch.from_numpy(_dense(block, precision)).to(device))
-    return {"C": BtB.cpu().numpy(), "sum": total.cpu().numpy(), "n": block.shape[0]}, {}
+    B = _dense(block, precision)
+    if device == "cpu":
+        BtB, total = _block_products(B)
+    else:
+        BtB, total = (t.cpu().numpy() for t in _block_products(torch.from_numpy(B).to(device)))
+    return {"C": BtB, "sum": total, "n": block.shape[0]}, {}
 
 
 def scatter_on_device(
@@ -121,27 +131,27 @@ def scatter_on_device(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Uncentred ``X^T X`` (m x m), column sums (m,) (float64, returned on the host) and n, accumulated on ``device``.
 
-    Serial. On CUDA, blocks have at most ``STAGING_ROWS`` rows; each is copied into one of two pinned host
+    Serial. On the CPU, numpy multiplies and sums (see :func:`_block_products`). On CUDA, blocks have at most ``STAGING_ROWS`` rows; each is copied into one of two pinned host
     buffers and from there to the device without waiting, so reading and copying the next block overlaps the
     device's copy and product of this one.
     """
     n, m = matrix.shape
     dtype = getattr(torch, precision)
-    C = torch.zeros(m, m, dtype=torch.float64, device=device)
-    total = torch.zeros(m, dtype=torch.float64, device=device)
     cuda = device.type == "cuda"
+    C = torch.zeros(m, m, dtype=torch.float64, device=device) if cuda else np.zeros((m, m))
+    total = torch.zeros(m, dtype=torch.float64, device=device) if cuda else np.zeros(m)
     if cuda:
         chunk_size = min(chunk_size, STAGING_ROWS)
     staging = [torch.empty(min(chunk_size, n), m, dtype=dtype, pin_memory=True) for _ in range(2)] if cuda else []
     copied: list = [None, None]  # the event after each staging buffer's last copy to the device
     with progress(total=n, desc="scatter pass") as bar:
         for i, start in enumerate(range(0, n, chunk_size)):
-            B = torch.from_numpy(_dense(matrix.read(start, min(n, start + chunk_size)), precision))
+            B = _dense(matrix.read(start, min(n, start + chunk_size)), precision)
             if cuda:
                 if copied[i % 2] is not None:
                     copied[i % 2].synchronize()
                 buffer = staging[i % 2][: B.shape[0]]
-                buffer.copy_(B)
+                buffer.copy_(torch.from_numpy(B))
                 B = buffer.to(device, non_blocking=True)
                 copied[i % 2] = torch.cuda.Event()
                 copied[i % 2].record()
@@ -149,7 +159,7 @@ def scatter_on_device(
             C += BtB
             total += sums
             bar.update(B.shape[0])
-    return C.cpu().numpy(), total.cpu().numpy(), n
+    return (C.cpu().numpy(), total.cpu().numpy(), n) if cuda else (C, total, n)
 
 
 def scores(

@@ -34,10 +34,9 @@ def test_cell_order_changes_results_only_by_rounding(small_counts):
     np.testing.assert_allclose(b.scores(pre_b.X), a.scores(pre_a.X)[order], atol=1e-4)
 
 
-def test_runs_give_the_same_bytes_and_threads_the_same_clusters(tmp_path):
-    """Counts to UMAP twice with two threads: the same four fingerprints, each the hash of what the run wrote.
-    With one thread (OpenMP, BLAS, numba), the same clusters and an embedding equal to float32 rounding: torch's
-    reductions split their sums by thread count, so the last bits of the directions follow it (issue 27)."""
+def test_runs_and_thread_counts_give_the_same_bytes(tmp_path):
+    """Counts to UMAP twice with two threads and once with one (OpenMP, BLAS, numba): the same four fingerprints,
+    each the hash of what the run wrote (issue 27)."""
     import json
 
     from rlae_sc.fingerprints import result_fingerprints
@@ -45,16 +44,14 @@ def test_runs_give_the_same_bytes_and_threads_the_same_clusters(tmp_path):
     from tests.conftest import rlae_cli
 
     synthetic_counts(n_cells=1500, n_genes=600, n_types=5, rank=6, seed=2).write_h5ad(tmp_path / "counts.h5ad")
-    prints, embeddings = [], []
+    prints = []
     for run, threads in enumerate((2, 2, 1)):
         out = tmp_path / f"run{run}"
-        env = {var: str(threads) for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+        env = {var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
         rlae_cli("run", tmp_path / "counts.h5ad", "--out", out, "--n-top-genes", 300, "--n-components", 10,
                  threads=threads, env=env)  # fmt: skip
         prints.append(json.loads((out / "metrics.json").read_text())["sha256"])
         cells = ad.read_h5ad(out / "embedding.h5ad")
         assert prints[-1] == result_fingerprints(cells)
-        embeddings.append(cells)
-    assert prints[0] == prints[1] and set(prints[0]) == {"embedding", "graph", "leiden", "umap"}
-    np.testing.assert_allclose(embeddings[2].obsm["X_rlae"], embeddings[0].obsm["X_rlae"], rtol=0, atol=1e-5)
-    assert (embeddings[2].obs["leiden"] == embeddings[0].obs["leiden"]).all()
+    assert set(prints[0]) == {"embedding", "graph", "leiden", "umap"}
+    assert prints[0] == prints[1] == prints[2]

@@ -300,7 +300,7 @@ def _read_out(C: torch.Tensor, W: torch.Tensor, k: int, lam: float) -> tuple[np.
     encoder (m x k), both float64 numpy, and how well the raw decoder's own top-10 singular vectors already
     matched the read-out's (their smallest ``|cos|``)."""
     kk = W.shape[1]
-    Q, R = torch.linalg.qr(W.to(C.dtype))  # on the device; only k x k and m x k matrices travel to the host
+    Q, R = cholesky_qr(W.to(C.dtype))  # on the device; only k x k and m x k matrices travel to the host
     QCQ = (Q.T @ (C @ Q)).cpu().numpy()
     readout = (Q @ torch.from_numpy(rayleigh_ritz_decoder(QCQ, np.eye(kk), lam)[:, :k]).to(C.device)).cpu().numpy()
     W1 = readout.T.copy()
@@ -308,6 +308,22 @@ def _read_out(C: torch.Tensor, W: torch.Tensor, k: int, lam: float) -> tuple[np.
     raw_P = (Q @ torch.from_numpy(np.linalg.svd(R.cpu().numpy())[0][:, :10]).to(C.device)).cpu().numpy()  # W = Q R
     ritz_P = np.linalg.svd(readout[:, :10], full_matrices=False)[0]
     return W1, W2, float(np.min(alignment(raw_P, ritz_P)))
+
+
+def cholesky_qr(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W = Q R`` (``W``: m x kk of full column rank; ``Q``: m x kk with orthonormal columns; ``R``: kk x kk,
+    upper triangular) by Cholesky QR applied twice, on ``W``'s device in its precision.
+
+    Built from products, a Cholesky factorisation and triangular solves, whose results do not depend on the
+    number of threads, unlike LAPACK's Householder QR (``torch.linalg.qr`` splits its sums by thread count); the
+    second pass restores orthogonality to rounding for condition numbers of ``W`` up to about 1e7 (float64).
+    """
+    Q, R = W, torch.eye(W.shape[1], dtype=W.dtype, device=W.device)
+    for _ in range(2):
+        upper = torch.linalg.cholesky(Q.T @ Q).mT
+        Q = torch.linalg.solve_triangular(upper, Q, upper=True, left=False)
+        R = upper @ R
+    return Q, R
 
 
 def tied_step(C: torch.Tensor, W: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
