@@ -21,6 +21,10 @@ from rlae_sc.progress import progress
 FLOAT32_FLOOR = 1e-8  # read-out change below which float32 iterations stop improving
 STALL_ITERATIONS = 10  # float32 iterations without a smaller read-out change before switching to float64
 WARMUP_ITERATIONS = 20  # tied steps with lambda 0 before lambda is chosen from their Ritz values
+# the largest growth, top direction over the kk-th, that one Chebyshev round may give before its iterate is
+# orthonormalised: Cholesky QR (float64) keeps orthogonality to rounding while the condition number is below ~1e7
+CHEBYSHEV_GROWTH = 1e6
+CHEBYSHEV_MARGIN = 100.0  # the filter aims at squared sines this far below tol, so that the first check stops
 
 
 @dataclass
@@ -153,10 +157,13 @@ def fit_tied_exact(
     if not 0 < k < m:
         raise ValueError(f"k must be between 1 and {m - 1} (number of genes - 1), got {k}")
     kk = min(k + oversample, m)
-    W, ritz_values, S = _warm_up(C, kk, seed)
+    W, ritz_values, S = _warm_up(C, kk, seed, iteration_dtype)
     estimate = f"e_{kk} estimate (smallest Ritz value after {WARMUP_ITERATIONS} warm-up iterations)"
     lam, rule = select_lambda(lam, lambda_frac, float(ritz_values[-1]), estimate)
     _check_lambda(lam, ritz_values, k)
+    W, products = chebyshev_filter(C, W, ritz_values, k, tol=tol, dtype=iteration_dtype)
+    if products:
+        S = ritz(W, W.T @ (C @ W))[1]
     run = _iterate(
         C, W.to(iteration_dtype), S[:, :k], lam, max_iter=max_iter, tol=tol, check_every=check_every, recorder=recorder
     )
@@ -168,16 +175,52 @@ def fit_tied_exact(
         lam=float(lam),
         lambda_rule=rule,
         solver=SOLVER,
-        n_iter=WARMUP_ITERATIONS + run.n_iter,
+        n_iter=WARMUP_ITERATIONS + products + run.n_iter,
         converged=run.converged,
         trace=trace,
         seconds=time.perf_counter() - t0 - run.trace_seconds,
         diagnostics={
             "n_trained_units": kk,
+            "chebyshev_products": products,
             "trace_seconds": run.trace_seconds,
             "raw_decoder_min_abs_cos_top10": raw_cos,
         },
     )
+
+
+def chebyshev_filter(
+    C: torch.Tensor, W: torch.Tensor, ritz_values: np.ndarray, k: int, *, tol: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, int]:
+    """The span of ``W`` (m x kk, ``C``'s precision and device) moved towards C's top-k eigenvectors by Chebyshev
+    polynomials of ``C``, and the number of products with ``C`` that took (in ``dtype``; each round's
+    orthonormalisation in ``C``'s precision).
+
+    Tied steps multiply by ``C`` once per step, so the sine of the angle to the top-k subspace shrinks by
+    ``e_{kk+1} / e_k`` per product. A Chebyshev polynomial of degree d that is at most 1 in absolute value on
+    ``[0, b]``, with ``b`` the smallest of ``ritz_values`` (kk,, decreasing: the warm-up's estimates of the
+    top eigenvalues), grows like ``g^d`` at ``e_k``, ``g = x + sqrt(x^2 - 1)`` with ``x = 2 e_k / b - 1``: for
+    close eigenvalues, many times faster (at ``e_k / b = 1.15``, ``g = 2.1`` against ``1.15``). The polynomial
+    is applied by its three-term recurrence in rounds of as many products as keep the growth of the top
+    direction over the kk-th below :data:`CHEBYSHEV_GROWTH`, each round's result orthonormalised
+    (:func:`cholesky_qr`); rounds continue until ``g`` to the products taken reaches ``sqrt(CHEBYSHEV_MARGIN / tol)`` (squared
+    sines :data:`CHEBYSHEV_MARGIN` times below ``tol``, from a start far from the subspace). The tied steps that follow check
+    convergence as before, so this only shortens them. Returns ``W`` unchanged (0 products) when the Ritz
+    values show no gap at k.
+    """
+    b = float(ritz_values[-1])
+    x_k, x_1 = 2.0 * float(ritz_values[k - 1]) / b - 1.0, 2.0 * float(ritz_values[0]) / b - 1.0
+    if not b > 0 or x_k <= 1.0:
+        return W, 0
+    products = int(np.ceil(np.log(CHEBYSHEV_MARGIN / tol) / (2.0 * np.arccosh(x_k))))  # arccosh(x) = log(g)
+    degree = max(1, int(np.arccosh(CHEBYSHEV_GROWTH) // np.arccosh(x_1)))
+    Ci, done = C.to(dtype), 0
+    while done < products:
+        Q = cholesky_qr(W.to(C.dtype))[0].to(dtype)
+        previous, W = Q, (2.0 / b) * (Ci @ Q) - Q  # T_1 of L = (2 / b) C - I, which maps [0, b] onto [-1, 1]
+        for _ in range(degree - 1):
+            previous, W = W, 2.0 * ((2.0 / b) * (Ci @ W) - W) - previous
+        done += degree
+    return cholesky_qr(W.to(C.dtype))[0], done
 
 
 def select_lambda(lam: float | None, lambda_frac: float, estimate: float, of: str) -> tuple[float, str]:
@@ -190,20 +233,24 @@ def select_lambda(lam: float | None, lambda_frac: float, estimate: float, of: st
     return lambda_frac * estimate, f"{lambda_frac:g} x {of}"
 
 
-def _warm_up(C: torch.Tensor, kk: int, seed: int) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
-    """``WARMUP_ITERATIONS`` tied steps with lambda 0 from a seeded random start of ``kk`` units, in ``C``'s
-    precision on its device: the subspace sequence does not depend on lambda, so they are not wasted.
+def _warm_up(
+    C: torch.Tensor, kk: int, seed: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+    """``WARMUP_ITERATIONS`` tied steps with lambda 0 from a seeded random start of ``kk`` units, in ``dtype``
+    on ``C``'s device: the subspace sequence does not depend on lambda, so they are not wasted.
 
-    Returns the iterate ``W`` (m x kk) and its Ritz values (kk,, decreasing, float64 numpy, units of ``C``)
-    and coefficients (kk x kk; see :func:`ritz`).
+    Returns the iterate ``W`` (m x kk, in ``C``'s precision) and its Ritz values (kk,, decreasing, float64
+    numpy, units of ``C``) and coefficients (kk x kk; see :func:`ritz`), computed with ``C`` itself.
     """
     m = C.shape[0]
     # a Gaussian start drawn on the CPU (numpy: lambda and directions do not depend on the device), columns of
     # unit length on average; the warm-up's first step orthogonalises it in effect, so no QR is needed
     start = np.random.default_rng(seed).standard_normal((m, kk)) / np.sqrt(m)
-    W = torch.from_numpy(start).to(device=C.device, dtype=C.dtype)
+    Ci = C.to(dtype)
+    W = torch.from_numpy(start).to(device=C.device, dtype=dtype)
     for _ in range(WARMUP_ITERATIONS):
-        W = tied_step(C, W, 0.0)[0]
+        W = tied_step(Ci, W, 0.0)[0]
+    W = W.to(C.dtype)
     values, S = ritz(W, W.T @ (C @ W))
     return W, values, S
 
