@@ -54,7 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for name in args.datasets:
             file, label_key = DATASETS[name]
-            runs = [one_run(SHARED / file, label_key, t, Path(work) / f"{name}_{i}") for i, t in enumerate(args.threads)]
+            runs = [one_run(SHARED / file, label_key, t, Path(work) / f"{name}{i}") for i, t in enumerate(args.threads)]
             same = {key: all(r["sha256"][key] == runs[0]["sha256"][key] for r in runs) for key in runs[0]["sha256"]}
             results[name] = {"counts": file, "label_key": label_key, "runs": runs, "identical": same}
             print(name, json.dumps(same))
@@ -71,14 +71,19 @@ def markdown(result: dict) -> str:
     for name, d in result["datasets"].items():
         for i, r in enumerate(d["runs"]):
             h = r["sha256"]
-            lines.append(f"| {name} | {i + 1} | {r['threads']} | {r['wall_s']:.1f} | {r['n_clusters']} | "
-                         + " | ".join(f"`{h[k][:12]}`" for k in ("embedding", "graph", "leiden", "umap")) + " |")
+            lines.append(
+                f"| {name} | {i + 1} | {r['threads']} | {r['wall_s']:.1f} | {r['n_clusters']} | "
+                + " | ".join(f"`{h[k][:12]}`" for k in ("embedding", "graph", "leiden", "umap"))
+                + " |"
+            )
     lines.append("")
     for name, d in result["datasets"].items():
         same = [k for k, v in d["identical"].items() if v]
         differ = [k for k, v in d["identical"].items() if not v]
-        lines.append(f"- {name}: identical in every run: {', '.join(same) or 'none'}"
-                     + (f"; differ: {', '.join(differ)}" if differ else ""))
+        lines.append(
+            f"- {name}: identical in every run: {', '.join(same) or 'none'}"
+            + (f"; differ: {', '.join(differ)}" if differ else "")
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -8,10 +8,13 @@ the units of ``C``. Nothing here knows about AnnData.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
 from rlae_sc.lae.theory import alignment, rayleigh_ritz_decoder
 from rlae_sc.lae.trace import TraceRecorder
@@ -65,14 +68,39 @@ class LAEFit:
     diagnostics: dict[str, float] = field(default_factory=dict)
 
 
+@contextmanager
+def one_thread():
+    """Torch and BLAS on one CPU thread inside the block (restored after).
+
+    LAPACK's factorisations, triangular solves and eigensolvers split their sums by the number of threads at
+    some shapes, so their last bits, and from them the directions', would follow it. The solver runs its small
+    algebra (kk x kk, and m x kk solves) in this block, so that its results are the same bytes with any number
+    of threads; the products with ``C``, whose sums MKL and OpenBLAS keep in one order, run outside it.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _blas().limit(limits=1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    """The BLAS libraries loaded (numpy's and scipy's), found once."""
+    return ThreadpoolController()
+
+
 def ridge_decoder(C: torch.Tensor, W1: torch.Tensor, lam: float) -> torch.Tensor:
     """Exact minimiser of the sum loss over the decoder for a fixed encoder.
 
     ``W2 = C W1^T (W1 C W1^T + lam I)^{-1}`` (m x k).
     """
     CW = C @ W1.T
-    A = W1 @ CW + lam * torch.eye(W1.shape[0], dtype=C.dtype, device=C.device)
-    return torch.linalg.solve(A, CW.T).T
+    with one_thread():
+        A = W1 @ CW + lam * torch.eye(W1.shape[0], dtype=C.dtype, device=C.device)
+        return torch.linalg.solve(A, CW.T).T
 
 
 def fit_tied_exact(
@@ -202,9 +230,10 @@ def chebyshev_filter(
     close eigenvalues, many times faster (at ``e_k / b = 1.15``, ``g = 2.1`` against ``1.15``). The polynomial
     is applied by its three-term recurrence in rounds of as many products as keep the growth of the top
     direction over the kk-th below :data:`CHEBYSHEV_GROWTH`, each round's result orthonormalised
-    (:func:`cholesky_qr`); rounds continue until ``g`` to the products taken reaches ``sqrt(CHEBYSHEV_MARGIN / tol)`` (squared
-    sines :data:`CHEBYSHEV_MARGIN` times below ``tol``, from a start far from the subspace). The tied steps that follow check
-    convergence as before, so this only shortens them. Returns ``W`` unchanged (0 products) when the Ritz
+    (:func:`cholesky_qr`); rounds continue until ``g`` to the products taken reaches
+    ``sqrt(CHEBYSHEV_MARGIN / tol)`` (squared sines :data:`CHEBYSHEV_MARGIN` times below ``tol``, from a start
+    far from the subspace). The tied steps that follow check convergence as before, so this only shortens
+    them. Returns ``W`` unchanged (0 products) when the Ritz
     values show no gap at k.
     """
     b = float(ritz_values[-1])
@@ -233,9 +262,7 @@ def select_lambda(lam: float | None, lambda_frac: float, estimate: float, of: st
     return lambda_frac * estimate, f"{lambda_frac:g} x {of}"
 
 
-def _warm_up(
-    C: torch.Tensor, kk: int, seed: int, dtype: torch.dtype
-) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+def _warm_up(C: torch.Tensor, kk: int, seed: int, dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
     """``WARMUP_ITERATIONS`` tied steps with lambda 0 from a seeded random start of ``kk`` units, in ``dtype``
     on ``C``'s device: the subspace sequence does not depend on lambda, so they are not wasted.
 
@@ -349,11 +376,13 @@ def _read_out(C: torch.Tensor, W: torch.Tensor, k: int, lam: float) -> tuple[np.
     kk = W.shape[1]
     Q, R = cholesky_qr(W.to(C.dtype))  # on the device; only k x k and m x k matrices travel to the host
     QCQ = (Q.T @ (C @ Q)).cpu().numpy()
-    readout = (Q @ torch.from_numpy(rayleigh_ritz_decoder(QCQ, np.eye(kk), lam)[:, :k]).to(C.device)).cpu().numpy()
+    with one_thread():
+        readout = (Q @ torch.from_numpy(rayleigh_ritz_decoder(QCQ, np.eye(kk), lam)[:, :k]).to(C.device)).cpu().numpy()
     W1 = readout.T.copy()
     W2 = ridge_decoder(C, torch.from_numpy(W1).to(C.device), lam).cpu().numpy()
-    raw_P = (Q @ torch.from_numpy(np.linalg.svd(R.cpu().numpy())[0][:, :10]).to(C.device)).cpu().numpy()  # W = Q R
-    ritz_P = np.linalg.svd(readout[:, :10], full_matrices=False)[0]
+    with one_thread():
+        raw_P = (Q @ torch.from_numpy(np.linalg.svd(R.cpu().numpy())[0][:, :10]).to(C.device)).cpu().numpy()  # W = QR
+        ritz_P = np.linalg.svd(readout[:, :10], full_matrices=False)[0]
     return W1, W2, float(np.min(alignment(raw_P, ritz_P)))
 
 
@@ -366,10 +395,11 @@ def cholesky_qr(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     second pass restores orthogonality to rounding for condition numbers of ``W`` up to about 1e7 (float64).
     """
     Q, R = W, torch.eye(W.shape[1], dtype=W.dtype, device=W.device)
-    for _ in range(2):
-        upper = torch.linalg.cholesky(Q.T @ Q).mT
-        Q = torch.linalg.solve_triangular(upper, Q, upper=True, left=False)
-        R = upper @ R
+    with one_thread():
+        for _ in range(2):
+            upper = torch.linalg.cholesky(Q.T @ Q).mT
+            Q = torch.linalg.solve_triangular(upper, Q, upper=True, left=False)
+            R = upper @ R
     return Q, R
 
 
@@ -383,13 +413,14 @@ def tied_step(C: torch.Tensor, W: torch.Tensor, lam: float) -> tuple[torch.Tenso
     Returns ``W_new``, ``C W`` (m x kk) and ``G = W^T C W`` (kk x kk), all on the device.
     """
     CW = C @ W
-    G = W.T @ CW
-    A = G.clone()
-    A.diagonal().add_(lam)
-    L = torch.linalg.cholesky_ex(A)[0]  # A = L L^T, so W_new = CW L^-T L^-1
-    W_new = torch.linalg.solve_triangular(
-        L, torch.linalg.solve_triangular(L.mT, CW, upper=True, left=False), upper=False, left=False
-    )
+    with one_thread():
+        G = W.T @ CW
+        A = G.clone()
+        A.diagonal().add_(lam)
+        L = torch.linalg.cholesky_ex(A)[0]  # A = L L^T, so W_new = CW L^-T L^-1
+        W_new = torch.linalg.solve_triangular(
+            L, torch.linalg.solve_triangular(L.mT, CW, upper=True, left=False), upper=False, left=False
+        )
     return W_new, CW, G
 
 
@@ -401,15 +432,17 @@ def ritz(W: torch.Tensor, G: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
     launches): with ``W = Q R`` (Cholesky QR, ``R^T R = W^T W``), ``Q^T C Q = R^-T G R^-1``, so no second
     product with ``C`` is needed.
     """
-    Wd = W.double()
-    G, H = torch.stack([G.double(), Wd.T @ Wd]).cpu().numpy()
-    Rinv = np.linalg.inv(np.linalg.cholesky(H).T)
-    r, V = np.linalg.eigh(Rinv.T @ ((G + G.T) / 2) @ Rinv)
-    return r[::-1].copy(), torch.from_numpy(Rinv @ V[:, ::-1]).to(W.device)
+    with one_thread():
+        Wd = W.double()
+        G, H = torch.stack([G.double(), Wd.T @ Wd]).cpu().numpy()
+        Rinv = np.linalg.inv(np.linalg.cholesky(H).T)
+        r, V = np.linalg.eigh(Rinv.T @ ((G + G.T) / 2) @ Rinv)
+        return r[::-1].copy(), torch.from_numpy(Rinv @ V[:, ::-1]).to(W.device)
 
 
 def _subspace_change(W_a: torch.Tensor, S_a: torch.Tensor, W_b: torch.Tensor, S_b: torch.Tensor) -> float:
     """Subspace distance ``1 - ||Qa^T Qb||_F^2 / k`` between the orthonormal m x k bases ``Qa = W_a S_a`` and
     ``Qb = W_b S_b`` (``W``: m x kk, ``S``: kk x k, one device), from ``W_a^T W_b`` (no m x k product)."""
-    M = S_a.T @ (W_a.double().T @ W_b.double()) @ S_b
-    return float(max(0.0, 1.0 - torch.linalg.norm(M) ** 2 / S_a.shape[1]))
+    with one_thread():
+        M = S_a.T @ (W_a.double().T @ W_b.double()) @ S_b
+        return float(max(0.0, 1.0 - torch.linalg.norm(M) ** 2 / S_a.shape[1]))
