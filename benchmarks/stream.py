@@ -24,7 +24,6 @@ import json
 import subprocess
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +31,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench import DEFAULT_SEED, machine, resample  # noqa: E402
+import record  # noqa: E402
+from bench import DEFAULT_SEED, resample  # noqa: E402
+
+PACKAGES = ("rlae-sc", "numpy", "scipy", "torch", "anndata", "h5py")
 
 
-def write_counts(
-    seed_counts, n_cells: int, path: Path, *, block: int = 50_000, mix_key: str | None = None
-) -> None:
+def write_counts(seed_counts, n_cells: int, path: Path, *, block: int = 50_000, mix_key: str | None = None) -> None:
     """A CSR counts .h5ad of ``n_cells`` resampled cells (with the seed cells' ``obs`` columns, labels
     included; ``mix_key``: see :func:`bench.resample`), written ``block`` cells at a time."""
     import anndata as ad
@@ -122,8 +122,15 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    run_header = record.header(PACKAGES)
     seed_counts = read(args.seed_data)
-    report: dict = {"machine": machine(), "k": args.k, "seed_data": args.seed_data.name, "runs": []}
+    report: dict = {
+        "benchmark": "streaming",
+        "run": run_header,
+        "k": args.k,
+        "seed_data": args.seed_data.name,
+        "runs": [],
+    }
     sizes = [(args.cells, True)]
     if args.compare_cells:
         sizes = [(args.compare_cells, True), (args.compare_cells, False), *sizes]
@@ -154,19 +161,20 @@ def main() -> None:
             "min_abs_cos_top10": float(cos[:10].min()),
             "subspace_distance": theory.subspace_distance(a.directions, b.directions),
         }
-    write_report(report, args.out)
+    record.finish(run_header)
+    write_report(record.clean(report), args.out)
 
 
 def write_report(report: dict, out: Path) -> None:
     lines = [
-        f"# Streaming benchmark ({date.today().isoformat()})",
+        "# Streaming benchmark",
+        "",
+        *record.markdown_header(report["run"]),
         "",
         f"Counts resampled from `{report['seed_data']}` (binomial thinning), written as a CSR .h5ad on disk; "
         f"k = {report['k']}; each stage a separate `rlae-sc` process timed by `/usr/bin/time` (wall seconds, "
         "peak resident memory). Accuracy: the directions stage's comparison with exact PCA (float64 scatter "
         "matrix of the preprocessed file, scipy eigh).",
-        "",
-        f"Machine: {report['machine']}",
         "",
         "| cells | mode | file (GB) | stage | seconds | peak RSS (GB) |",
         "|---|---|---|---|---|---|",
