@@ -28,10 +28,10 @@ def git_state() -> dict:
     """HEAD's commit and the files that differ from it (``dirty``)."""
 
     def git(*a):
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout
 
-    dirty = [line[3:] for line in git("status", "--porcelain").splitlines()]
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(dirty), "dirty_files": dirty}
+    dirty = [line[3:] for line in git("status", "--porcelain").splitlines() if line]  # "XY path": keep the path
+    return {"commit": git("rev-parse", "HEAD").strip(), "dirty": bool(dirty), "dirty_files": dirty}
 
 
 def cpu_model() -> str:
