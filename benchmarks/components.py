@@ -36,8 +36,8 @@ from scipy.stats import spearmanr
 from sklearn.neighbors import NearestNeighbors
 
 from rlae_sc.noise_floor import elbow, parallel_analysis, top_eigenvalue
-from rlae_sc.passes import scatter_matrix
 from rlae_sc.preprocess import preprocess, trained_rows
+from rlae_sc.products import scatter_matrix
 from rlae_sc.simulate import synthetic_counts, synthetic_rates
 from rlae_sc.stability import direction_stability
 from rlae_sc.train import fit

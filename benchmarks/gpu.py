@@ -41,7 +41,7 @@ sys.path.append(str(ROOT))  # the package from this checkout when it is not inst
 
 import record  # noqa: E402
 
-from rlae_sc.passes import scatter_matrix  # noqa: E402, F401 - gpu_solver_profile.py takes it from here
+from rlae_sc.products import scatter_matrix  # noqa: E402, F401 - gpu_solver_profile.py takes it from here
 
 GENES = 2000
 RANK = 200  # rank of the signal; its singular values decay as (i + 1)^-0.7

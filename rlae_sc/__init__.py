@@ -11,7 +11,8 @@ Used as scanpy is, AnnData in and results in scanpy's slots::
     model = rl.get.model(adata)               # model.save("model.npz"); rl.read_model("model.npz")
     rl.tl.embed(new_cells, model)             # raw counts -> new_cells.obsm['X_rlae']
 
-Importing it changes nothing global (matplotlib's backend and rcParams stay as they are).
+Importing it changes nothing global (matplotlib's backend and rcParams stay as they are). Session settings
+(progress bars, verbosity, block size, device, threads) are ``rl.settings`` (:class:`rlae_sc.settings.Settings`).
 
 Larger than memory: ``fit_recipe(H5adMatrix(path), genes)``, ``fit(anndata.read_h5ad(path, backed="r"))``
 and ``model.embed(cells, matrix=H5adMatrix(path))`` read blocks of cells; ``with dask_client(2) as client``
@@ -27,16 +28,18 @@ try:
 except _PackageNotFoundError:  # a source tree that was never installed
     __version__ = "unknown"
 
-# ``preprocess`` is both a submodule and the function it defines; the function is bound here, over the
-# submodule's name, so that ``rlae_sc.preprocess`` is the function however the submodule is imported later.
+# ``preprocess`` and ``settings`` are both submodules and what they define (a function, the settings object);
+# those are bound here, over the submodules' names, so that ``rlae_sc.preprocess`` is the function and
+# ``rlae_sc.settings`` the object however the submodules are imported later.
 from rlae_sc.preprocess import fit_recipe, preprocess
 from rlae_sc.recipe import Recipe
+from rlae_sc.settings import settings
 
 # Every other public name and the module that defines it, imported on first use (PEP 562): a process that runs
 # one stage loads only the libraries it needs (torch, umap-learn, faiss and matplotlib take seconds).
 _EXPORTS = {
-    "H5adMatrix": "rlae_sc.chunks",
-    "dask_client": "rlae_sc.chunks",
+    "H5adMatrix": "rlae_sc.rows",
+    "dask_client": "rlae_sc.dask_engine",
     "InputError": "rlae_sc.errors",
     "read": "rlae_sc.io",
     "RLAEModel": "rlae_sc.model",
@@ -77,5 +80,6 @@ __all__ = [
     "read",
     "read_model",
     "run",
+    "settings",
     "tl",
 ]

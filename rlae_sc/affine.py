@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from rlae_sc.rows import Rows
+
 
 @dataclass(frozen=True)
 class AffineBlock:
@@ -52,9 +54,9 @@ class AffineBlock:
 
 
 @dataclass(frozen=True)
-class AffineRows:
-    """Rows read as :class:`AffineBlock`: ``rows`` (:class:`~rlae_sc.chunks.InMemory` or
-    :class:`~rlae_sc.chunks.H5adMatrix`) of the unscaled values, ``scale`` and ``shift`` (groups x m) as
+class AffineRows(Rows):
+    """Rows (:class:`~rlae_sc.rows.Rows`) read as :class:`AffineBlock`: ``rows`` (:class:`~rlae_sc.rows.Rows`)
+    of the unscaled values, ``scale`` and ``shift`` (groups x m) as
     :meth:`rlae_sc.recipe.Recipe.affine` gives them, ``batch`` (rows,; ``None``: one group) each row's group.
     Picklable, for Dask."""
 
@@ -91,7 +93,7 @@ def affine_products(block: AffineBlock) -> tuple[np.ndarray, np.ndarray]:
 
 
 def affine_scores(block: AffineBlock, P: np.ndarray, *, residuals: bool) -> dict:
-    """:func:`rlae_sc.passes.scores_block`'s rows for an :class:`AffineBlock`: ``Z P = Y P - 1 (a^T P)`` per
+    """:func:`rlae_sc.products.scores_block`'s rows for an :class:`AffineBlock`: ``Z P = Y P - 1 (a^T P)`` per
     group, and with ``residuals`` ``|z|^2 - |z P|^2`` with ``|z|^2 = |y|^2 - 2 y.a + |a|^2``; float64 products."""
     Z = np.empty((block.shape[0], P.shape[1]))
     sq = np.empty(block.shape[0])

@@ -1,7 +1,7 @@
 """Atlas inputs streamed by the pass engine: anndata zarr stores and TileDB-SOMA experiments, and ``obs`` filters.
 
-Each row source here implements the protocol of :mod:`rlae_sc.chunks` (``shape``, ``read(start, stop)``,
-``fingerprint()``, ``path``): :func:`rlae_sc.chunks.run_pass` visits its cells in blocks, serially or on Dask
+Each row source here is :class:`~rlae_sc.rows.Rows` (``shape``, ``read(start, stop)``, ``fingerprint()``), with
+its ``path``: :func:`rlae_sc.engine.run_pass` visits its cells in blocks, serially or on Dask
 workers (the objects are small and picklable; each block opens the store itself).
 
 - :class:`ZarrMatrix`: ``X`` (or ``layers/<name>``) of a store written by ``AnnData.write_zarr`` (zarr format 2 or
@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from rlae_sc.errors import InputError
+from rlae_sc.rows import Rows
 
 SOMA_LAYERS = ("raw", "counts", "data")  # X layers tried, in order, when none is named: Census, common, from_anndata
 SOMA_SYMBOLS = ("feature_name", "gene_symbols", "gene_name", "var_id")  # var columns naming genes, in order
@@ -89,7 +90,7 @@ def _no_cell(expr: str, n: int) -> tuple[str, str]:
 
 
 @dataclass(frozen=True, eq=False)
-class RowSubset:
+class RowSubset(Rows):
     """The rows ``rows`` (ascending positions, int64) of another row source ``matrix``.
 
     A block of selected rows is read in windows of at most ``span`` consecutive rows of ``matrix``, each from its
@@ -97,7 +98,7 @@ class RowSubset:
     the selection.
     """
 
-    matrix: object
+    matrix: Rows
     rows: np.ndarray
     span: int = 16384
 
@@ -132,7 +133,7 @@ class RowSubset:
 
 
 @dataclass(frozen=True)
-class ZarrMatrix:
+class ZarrMatrix(Rows):
     """Rows of the matrix at ``key`` (``"X"`` or ``"layers/<name>"``) in an anndata zarr store (a directory).
 
     CSR groups (``data``, ``indices``, ``indptr``) are read for the requested rows only (the chunks of ``data``
@@ -257,7 +258,7 @@ def _tiledbsoma(path):
 
 
 @dataclass(frozen=True, eq=False)
-class SomaMatrix:
+class SomaMatrix(Rows):
     """Rows of the X layer ``layer`` of measurement ``measurement`` in the TileDB-SOMA experiment at ``path``
     (a directory or URI), for the cells ``cells`` (their ``soma_joinid``, ascending, int64, shape (n_cells,)).
 

@@ -1,7 +1,7 @@
 """Block kernels: what one pass of preprocessing computes on one block of cells.
 
 Each kernel is ``fn(block, start, **fixed) -> (sums, rows)`` for
-:func:`rlae_sc.chunks.run_pass`: ``block`` is a block of cells x input genes
+:func:`rlae_sc.engine.run_pass`: ``block`` is a block of cells x input genes
 (counts, CSR or dense) whose first row is cell ``start`` of the whole input;
 ``sums`` (arrays) are added over blocks, ``rows`` (per-cell arrays) are
 concatenated in cell order. Masks and codes over all cells (``keep``,

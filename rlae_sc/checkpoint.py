@@ -1,7 +1,12 @@
-"""Checkpoint files: named arrays saved atomically with the signature of the run they belong to."""
+"""Checkpoint files: named arrays saved atomically with the signature of the run they belong to.
+
+:func:`save` and :func:`load` are the file format; :class:`PassCheckpoint` is a pass's progress in such a file
+(:func:`rlae_sc.engine.run_pass`).
+"""
 
 from __future__ import annotations
 
+import time
 import zipfile
 from pathlib import Path
 
@@ -31,3 +36,36 @@ def load(path: str | Path, signature: str) -> dict[str, np.ndarray] | None:
     if state.pop("signature").tobytes().decode() != signature:
         return None
     return state
+
+
+class PassCheckpoint:
+    """A pass's progress in the checkpoint file ``path``: the blocks done (``next_block``), the sums so far
+    (``sums/<key>``) and the per-row results so far (``rows/<key>``), under the pass's ``signature`` (its rows,
+    block size and function), saved at most every ``seconds``."""
+
+    def __init__(self, path: str | Path, signature: str, seconds: float):
+        self.path, self.signature, self.seconds = path, signature, seconds
+        self.saved_at = time.monotonic()
+
+    def load(self) -> tuple[int, dict, dict] | None:
+        """``(next_block, sums, rows)`` saved by the same pass, or None (the pass starts over)."""
+        state = load(self.path, self.signature)
+        if state is None:
+            return None
+        sums = {key[5:]: val for key, val in state.items() if key.startswith("sums/")}
+        rows = {key[5:]: val for key, val in state.items() if key.startswith("rows/")}
+        return int(state["next_block"]), sums, rows
+
+    def due(self) -> bool:
+        """Whether ``seconds`` have passed since the last save (or the start)."""
+        return time.monotonic() - self.saved_at >= self.seconds
+
+    def save(self, next_block: int, sums: dict, rows: dict) -> None:
+        """Save the pass's progress after its first ``next_block`` blocks, replacing the last save whole."""
+        arrays = {
+            "next_block": np.array(next_block),
+            **{f"sums/{key}": np.asarray(val) for key, val in sums.items()},
+            **{f"rows/{key}": val for key, val in rows.items()},
+        }
+        save(self.path, self.signature, arrays)
+        self.saved_at = time.monotonic()

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from rlae_sc import __version__
-from rlae_sc.chunks import WorkersLost
+from rlae_sc.dask_engine import WorkersLost
 from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
 from rlae_sc.federated import cli as federated_cli
@@ -29,6 +29,7 @@ from rlae_sc.params import (
     given,
     per_stage,
 )
+from rlae_sc.settings import settings
 from rlae_sc.simulate import BUNDLED
 
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("rlae_sc")
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    settings.verbosity = logging.INFO
     log.propagate = False
     warnings.simplefilter("default", UserWarning)
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"rlae-sc: warning: {message}\n"

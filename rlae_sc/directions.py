@@ -107,8 +107,8 @@ def directions_adata(
     the comparison with exact PCA, the recipe's ``batch_key`` ("" for none) and each direction's ``stability``
     (:func:`rlae_sc.stability.direction_stability`; the metrics list the
     components below :data:`rlae_sc.stability.IDENTIFIABLE` as
-    ``not_identifiable``). ``device``: where the passes' products run (``"auto"``: CUDA when
-    available; see :func:`rlae_sc.passes.torch_device`).
+    ``not_identifiable``). ``device``: where the passes' products run (``"auto"``: ``rl.settings.device``,
+    itself CUDA when available unless set; see :func:`rlae_sc.products.torch_device`).
     """
     matrix = trained_rows(pre)
     metrics, reference = compare_with_pca(model)

@@ -29,9 +29,10 @@ from rlae_sc.atlas import (
     read_elem,
 )
 from rlae_sc.atomic import atomic_path
-from rlae_sc.chunks import H5adMatrix, PassFn, h5ad_matrix, run_pass
+from rlae_sc.engine import PassFn, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.params import ReadParams
+from rlae_sc.rows import H5adMatrix, h5ad_matrix
 
 INTEGER_TOLERANCE = 1e-6
 
@@ -826,7 +827,7 @@ def reading(path: str | Path):
 
 def write_csr_rows(adata: ad.AnnData, path: str | Path, matrix, fn: PassFn, *, client=None) -> None:
     """Write ``adata`` (without ``X``) to ``path`` atomically, with ``X`` (``adata.shape``) written as CSR rows
-    block by block from one pass of ``fn`` over ``matrix`` (:func:`rlae_sc.chunks.run_pass`, on Dask when
+    block by block from one pass of ``fn`` over ``matrix`` (:func:`rlae_sc.engine.run_pass`, on Dask when
     ``client`` is given), never whole.
 
     ``fn(block, start)`` returns, for the block's rows of ``X``, the ``data`` (float32) and ``indices`` (int32)

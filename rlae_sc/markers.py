@@ -10,7 +10,7 @@ For each group of cells (a Leiden cluster, a label) against the rest:
   scanpy's ``rank_genes_groups`` reports ``logfoldchanges``.
 
 These are sums over cells, computed in one pass over blocks of rows
-(:func:`rlae_sc.chunks.run_pass`: in memory, from an ``.h5ad`` file, or on
+(:func:`rlae_sc.engine.run_pass`: in memory, from an ``.h5ad`` file, or on
 Dask), so every cell counts and memory is one block plus groups x genes sums.
 
 - ``score``, ``pval``, ``pval_adj``: the Wilcoxon rank-sum test of the
@@ -48,8 +48,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from rlae_sc.atomic import atomic_path
-from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, matrix_of, run_pass
+from rlae_sc.engine import run_pass
 from rlae_sc.errors import InputError
+from rlae_sc.rows import Rows, matrix_of
 
 MAX_TEST_CELLS = 50_000  # cells the Wilcoxon test runs on (a seeded sample above), as the clustering sketch
 PSEUDOCOUNT = 1e-9  # added to both means in expression space before their ratio (scanpy's)
@@ -66,11 +67,11 @@ def markers(
     tie_correct: bool = False,
     values: str = "log_normalized",
     target_sum: float | None = None,
-    matrix: InMemory | H5adMatrix | None = None,
+    matrix: Rows | None = None,
     genes=None,
     seed: int = 0,
     client=None,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
     source: str = "input",
 ) -> pd.DataFrame:
     """Marker genes of each group of ``adata.obs[groupby]`` against the rest (see the module's doc).
@@ -94,11 +95,11 @@ def markers(
         and log1p-transformed.
     matrix
         The rows to read instead of ``adata.X`` (n_cells x n_genes, aligned with ``adata.obs``), e.g. an
-        :class:`~rlae_sc.chunks.H5adMatrix`; ``genes`` then names its columns (default ``adata.var_names``).
+        :class:`~rlae_sc.rows.H5adMatrix`; ``genes`` then names its columns (default ``adata.var_names``).
     seed
         Seed of the test's sample of cells.
     client, chunk_size
-        The pass's Dask client (``None``: serial) and rows per block.
+        The pass's Dask client (``None``: serial) and rows per block (``None``: ``rl.settings.block_size``).
     source
         Named in errors.
 
@@ -161,14 +162,14 @@ def wilcoxon_cells(codes: np.ndarray, *, max_cells: int = MAX_TEST_CELLS, seed: 
 
 
 def group_statistics(
-    matrix: InMemory | H5adMatrix,
+    matrix: Rows,
     codes: np.ndarray,
     n_groups: int,
     *,
     tested: np.ndarray,
     target_sum: float | None = None,
     client=None,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> dict:
     """One pass over ``matrix`` (n_cells x n_genes): per-group sums, and the tested cells' rows.
 
@@ -217,7 +218,7 @@ def _log_normalize(X: sp.csr_matrix, target_sum: float) -> sp.csr_matrix:
     return X
 
 
-def _median_total(matrix, codes: np.ndarray, *, client=None, chunk_size: int = CHUNK_SIZE) -> float:
+def _median_total(matrix, codes: np.ndarray, *, client=None, chunk_size: int | None = None) -> float:
     """The median total count of the grouped cells (one pass)."""
     _, rows = run_pass(matrix, _totals_block, client=client, chunk_size=chunk_size, desc="cell totals")
     return float(np.median(rows["total"][codes >= 0]))

@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from rlae_sc.batches import batch_codes, centred_scale, grouped_sums
-from rlae_sc.chunks import H5adMatrix, InMemory, run_pass
+from rlae_sc.engine import run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.keys import EMBEDDING_KEY
 from rlae_sc.lae.theory import decoder_directions
@@ -27,6 +27,7 @@ from rlae_sc.model_file import load as load_file
 from rlae_sc.model_file import save as save_file
 from rlae_sc.params import MappingParams, TrainParams
 from rlae_sc.recipe import Recipe, cell_qc, mito_mask
+from rlae_sc.rows import InMemory, Rows
 
 
 @dataclass
@@ -101,8 +102,8 @@ class RLAEModel:
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """PCA scores ``X P`` (n x k, float32) of a preprocessed matrix X (n x m), the products on ``device``;
         with ``residuals`` also each cell's squared distance from the directions' span (n,) (see
-        :func:`rlae_sc.passes.scores`)."""
-        from rlae_sc.passes import scores  # torch, here only: loading and embedding need numpy alone
+        :func:`rlae_sc.products.scores`)."""
+        from rlae_sc.products import scores  # torch, here only: loading and embedding need numpy alone
 
         return scores(X, self.directions, residuals=residuals, client=client, device=device)
 
@@ -112,7 +113,7 @@ class RLAEModel:
         *,
         min_overlap: float = MappingParams.min_overlap,
         source: str = "query",
-        matrix: InMemory | H5adMatrix | None = None,
+        matrix: Rows | None = None,
         client=None,
     ) -> ad.AnnData:
         """Embed cells from raw counts (or the recipe's input kind) into the model's coordinates.
@@ -122,7 +123,7 @@ class RLAEModel:
         same) in place, records the call in ``uns['rlae_embed']``, and returns
         ``adata``. See :meth:`Recipe.transform` for gene matching. The counts
         are read in blocks of cells from ``matrix`` when given (e.g. an
-        :class:`~rlae_sc.chunks.H5adMatrix` of a file too large for memory;
+        :class:`~rlae_sc.rows.H5adMatrix` of a file too large for memory;
         ``adata`` then only carries ``obs`` and ``var``), else from ``adata.X``;
         on Dask when ``client`` is given.
 

@@ -21,26 +21,27 @@ import scipy.linalg
 import scipy.stats
 import torch
 
-from rlae_sc.chunks import CHUNK_SIZE, InMemory
 from rlae_sc.lae.solvers import LAEFit, fit_tied_exact, ridge_decoder
 from rlae_sc.lae.theory import sum_loss_optimum
 from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.params import TrainParams
-from rlae_sc.passes import scatter_matrix
+from rlae_sc.products import scatter_matrix
+from rlae_sc.rows import Rows, as_rows
+from rlae_sc.settings import settings
 
 AUTO = "auto"  # n_components chosen from the noise floor
 PROBE_UNITS = 50  # units trained first when k is chosen from the noise floor; doubled while none collapses
 
 
 @dataclass(frozen=True)
-class PermutedRows:
+class PermutedRows(Rows):
     """Rows of ``rows`` with each gene's values permuted independently across the cells of each block.
 
     ``read(start, stop)`` returns the block's rows (dense, float32 or float64 as
     read), each column centred on its block mean and then shuffled by its own
     permutation, drawn from a generator seeded with ``(seed, start)``, so a block
-    is the same whichever process reads it (Dask) and however often. Reads like
-    :class:`~rlae_sc.chunks.InMemory` and is picklable; memory is one block.
+    is the same whichever process reads it (Dask) and however often. Rows
+    (:class:`~rlae_sc.rows.Rows`), picklable; memory is one block.
 
     Centring each block removes the between-block scatter, which a permutation
     within blocks would otherwise keep: a file sorted by cell type keeps its
@@ -48,7 +49,7 @@ class PermutedRows:
     its total sum of squares back.
     """
 
-    rows: object
+    rows: Rows
     seed: int
     permutation: int = 0
 
@@ -127,14 +128,14 @@ def parallel_analysis(
     quantile: float = TrainParams.noise_quantile,
     seed: int = TrainParams.seed,
     precision: str = TrainParams.scatter_precision,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
     client=None,
     device: str = TrainParams.device,
 ) -> NoiseFloor:
     """Horn's parallel analysis: the top eigenvalue of ``C`` after permuting each gene's values across cells.
 
     Each permutation is one pass over the rows of ``X`` (n x m; an array or rows
-    to read, as :func:`rlae_sc.passes.scatter_matrix` takes them, streaming and
+    to read, as :func:`rlae_sc.products.scatter_matrix` takes them, streaming and
     on Dask alike): within each block of ``chunk_size`` cells, every gene's
     values are centred on the block's mean and permuted (:class:`PermutedRows`);
     the scatter matrix of those rows, ``C_p``, is rescaled so that each gene
@@ -158,8 +159,8 @@ def parallel_analysis(
         deviations: a few samples locate a high quantile better this way than
         by their order statistics); permutations are seeded by ``seed``.
     precision, chunk_size, client, device
-        As :func:`rlae_sc.passes.scatter_matrix`; ``chunk_size`` is also the
-        block within which cells are permuted.
+        As :func:`rlae_sc.products.scatter_matrix`; ``chunk_size`` (``None``: ``rl.settings.block_size``) is
+        also the block within which cells are permuted.
 
     Returns
     -------
@@ -167,7 +168,8 @@ def parallel_analysis(
     """
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be at least 1, got {n_permutations}")
-    rows = X if hasattr(X, "read") else InMemory(X)
+    chunk_size = settings.block_size if chunk_size is None else chunk_size
+    rows = as_rows(X)
     n, m = rows.shape
     samples = []
     for p in range(n_permutations):
@@ -209,13 +211,13 @@ def elbow(eigenvalues: np.ndarray) -> int:
 
 
 @dataclass(frozen=True)
-class DeflatedRows:
+class DeflatedRows(Rows):
     """Rows of ``rows`` with the directions ``U`` (m x k, orthonormal columns) projected out: ``x - (x U) U^T``.
 
-    Reads like :class:`~rlae_sc.chunks.InMemory` (dense blocks, in ``U``'s precision) and is picklable.
+    Rows (:class:`~rlae_sc.rows.Rows`: dense blocks, in ``U``'s precision), picklable.
     """
 
-    rows: object
+    rows: Rows
     U: np.ndarray
 
     @property
@@ -235,7 +237,7 @@ MAX_ROUNDS = 2  # parallel analyses: the plain one, then one with the components
 
 
 def fit_above_floor(
-    C: torch.Tensor, X, *, params: TrainParams = TrainParams(), chunk_size: int = CHUNK_SIZE, client=None
+    C: torch.Tensor, X, *, params: TrainParams = TrainParams(), chunk_size: int | None = None, client=None
 ) -> tuple[LAEFit, NoiseFloor, list[dict]]:
     """Train with lambda at the noise floor and keep the units that survive: k is chosen by the data.
 
@@ -289,7 +291,7 @@ def fit_above_floor(
     p = params
     passes = {"n_permutations": p.n_permutations, "quantile": p.noise_quantile, "seed": p.seed}
     passes |= {"precision": p.scatter_precision, "chunk_size": chunk_size, "client": client, "device": p.device}
-    rows = X if hasattr(X, "read") else InMemory(X)
+    rows = as_rows(X)
     probe, trained = min(PROBE_UNITS, m - 1), None
     rounds: list[dict] = []
     deflate, sum_squares = 0, np.diag(C_np).copy()

@@ -23,13 +23,14 @@ import pandas as pd
 
 from rlae_sc.atomic import atomic_path
 from rlae_sc.blocks import lognorm_rows_block
-from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix
+from rlae_sc.dask_engine import dask_client
 from rlae_sc.errors import InputError
 from rlae_sc.io import join_obs, open_streaming, read, reading, write_csr_rows, write_h5ad, write_json
 from rlae_sc.labels import obs_column
 from rlae_sc.params import ClusterParams, MappingParams, PassParams, PreprocessParams, ReadParams, TrainParams, split
 from rlae_sc.preprocess import fit_recipe, preprocess, preprocessed_adata
 from rlae_sc.recipe import Recipe
+from rlae_sc.rows import Rows, h5ad_matrix
 from rlae_sc.simulate import bundled
 
 log = logging.getLogger("rlae_sc")
@@ -138,7 +139,7 @@ def _preprocess_streaming(
 
 
 def write_preprocessed(
-    matrix: InMemory | H5adMatrix,
+    matrix: Rows,
     obs: pd.DataFrame,
     recipe: Recipe,
     qc: pd.DataFrame,

@@ -35,25 +35,26 @@ from rlae_sc.blocks import (
     qc_block,
     residual_block,
 )
-from rlae_sc.chunks import CHUNK_SIZE, H5adMatrix, InMemory, matrix_of, run_pass
 from rlae_sc.decisions import check_qc, gene_candidates, mad_thresholds, new_recipe, set_genes, set_scale, set_stats
+from rlae_sc.engine import run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.hvg import scanpy_hvg, seurat_v3_clip, seurat_v3_select
 from rlae_sc.labels import labelled_mask, obs_column
 from rlae_sc.params import PreprocessParams, ReadParams
 from rlae_sc.recipe import COUNTS, LOG_NORMALIZED, SCALED, Recipe
 from rlae_sc.residuals import default_clip, residual_variance, select_genes
+from rlae_sc.rows import InMemory, Rows, matrix_of
 
 
 def fit_recipe(
-    matrix: InMemory | H5adMatrix,
+    matrix: Rows,
     var_names: pd.Index,
     *,
     obs: pd.DataFrame | None = None,
     input_kind: str = ReadParams.input_kind,
     source: str = "input",
     validate: bool = False,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
     client=None,
     steps: PreprocessParams | None = None,
     **params,
@@ -76,7 +77,8 @@ def fit_recipe(
     totals over the selected genes); with ``batch_key``, per batch, and the batches' centres
     (:func:`fit_batch_centres`, more passes for ``anchors``). Pass 4 (``clip``):
     the mean of the clipped scaled values. ``validate`` checks each block's
-    values (NaN, negatives, non-integer counts) in pass 1. The ``seurat`` and
+    values (NaN, negatives, non-integer counts) in pass 1. Blocks have ``chunk_size`` rows (``None``:
+    ``rl.settings.block_size``), on Dask with ``client``. The ``seurat`` and
     ``cell_ranger`` flavors call scanpy and need ``matrix`` in memory.
     Every pass runs a kernel of :mod:`rlae_sc.blocks` and returns sums over cells, and every decision taken
     from them is a function of its own (:mod:`rlae_sc.decisions`, :func:`rlae_sc.hvg.seurat_v3_clip`,
@@ -299,19 +301,18 @@ def _cluster_means(matrix, cluster: np.ndarray, n_clusters: int, **kept) -> tupl
 
 
 @dataclass(frozen=True)
-class ScaledRows:
+class ScaledRows(Rows):
     """Rows of the trained matrix (float32, cells x genes used), scaled block by block by ``recipe``
     (centring, scaling, clipping) from ``rows`` of log-normalised values of the recipe's genes (or their
     Pearson residuals, computed in float64, from rows of counts),
     computed in float32 (about six times faster than in float64 at 2,000 genes; the values differ from
     float64's rounded to float32 by about 1e-7 relative).
 
-    Reads like :class:`~rlae_sc.chunks.InMemory` and :class:`~rlae_sc.chunks.H5adMatrix`
-    (and is picklable, for Dask); memory is one dense block. ``batch`` (rows,): each row's batch, for a
-    recipe with batches (:meth:`Recipe.batch_of`).
+    :class:`~rlae_sc.rows.Rows` (picklable, for Dask); memory is one dense block. ``batch`` (rows,): each row's
+    batch, for a recipe with batches (:meth:`Recipe.batch_of`).
     """
 
-    rows: InMemory | H5adMatrix
+    rows: Rows
     recipe: Recipe
     batch: np.ndarray | None = None
 
@@ -335,7 +336,7 @@ class ScaledRows:
         return None if terms is None else AffineRows(self.rows, *terms, self.batch)
 
 
-def trained_rows(pre: ad.AnnData) -> InMemory | H5adMatrix | ScaledRows:
+def trained_rows(pre: ad.AnnData) -> Rows:
     """The rows of the matrix the autoencoder trains on, for passes over a preprocessed AnnData (in memory
     or backed): ``X`` itself, or ``X`` scaled on the fly when it holds log-normalised values or counts."""
     rows = matrix_of(pre)

@@ -29,7 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from rlae_sc.batches import grouped_sums
-from rlae_sc.chunks import run_pass
+from rlae_sc.engine import run_pass
 
 MIN_CELLS = 10  # cells of a sample on each side (in the cluster, outside it) for its pair of pseudobulks
 MIN_SAMPLES = 2  # samples with such a pair for a cluster to be tested
@@ -46,7 +46,7 @@ def sample_cluster_sums(
     Parameters
     ----------
     matrix
-        The cells' values (n_cells x n_genes, :class:`~rlae_sc.chunks.InMemory` or ``H5adMatrix``): counts, or,
+        The cells' values (n_cells x n_genes, :class:`~rlae_sc.rows.Rows`): counts, or,
         when ``totals`` is given, ``log1p`` of counts scaled to a common total per cell.
     clusters, samples
         Each cell's cluster (n_cells,, 0..n_clusters-1) and sample (n_cells,, 0..n_samples-1; -1: none).

@@ -26,8 +26,8 @@ from rlae_sc.lae.trace import TraceRecorder
 from rlae_sc.model import RLAEModel
 from rlae_sc.noise_floor import AUTO, fit_above_floor
 from rlae_sc.params import RULES, SOLVER, TrainParams
-from rlae_sc.passes import scatter_matrix, torch_device
 from rlae_sc.preprocess import trained_rows
+from rlae_sc.products import scatter_matrix, torch_device
 from rlae_sc.recipe import Recipe
 
 
@@ -131,7 +131,7 @@ def fit_scatter(
     ``recipe`` is stored in the model; ``scatter_seconds`` (the time taken to
     build ``C``) is counted in ``fit_seconds``; ``X`` (n x m, float64) is needed
     only by the mini-batch rules (``batch_size``); ``rows`` (the cells' rows, see
-    :func:`rlae_sc.passes.scatter_matrix`; on Dask with ``client``) only by
+    :func:`rlae_sc.products.scatter_matrix`; on Dask with ``client``) only by
     ``n_components="auto"``, whose noise floor permutes them
     (:func:`rlae_sc.noise_floor.fit_above_floor`). ``checkpoint`` and ``source``
     are :func:`fit`'s. Returns an :class:`~rlae_sc.model.RLAEModel`.

@@ -108,7 +108,7 @@ def kang_run(tmp_path_factory):
 
 
 def blocks_per_worker(task_stream: list[dict]) -> dict[str, int]:
-    """How many blocks of :func:`rlae_sc.chunks.run_pass` (tasks ``_block-...``) each Dask worker computed, by
+    """How many blocks of :func:`rlae_sc.engine.run_pass` (tasks ``_block-...``) each Dask worker computed, by
     worker address, from the records of the scheduler's task stream (``distributed.get_task_stream``)."""
     counts: dict[str, int] = {}
     for task in task_stream:  # keys of client.submit: the function's name, "-", a random id

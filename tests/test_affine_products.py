@@ -6,11 +6,11 @@ import pytest
 import scipy.sparse as sp
 from distributed import Client
 
-from rlae_sc import passes
+from rlae_sc import products
 from rlae_sc.affine import AffineRows
 from rlae_sc.lae import theory
-from rlae_sc.passes import scatter_matrix, scores
 from rlae_sc.preprocess import preprocess, trained_rows
+from rlae_sc.products import scatter_matrix, scores
 from rlae_sc.simulate import synthetic_counts
 from tests.test_dask import tcp_cluster
 
@@ -39,7 +39,7 @@ def dense_rows(rows) -> np.ndarray:
 @pytest.mark.parametrize("density", [1.0, 0.0], ids=["sparse products", "dense blocks"])
 @pytest.mark.parametrize("case", CASES)
 def test_sparse_products_equal_the_dense_path(counts, case, density, monkeypatch):
-    monkeypatch.setattr(passes, "SPARSE_DENSITY", density)  # the test's blocks are about 30% full
+    monkeypatch.setattr(products, "SPARSE_DENSITY", density)  # the test's blocks are about 30% full
     pre, recipe = preprocess(counts, scale=False, n_top_genes=200, min_genes=50, **CASES[case])
     rows = trained_rows(pre)
     assert isinstance(rows.sparse, AffineRows) and bool(recipe.batches) == ("batch_key" in CASES[case])
@@ -63,7 +63,7 @@ def test_clipping_keeps_the_dense_path(counts):
 
 def sparse_products_everywhere() -> None:
     """On a Dask worker: every block by sparse products, as the single-process test's monkeypatch."""
-    passes.SPARSE_DENSITY = 1.0
+    products.SPARSE_DENSITY = 1.0
 
 
 def test_sparse_products_on_dask_equal_the_dense_path(counts, tmp_path):

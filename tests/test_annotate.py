@@ -21,11 +21,11 @@ from rlae_sc.annotate import (
     read_marker_list,
     type_scores,
 )
-from rlae_sc.chunks import matrix_of
 from rlae_sc.errors import InputError
 from rlae_sc.io import read
 from rlae_sc.markers import group_codes, group_statistics, markers
 from rlae_sc.preprocess import preprocess
+from rlae_sc.rows import matrix_of
 from tests.conftest import ROOT, shared_file
 
 PLANTED = {"A": 5, "B": 5, "C": 5, "D": 5}  # group -> marker genes planted in it (named A1..A5, ...)

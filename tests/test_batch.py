@@ -15,10 +15,10 @@ import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
 from rlae_sc.batches import align_centres, mutual_pairs
-from rlae_sc.chunks import H5adMatrix, InMemory
 from rlae_sc.cluster import batch_mixing, cluster, label_agreement
 from rlae_sc.errors import InputError
 from rlae_sc.preprocess import fit_recipe, preprocess, trained_rows
+from rlae_sc.rows import H5adMatrix, InMemory
 from rlae_sc.simulate import batch_confounded
 from rlae_sc.train import fit
 from tests.conftest import shared_file
@@ -238,7 +238,7 @@ def test_missing_columns_are_named_before_any_work(confounded):
 def test_dask_gives_the_serial_centres(confounded, tmp_path):
     """The batch passes (per-batch sums, the first pass's scatter and scores, the clusters' sums) on a Dask
     worker process give the serial recipe exactly: the same blocks, added in the same order."""
-    from rlae_sc.chunks import dask_client
+    from rlae_sc.dask_engine import dask_client
 
     path = tmp_path / "c.h5ad"
     confounded.write_h5ad(path)

@@ -10,8 +10,8 @@ import scipy.linalg
 
 from rlae_sc.directions import compare_with_pca
 from rlae_sc.lae.certificate import bounds, certify
-from rlae_sc.passes import scatter_matrix
 from rlae_sc.preprocess import preprocess, trained_rows
+from rlae_sc.products import scatter_matrix
 from rlae_sc.train import fit
 from tests.conftest import rlae_cli, shared_file
 

@@ -23,10 +23,12 @@ import pytest
 from distributed import Client, get_task_stream
 
 from rlae_sc import pipeline
-from rlae_sc.chunks import ONE_BLAS_THREAD, H5adMatrix, WorkersLost, run_pass
+from rlae_sc.dask_engine import ONE_BLAS_THREAD, WorkersLost
+from rlae_sc.engine import run_pass
 from rlae_sc.lae import theory
 from rlae_sc.model import load_model
-from rlae_sc.passes import scatter_block
+from rlae_sc.products import scatter_block
+from rlae_sc.rows import H5adMatrix
 from rlae_sc.simulate import synthetic_counts
 from tests.conftest import blocks_per_worker
 

@@ -47,7 +47,8 @@ def test_runs_and_thread_counts_give_the_same_bytes(tmp_path):
     prints = []
     for run, threads in enumerate((2, 2, 1)):
         out = tmp_path / f"run{run}"
-        env = {var: str(threads) for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}
+        variables = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+        env = {var: str(threads) for var in variables}
         rlae_cli("run", tmp_path / "counts.h5ad", "--out", out, "--n-top-genes", 300, "--n-components", 10,
                  threads=threads, env=env)  # fmt: skip
         prints.append(json.loads((out / "metrics.json").read_text())["sha256"])

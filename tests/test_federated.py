@@ -18,7 +18,6 @@ from sklearn.metrics import adjusted_rand_score
 
 from rlae_sc import pipeline
 from rlae_sc.blocks import kept_rows
-from rlae_sc.chunks import InMemory
 from rlae_sc.cli import main
 from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
@@ -28,8 +27,9 @@ from rlae_sc.federated.secure import PairwiseMasks
 from rlae_sc.federated.statistics import decode, encode, open_site, site_statistics
 from rlae_sc.lae import theory
 from rlae_sc.model import load_model
-from rlae_sc.passes import scatter_matrix
 from rlae_sc.preprocess import fit_recipe
+from rlae_sc.products import scatter_matrix
+from rlae_sc.rows import InMemory
 from tests.conftest import shared_file
 
 PRE = {"min_genes": 50, "n_top_genes": 150, "clip": 3.0}  # QC, seurat_v3 selection and clipping all take part

@@ -10,10 +10,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from rlae_sc.chunks import InMemory
 from rlae_sc.lae import solvers
 from rlae_sc.lae.theory import alignment, decoder_directions
-from rlae_sc.passes import STAGING_ROWS, scatter_matrix, scatter_on_device, scores, torch_device
+from rlae_sc.products import STAGING_ROWS, scatter_matrix, scatter_on_device, scores, torch_device
+from rlae_sc.rows import InMemory
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

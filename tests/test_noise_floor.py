@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from rlae_sc.chunks import InMemory
 from rlae_sc.noise_floor import PermutedRows, elbow, fit_above_floor, mp_edge, parallel_analysis, top_eigenvalue
 from rlae_sc.params import TrainParams
+from rlae_sc.rows import InMemory
 
 CPU = TrainParams(device="cpu", trace_metrics=False)
 
@@ -96,7 +96,7 @@ def test_within_block_permutation_matches_a_global_one_even_on_sorted_cells():
 def test_noise_floor_streams_from_a_file(tmp_path):
     import anndata as ad
 
-    from rlae_sc.chunks import h5ad_matrix
+    from rlae_sc.rows import h5ad_matrix
 
     X, _ = planted(600, 80, 3, 1.0, seed=4)
     ad.AnnData(X.astype(np.float32)).write_h5ad(tmp_path / "x.h5ad")

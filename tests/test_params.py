@@ -141,6 +141,8 @@ def imports_torch(module: str) -> bool:
         ("rlae_sc.mapping", False),
         ("rlae_sc.plots", False),
         ("rlae_sc.model", False),  # the model loads, saves and embeds without torch
+        ("rlae_sc.engine", False),  # the pass engine, its executors, rows and settings
+        ("rlae_sc.settings", False),
         ("rlae_sc.train", True),  # the check itself sees torch where it is imported
     ],
 )

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from rlae_sc.chunks import InMemory
 from rlae_sc.markers import markers
 from rlae_sc.pseudobulk import deseq_cluster, pseudobulk_markers, sample_cluster_sums
+from rlae_sc.rows import InMemory
 
 N_SAMPLES, CELLS, GENES = 4, 150, 300  # cells per sample and cluster
 

@@ -192,7 +192,7 @@ def test_kolen_pollack_difference_shrinks_by_exactly_one_minus_2_lr_lambda_per_s
 @pytest.fixture(scope="module")
 def cells():
     from rlae_sc.papers.data import cells_matrix
-    from rlae_sc.passes import scatter_matrix
+    from rlae_sc.products import scatter_matrix
 
     C = torch.from_numpy(scatter_matrix(cells_matrix()[0]))
     e, U = np.linalg.eigh(C.numpy())

@@ -33,8 +33,9 @@ import pytest
 import yaml
 from sklearn.metrics import adjusted_rand_score
 
-from rlae_sc.chunks import H5adMatrix, dask_client
-from rlae_sc.passes import scatter_matrix
+from rlae_sc.dask_engine import dask_client
+from rlae_sc.products import scatter_matrix
+from rlae_sc.rows import H5adMatrix
 from tests.conftest import workflow_dir
 
 ROOT = Path(__file__).resolve().parents[1]

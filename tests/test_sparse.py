@@ -9,8 +9,8 @@ import scipy.sparse as sp
 
 from rlae_sc import pipeline
 from rlae_sc.lae import theory
-from rlae_sc.passes import scatter_matrix
 from rlae_sc.preprocess import preprocess, trained_rows
+from rlae_sc.products import scatter_matrix
 from rlae_sc.recipe import LOG_NORMALIZED
 from rlae_sc.train import fit
 from tests.conftest import shared_file, trained_matrix

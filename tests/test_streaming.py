@@ -13,12 +13,14 @@ import scipy.sparse as sp
 from distributed import get_task_stream
 
 from rlae_sc import pipeline
-from rlae_sc.chunks import H5adMatrix, InMemory, dask_client, h5ad_matrix, run_pass
+from rlae_sc.dask_engine import dask_client
+from rlae_sc.engine import run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.lae import theory
 from rlae_sc.model import load_model
-from rlae_sc.passes import scatter_block, scatter_matrix, scores_block
 from rlae_sc.preprocess import fit_recipe
+from rlae_sc.products import scatter_block, scatter_matrix, scores_block
+from rlae_sc.rows import H5adMatrix, InMemory, h5ad_matrix
 from tests.conftest import blocks_per_worker, trained_matrix
 
 PRE = {"min_genes": 50, "n_top_genes": 150, "clip": 3.0}  # HVG selection, QC and clipping all take part

@@ -1,8 +1,9 @@
-"""Parameter defaults read from :mod:`rlae_sc.params` when the documentation is built.
+"""Parameter defaults read from :mod:`rlae_sc.params` and :mod:`rlae_sc.settings` when the documentation is built.
 
 ``:default:`ClusterParams.resolution``` writes the default of that field, as the command line shows it
-(``none`` for None, integers with thousands separators), so the guide cannot state a default the code does not
-have. A name that does not exist stops the build.
+(``none`` for None, integers with thousands separators), and ``:default:`settings.block_size``` that of a
+session setting, so the guide cannot state a default the code does not have. A name that does not exist stops
+the build.
 """
 
 from __future__ import annotations
@@ -13,17 +14,26 @@ from docutils import nodes
 
 
 def default_text(name: str) -> str:
-    """The default of ``Class.field`` of :mod:`rlae_sc.params`, written for a reader."""
+    """The default of ``Class.field`` of :mod:`rlae_sc.params`, or of ``settings.name``, written for a reader."""
     from rlae_sc import params
+    from rlae_sc.settings import Settings
 
     cls_name, _, field_name = name.partition(".")
+    if cls_name == "settings":
+        if field_name not in Settings.NAMES:
+            raise LookupError(f"no setting {field_name!r} (settings: {', '.join(Settings.NAMES)})")
+        return written(getattr(Settings(), field_name))
     cls = getattr(params, cls_name, None)
     if cls is None or not dataclasses.is_dataclass(cls):
         raise LookupError(f"rlae_sc.params has no parameter class {cls_name!r}")
     found = {f.name: f for f in dataclasses.fields(cls)}
     if field_name not in found:
         raise LookupError(f"{cls_name} has no field {field_name!r} (fields: {', '.join(found)})")
-    value = found[field_name].default
+    return written(found[field_name].default)
+
+
+def written(value) -> str:
+    """A default as the command line shows it."""
     if value is None:
         return "none"
     if isinstance(value, bool):

@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 
 from rlae_sc.blocks import clipped_block, kept_rows, lognorm_block, offset_block, qc_block
-from rlae_sc.chunks import H5adMatrix, run_pass
 from rlae_sc.decisions import new_recipe
+from rlae_sc.engine import run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.federated import FederationError
 from rlae_sc.io import open_streaming
-from rlae_sc.passes import scatter_block
+from rlae_sc.products import scatter_block
 from rlae_sc.recipe import Recipe, mito_mask
+from rlae_sc.rows import H5adMatrix
 
 COARSE_WIDTH = 1024  # counts per bin of the first histogram of cell totals (for the median, target_sum)
 COARSE_BINS = 4096  # the last bin also holds every total above COARSE_WIDTH * COARSE_BINS

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from rlae_sc.lae import theory
 from rlae_sc.lae.rules import train_rule
-from rlae_sc.passes import scatter_matrix
+from rlae_sc.products import scatter_matrix
 
 LOSS_NAMES = ("unregularized", "product", "sum")
 THEORY_CURVES = {"unregularized": "1", "product": "e/(e+lam)", "sum": "max(0, 1-lam/e)"}

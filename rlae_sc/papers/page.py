@@ -25,7 +25,7 @@ from rlae_sc.papers.kunin2019 import (
     losses_on,
 )
 from rlae_sc.papers.transport import transport_runs, weight_transport
-from rlae_sc.passes import scatter_matrix
+from rlae_sc.products import scatter_matrix
 from rlae_sc.report import write_page
 
 FIGURE_NAMES = (  # the files figures/<name>.png; workflow/rules/figures.smk lists the same names

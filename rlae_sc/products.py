@@ -1,7 +1,7 @@
-"""Passes over the preprocessed matrix: the centred scatter matrix and the scores.
+"""The matrix products of the passes over the preprocessed matrix: the centred scatter matrix and the scores.
 
 The matrix may be in memory or in an ``.h5ad`` file read block by block,
-serially or on Dask (through :func:`rlae_sc.chunks.run_pass`); each block's
+serially or on Dask (through :func:`rlae_sc.engine.run_pass`); each block's
 products run through torch on a device (CUDA or the CPU: one code path). Rows scaled by an affine map of
 sparse values (:class:`rlae_sc.affine.AffineRows`, the recipe's centring and scaling without clipping) are
 multiplied on the CPU as sparse blocks instead, the map applied outside the products.
@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from rlae_sc.affine import AffineBlock, AffineRows, affine_products, affine_scores
-from rlae_sc.chunks import CHUNK_SIZE, InMemory, run_pass
+from rlae_sc.engine import run_pass
 from rlae_sc.params import TrainParams
 from rlae_sc.progress import progress
+from rlae_sc.rows import InMemory, as_rows
+from rlae_sc.settings import settings
 
 IN_MEMORY_BLOCK = 1 << 17  # rows per product for an in-memory array of the product's dtype (131,072)
 # the densest block (stored values / entries) whose scatter is computed from sparse products: scipy's sparse
@@ -28,7 +30,10 @@ STAGING_ROWS = 1 << 14  # rows per block copied to a CUDA device (16,384; pinned
 
 
 def torch_device(device: str | torch.device = TrainParams.device) -> torch.device:
-    """The torch device named by ``device``: ``"auto"`` is CUDA when available, else the CPU."""
+    """The torch device named by ``device``: ``"auto"`` is the session's, ``rl.settings.device``
+    (:class:`~rlae_sc.settings.Settings`), whose own ``"auto"`` is CUDA when available, else the CPU."""
+    if device == "auto":
+        device = settings.device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -38,7 +43,7 @@ def scatter_matrix(
     X,
     *,
     precision: str = "float64",
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
     client=None,
     checkpoint=None,
     device: str | torch.device = TrainParams.device,
@@ -46,10 +51,11 @@ def scatter_matrix(
     """Centred scatter ``C = (X - 1 mu^T)^T (X - 1 mu^T)`` (m x m, float64 numpy on the host, sum over cells).
 
     One pass over the rows of ``X`` (n x m: an array, or rows to read such as
-    :class:`InMemory`, :class:`rlae_sc.chunks.H5adMatrix` or
+    :class:`~rlae_sc.rows.Rows` such as :class:`~rlae_sc.rows.InMemory`, :class:`~rlae_sc.rows.H5adMatrix` or
     :class:`rlae_sc.preprocess.ScaledRows`) in blocks; memory beyond ``C`` is one block. Each
     block's product ``block^T block`` and column sums are computed through torch in
-    ``precision`` and accumulated in float64 (blocks of ``chunk_size`` rows; of
+    ``precision`` and accumulated in float64 (blocks of ``chunk_size`` rows, by default
+    ``rl.settings.block_size``; of
     ``IN_MEMORY_BLOCK`` rows for an in-memory array already in ``precision``,
     whose blocks are views): ``"float64"`` is exact to
     rounding; ``"float32"`` is about twice as fast, with relative errors of
@@ -59,12 +65,13 @@ def scatter_matrix(
     blocks when the products run on the CPU; a block at most :data:`SPARSE_DENSITY` full is multiplied in
     float64 by :func:`affine_products`, a denser one densely as above. ``client``: run on
     Dask, the blocks' products on the workers' CPUs; ``checkpoint``:
-    save progress there and resume from it (see :func:`rlae_sc.chunks.run_pass`; each block's
+    save progress there and resume from it (see :func:`rlae_sc.engine.run_pass`; each block's
     products then return to the host).
     """
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be float32 or float64, got {precision!r}")
-    matrix = _rows(X)
+    chunk_size = settings.block_size if chunk_size is None else chunk_size
+    matrix = as_rows(X)
     if isinstance(matrix, InMemory) and isinstance(matrix.array, np.ndarray) and matrix.array.dtype == precision:
         chunk_size = max(chunk_size, IN_MEMORY_BLOCK)  # blocks are views here: fewer, larger products
     dev = torch.device("cpu") if client is not None else torch_device(device)
@@ -78,11 +85,6 @@ def scatter_matrix(
     mu = total / n
     C -= n * np.outer(mu, mu)
     return C
-
-
-def _rows(X):
-    """``X`` when it is rows to read (it has ``read``), else an array wrapped as :class:`InMemory`."""
-    return X if hasattr(X, "read") else InMemory(X)
 
 
 def _sparse_form(matrix, device: torch.device):
@@ -112,7 +114,7 @@ def _block_products(B: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarra
 
 
 def scatter_block(block, start: int, *, precision: str, device: str = "cpu") -> tuple[dict, dict]:
-    """One block's products for :func:`rlae_sc.chunks.run_pass`: ``C``, the uncentred ``B^T B`` (m x m), ``sum``,
+    """One block's products for :func:`rlae_sc.engine.run_pass`: ``C``, the uncentred ``B^T B`` (m x m), ``sum``,
     the column sums (m,), both float64 numpy on the host, and ``n``, the block's rows; ``B`` (rows x m, dense
     or CSR) is multiplied in ``precision`` on ``device``; an :class:`AffineBlock` at most
     :data:`SPARSE_DENSITY` full by :func:`affine_products`."""
@@ -131,9 +133,9 @@ def scatter_on_device(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Uncentred ``X^T X`` (m x m), column sums (m,) (float64, returned on the host) and n, accumulated on ``device``.
 
-    Serial. On the CPU, numpy multiplies and sums (see :func:`_block_products`). On CUDA, blocks have at most ``STAGING_ROWS`` rows; each is copied into one of two pinned host
-    buffers and from there to the device without waiting, so reading and copying the next block overlaps the
-    device's copy and product of this one.
+    Serial. On the CPU, numpy multiplies and sums (see :func:`_block_products`). On CUDA, blocks have at most
+    ``STAGING_ROWS`` rows; each is copied into one of two pinned host buffers and from there to the device
+    without waiting, so reading and copying the next block overlaps the device's copy and product of this one.
     """
     n, m = matrix.shape
     dtype = getattr(torch, precision)
@@ -167,27 +169,27 @@ def scores(
     P: np.ndarray,
     *,
     residuals: bool = False,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
     client=None,
     device: str = TrainParams.device,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """``X P`` (n x k, float32 numpy on the host) for ``X`` (n x m; as in :func:`scatter_matrix`) and
-    directions ``P`` (m x k); the products in float64 on ``device`` (see :func:`torch_device`; the workers'
-    CPUs with a Dask ``client``).
+    directions ``P`` (m x k), in blocks of ``chunk_size`` rows (``None``: ``rl.settings.block_size``); the
+    products in float64 on ``device`` (see :func:`torch_device`; the workers' CPUs with a Dask ``client``).
 
     With ``residuals``, also each row's squared distance from the span of ``P`` (n,, float64, units of
     ``X`` squared), ``|x|^2 - |x P|^2`` for orthonormal ``P``, from the same pass: returns ``(scores,
     residual_sq)``.
     """
     dev = "cpu" if client is not None else str(torch_device(device))
-    matrix = _sparse_form(_rows(X), torch.device(dev))
+    matrix = _sparse_form(as_rows(X), torch.device(dev))
     fn = partial(scores_block, P=np.asarray(P, dtype=np.float64), device=dev, residuals=residuals)
     rows = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="embedding")[1]
     return (rows["scores"], rows["residual_sq"]) if residuals else rows["scores"]
 
 
 def scores_block(block, start: int, *, P: np.ndarray, device: str, residuals: bool = False) -> tuple[dict, dict]:
-    """One block's rows for :func:`rlae_sc.chunks.run_pass`: ``scores``, ``B P`` (rows x k, float32), and with
+    """One block's rows for :func:`rlae_sc.engine.run_pass`: ``scores``, ``B P`` (rows x k, float32), and with
     ``residuals`` ``residual_sq``, each row's squared distance from the span of ``P`` (rows,, float64); ``B``
     (rows x m) and ``P`` (m x k) are multiplied in float64 on ``device``; an :class:`AffineBlock` by
     :func:`affine_scores`."""
