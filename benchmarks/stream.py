@@ -152,7 +152,7 @@ def main() -> None:
             "metrics": metrics_of(out),
         }
         report["runs"].append(run)
-        print(json.dumps({k: run[k] for k in ("n_cells", "mode", "metrics")}), flush=True)
+        print(json.dumps(record.clean({k: run[k] for k in ("n_cells", "mode", "metrics")})), flush=True)
     if args.compare_cells:
         a, b = (load_model(args.work / f"{m}_{args.compare_cells}" / "model.npz") for m in ("stream", "memory"))
         cos = theory.alignment(a.directions, b.directions)
