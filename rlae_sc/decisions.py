@@ -148,7 +148,8 @@ def set_scale(recipe: Recipe, sums: dict, n: int) -> None:
 
 def set_stats(recipe: Recipe, counts: dict, gene: dict, candidates: np.ndarray) -> None:
     """Record the counts of fitting: ``counts`` holds ``n_cells_in``, ``n_cells_all_zero`` and ``n_cells_kept``;
-    ``gene['n_cells_all']`` (input genes,) the cells detecting each gene before QC."""
+    ``gene['n_cells_all']`` and ``gene['n_cells']`` (input genes,) the cells detecting each gene before QC and
+    among the cells kept. ``n_values``: the stored values of the preprocessed matrix (cells kept x genes used)."""
     recipe.stats = {
         "n_cells_in": int(counts["n_cells_in"]),
         "n_genes_in": len(recipe.input_genes),
@@ -158,5 +159,6 @@ def set_stats(recipe: Recipe, counts: dict, gene: dict, candidates: np.ndarray) 
         "n_genes_all_zero": int((gene["n_cells_all"] == 0).sum()),
         "n_genes_below_min_cells": int((~candidates).sum()),
         "n_genes_used": len(recipe.genes),
+        "n_values": int(gene["n_cells"][np.isin(recipe.input_genes, recipe.genes)].sum()),
         "mito_filter_applied": recipe.max_pct_mito is not None,
     }

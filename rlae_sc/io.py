@@ -32,6 +32,7 @@ from rlae_sc.atomic import atomic_path
 from rlae_sc.engine import PassFn, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.params import ReadParams
+from rlae_sc.room import array_bytes, check_disk
 from rlae_sc.rows import H5adMatrix, h5ad_matrix
 
 INTEGER_TOLERANCE = 1e-6
@@ -752,8 +753,11 @@ def write_h5ad(adata: ad.AnnData, path: str | Path, *, x_from: str | Path | None
     """Write ``adata`` to ``path`` atomically (gzip-free, fast).
 
     ``x_from``: an ``.h5ad`` whose ``X`` is copied into the file as it is, on
-    disk, never loaded (``adata`` then has no ``X`` of its own, e.g. read backed).
+    disk, never loaded (``adata`` then has no ``X`` of its own, e.g. read backed). The disk must hold the
+    arrays' bytes (:func:`rlae_sc.room.check_disk`) before anything is written.
     """
+    x_bytes = Path(x_from).stat().st_size if x_from is not None else 0
+    check_disk(path, array_bytes(adata) + x_bytes, what=Path(path).name)
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
         if x_from is not None:

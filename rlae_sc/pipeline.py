@@ -30,6 +30,7 @@ from rlae_sc.labels import obs_column
 from rlae_sc.params import ClusterParams, MappingParams, PassParams, PreprocessParams, ReadParams, TrainParams, split
 from rlae_sc.preprocess import fit_recipe, preprocess, preprocessed_adata
 from rlae_sc.recipe import Recipe
+from rlae_sc.room import check_disk, csr_bytes
 from rlae_sc.rows import Rows, h5ad_matrix
 from rlae_sc.simulate import bundled
 
@@ -157,9 +158,11 @@ def write_preprocessed(
     log-normalised values (the counts, for Pearson residuals) as CSR rows (float32), written block by block in one
     pass (on Dask when ``client`` is given), never whole; the stages after it
     scale them with the recipe (:func:`rlae_sc.preprocess.trained_rows`).
-    ``counts`` and ``layer`` are recorded as the input's provenance.
+    ``counts`` and ``layer`` are recorded as the input's provenance. The disk must hold the matrix
+    (``recipe.stats['n_values']`` values; :func:`rlae_sc.room.check_disk`) before the pass starts.
     """
     pre, keep = preprocessed_adata(recipe, obs, qc, stored=recipe.stored)
+    check_disk(out, csr_bytes(pre.n_obs, recipe.stats["n_values"]), what=f"the {pre.n_obs:,} x {pre.n_vars:,} matrix")
     _record_input(pre, counts, layer, recipe.input_kind)
     fn = partial(lognorm_rows_block, recipe=recipe, keep=keep, idx=recipe.gene_index(recipe.input_genes))
     write_csr_rows(pre, out, matrix, fn, client=client)

@@ -53,7 +53,10 @@ def test_worker_fits_and_scores(matrix, method, tmp_path):
     scores = bench.score(P, np.asarray(result["eigenvalues"]), U, e)
     if method == "rlae_sc":  # no eigh in the fit by default: its certificate bounds the directions instead
         assert result["check_seconds"] is None
-        assert 0.99 < result["certificate_min_cos_top10"] <= scores["min_abs_cos_top10"] + 1e-12
+        # the certificate bounds the directions against the exact eigenvectors of the fit's own C, whose float32
+        # products differ from the float64 reference's by about 1e-7 relative: that moves the top-10 directions by
+        # about 1e-6 rad here, so 1 - |cos| against the reference may exceed the certified value by about 1e-12
+        assert 0.99 < result["certificate_min_cos_top10"] <= scores["min_abs_cos_top10"] + 1e-11
     assert scores["subspace_distance"] < 1e-6 and scores["max_angle_rad"] < 1e-2
     assert scores["eigenvalue_max_rel_err_top10"] < 1e-4
 

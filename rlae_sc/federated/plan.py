@@ -148,6 +148,7 @@ class Plan:
             n=n,
             counts={"n_cells_in": n_in, "n_cells_all_zero": n_zero, "n_cells_kept": n},
             n_cells_all=total["n_cells_all"].tolist(),
+            n_cells=total["n_cells"].tolist(),
             candidates=candidates.tolist(),
         )
         if recipe.target_sum is None:
@@ -179,7 +180,7 @@ class Plan:
 
     def _set_genes(self, recipe: Recipe, hvg: np.ndarray) -> None:
         set_genes(recipe, hvg)
-        gene = {"n_cells_all": np.asarray(self.state["n_cells_all"])}
+        gene = {key: np.asarray(self.state[key]) for key in ("n_cells_all", "n_cells")}
         set_stats(recipe, self.state["counts"], gene, np.asarray(self.state["candidates"], dtype=bool))
         self.recipe = recipe.to_dict()
 

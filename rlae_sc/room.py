@@ -1,0 +1,54 @@
+"""Room on disk for a stage's output, checked before the pass that writes it, so that an atlas run stops with a clear
+message at its start instead of failing hours later on a full disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from rlae_sc.errors import InputError
+
+HEADROOM = 1.1  # free space asked for, as a multiple of the estimated size
+CSR_BYTES_PER_VALUE = 8  # a float32 value and its int32 column index
+CSR_BYTES_PER_ROW = 8  # one int64 entry of indptr
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the file system that holds ``path`` (its nearest existing folder when it does not exist)."""
+    folder = Path(path).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_disk(path: str | Path, need: float, *, what: str) -> None:
+    """Raise :class:`~rlae_sc.errors.InputError` naming ``path`` unless its disk has :data:`HEADROOM` times
+    ``need`` bytes free; ``what`` names the output in the message."""
+    free = free_bytes(path)
+    if need * HEADROOM > free:
+        raise InputError(
+            path,
+            f"writing {what} needs about {need / 1e9:.2f} GB and its disk has {free / 1e9:.2f} GB free",
+            "Free space on that disk or write the output to a larger one (--out, or the workflow's results folder)",
+        )
+
+
+def array_bytes(adata) -> int:
+    """Bytes of an AnnData's arrays in memory (``X`` unless backed, ``layers``, ``obsm``, ``varm``, ``obsp``): about
+    what writing it without compression takes."""
+
+    def size(a) -> int:
+        if hasattr(a, "data") and hasattr(a, "indices"):  # sparse
+            return a.data.nbytes + a.indices.nbytes + getattr(a, "indptr", a.indices).nbytes
+        return int(getattr(a, "nbytes", 0))
+
+    arrays = [] if adata.isbacked or adata.X is None else [adata.X]
+    for mapping in (adata.layers, adata.obsm, adata.varm, adata.obsp):
+        arrays += list(mapping.values())
+    return sum(size(a) for a in arrays)
+
+
+def csr_bytes(n_rows: int, n_values: int) -> int:
+    """Bytes of a float32 CSR matrix of ``n_rows`` rows holding ``n_values`` stored values."""
+    return n_values * CSR_BYTES_PER_VALUE + (n_rows + 1) * CSR_BYTES_PER_ROW
