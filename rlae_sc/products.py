@@ -2,7 +2,7 @@
 
 The matrix may be in memory or in an ``.h5ad`` file read block by block,
 serially or on Dask (through :func:`rlae_sc.engine.run_pass`); each block's
-products run through torch on a device (CUDA or the CPU: one code path). Rows scaled by an affine map of
+products run by numpy on the CPU and by torch on a CUDA device. Rows scaled by an affine map of
 sparse values (:class:`rlae_sc.affine.AffineRows`, the recipe's centring and scaling without clipping) are
 multiplied on the CPU as sparse blocks instead, the map applied outside the products.
 """
@@ -53,8 +53,8 @@ def scatter_matrix(
     One pass over the rows of ``X`` (n x m: an array, or rows to read such as
     :class:`~rlae_sc.rows.Rows` such as :class:`~rlae_sc.rows.InMemory`, :class:`~rlae_sc.rows.H5adMatrix` or
     :class:`rlae_sc.preprocess.ScaledRows`) in blocks; memory beyond ``C`` is one block. Each
-    block's product ``block^T block`` and column sums are computed through torch in
-    ``precision`` and accumulated in float64 (blocks of ``chunk_size`` rows, by default
+    block's product ``block^T block`` and column sums are computed in
+    ``precision`` (:func:`_block_products`) and accumulated in float64 (blocks of ``chunk_size`` rows, by default
     ``rl.settings.block_size``; of
     ``IN_MEMORY_BLOCK`` rows for an in-memory array already in ``precision``,
     whose blocks are views): ``"float64"`` is exact to

@@ -39,8 +39,8 @@ def array_bytes(adata) -> int:
     what writing it without compression takes."""
 
     def size(a) -> int:
-        if hasattr(a, "data") and hasattr(a, "indices"):  # sparse
-            return a.data.nbytes + a.indices.nbytes + getattr(a, "indptr", a.indices).nbytes
+        if hasattr(a, "indptr"):  # CSR or CSC
+            return a.data.nbytes + a.indices.nbytes + a.indptr.nbytes
         return int(getattr(a, "nbytes", 0))
 
     arrays = [] if adata.isbacked or adata.X is None else [adata.X]

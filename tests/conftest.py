@@ -170,6 +170,14 @@ def scanpy_seurat_v3(cells: ad.AnnData, n_top_genes: int) -> ad.AnnData:
     return ref
 
 
+def thread_vars(threads: int) -> dict[str, str]:
+    """Environment variables that set OpenMP's, MKL's, OpenBLAS's and numba's threads to ``threads`` in a fresh
+    process (before numpy and torch load)."""
+    return {
+        var: str(threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+    }
+
+
 def rlae_cli(
     *args, check: bool = True, threads: int | None = None, env: dict | None = None
 ) -> subprocess.CompletedProcess:

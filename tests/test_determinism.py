@@ -41,16 +41,14 @@ def test_runs_and_thread_counts_give_the_same_bytes(tmp_path):
 
     from rlae_sc.fingerprints import result_fingerprints
     from rlae_sc.simulate import synthetic_counts
-    from tests.conftest import rlae_cli
+    from tests.conftest import rlae_cli, thread_vars
 
     synthetic_counts(n_cells=1500, n_genes=600, n_types=5, rank=6, seed=2).write_h5ad(tmp_path / "counts.h5ad")
     prints = []
     for run, threads in enumerate((2, 2, 1)):
         out = tmp_path / f"run{run}"
-        variables = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-        env = {var: str(threads) for var in variables}
         rlae_cli("run", tmp_path / "counts.h5ad", "--out", out, "--n-top-genes", 300, "--n-components", 10,
-                 threads=threads, env=env)  # fmt: skip
+                 env=thread_vars(threads))  # fmt: skip
         prints.append(json.loads((out / "metrics.json").read_text())["sha256"])
         cells = ad.read_h5ad(out / "embedding.h5ad")
         assert prints[-1] == result_fingerprints(cells)

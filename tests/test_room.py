@@ -13,7 +13,7 @@ from rlae_sc.room import check_disk, csr_bytes, free_bytes
 
 def test_check_disk_against_the_real_free_space(tmp_path):
     free = free_bytes(tmp_path / "not" / "yet" / "made.h5ad")  # the nearest existing folder's disk
-    assert free == shutil.disk_usage(tmp_path).free or abs(free - shutil.disk_usage(tmp_path).free) < 1e8
+    assert abs(free - shutil.disk_usage(tmp_path).free) < 1e8  # the same disk, give or take other writers
     check_disk(tmp_path / "small.h5ad", 1e6, what="a small file")
     with pytest.raises(InputError) as err:
         check_disk(tmp_path / "huge.h5ad", 2.0 * free, what="a huge file")

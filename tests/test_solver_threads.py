@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 
+from tests.conftest import thread_vars
+
 FIT = """
 import sys, numpy as np, torch
 from rlae_sc.lae.solvers import fit_tied_exact
@@ -31,13 +33,7 @@ def test_tied_solver_same_bytes_with_one_and_two_threads(tmp_path):
     np.save(tmp_path / "C.npy", C)
     results = []
     for threads in (2, 1):
-        env = {
-            **os.environ,
-            **{
-                v: str(threads)
-                for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
-            },
-        }
+        env = os.environ | thread_vars(threads)
         out = tmp_path / f"fit{threads}.npy"
         subprocess.run([sys.executable, "-c", FIT, str(tmp_path / "C.npy"), str(out)], env=env, check=True)
         results.append(np.load(out))

@@ -233,8 +233,7 @@ def chebyshev_filter(
     (:func:`cholesky_qr`); rounds continue until ``g`` to the products taken reaches
     ``sqrt(CHEBYSHEV_MARGIN / tol)`` (squared sines :data:`CHEBYSHEV_MARGIN` times below ``tol``, from a start
     far from the subspace). The tied steps that follow check convergence as before, so this only shortens
-    them. Returns ``W`` unchanged (0 products) when the Ritz
-    values show no gap at k.
+    them. Returns ``W`` unchanged (0 products) when the Ritz values show no gap at k.
     """
     b = float(ritz_values[-1])
     x_k, x_1 = 2.0 * float(ritz_values[k - 1]) / b - 1.0, 2.0 * float(ritz_values[0]) / b - 1.0
