@@ -135,24 +135,31 @@ def test_passes_on_tcp_workers_give_the_serial_directions(counts, tmp_path):
 
 
 def slow(block, start: int, *, inner, delay: float, calls: str):
-    """``inner(block, start)`` after ``delay`` seconds, noting each call's first row in the file ``calls``."""
+    """``inner(block, start)`` after ``delay`` seconds, noting each call's first row and the process group of
+    the worker that runs it in the file ``calls``."""
     with open(calls, "a") as f:
-        f.write(f"{start}\n")
+        f.write(f"{start} {os.getpgrp()}\n")
     time.sleep(delay)
     return inner(block, start)
 
 
-def started(calls: Path) -> list[int]:
-    """First rows of the blocks computed so far (a block computed twice counts twice)."""
-    return [int(s) for s in calls.read_text().split()] if calls.exists() else []
+def started(calls: Path, group: int | None = None) -> list[int]:
+    """First rows of the blocks computed so far (a block computed twice counts twice); with ``group``, only
+    those started by the worker of that process group."""
+    lines = [line.split() for line in calls.read_text().splitlines()] if calls.exists() else []
+    return [int(start) for start, pgrp in lines if group is None or int(pgrp) == group]
 
 
 def kill_when_started(calls: Path, n_blocks: int, worker: subprocess.Popen) -> None:
-    """SIGKILL ``worker`` (the worker process and its nanny) once ``n_blocks`` blocks have started: mid-pass,
-    with blocks running and finished ones not yet collected on it."""
+    """SIGKILL ``worker`` (the worker process and its nanny, whose process group is ``worker.pid``) mid-pass:
+    once ``n_blocks`` blocks have started, at the moment ``worker`` starts its next one, so that block is
+    running (for its ``delay``) when the worker dies. Polled every 20 ms."""
 
     def watch():
         while len(started(calls)) < n_blocks:
+            time.sleep(0.02)
+        before = len(started(calls, worker.pid))
+        while len(started(calls, worker.pid)) == before:
             time.sleep(0.02)
         os.killpg(worker.pid, signal.SIGKILL)
 
@@ -201,7 +208,7 @@ def test_a_pass_that_loses_every_worker_stops_with_a_named_error_and_resumes(pre
     checkpoint = tmp_path / "scatter.checkpoint.npz"
     calls = tmp_path / "calls"  # one file for both runs: the checkpoint is for the same pass function
     with tcp_cluster(1, tmp_path / "first") as (address, workers), Client(address) as client:
-        kill_when_started(calls, 10, workers[0])
+        kill_when_started(calls, 9, workers[0])  # as the tenth block starts
         with pytest.raises(WorkersLost, match=f"run it again to resume from {checkpoint}"):
             scatter_pass(preprocessed, calls, client=client, checkpoint=checkpoint, no_workers_seconds=3)
     with np.load(checkpoint) as saved:
