@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from rlae_sc.gram import sparse_gram
 from rlae_sc.rows import Rows
 
 
@@ -45,12 +46,15 @@ class AffineBlock:
         Z -= self.shift[self.group]
         return Z
 
-    def parts(self) -> Iterator[tuple[np.ndarray, sp.csr_matrix, np.ndarray]]:
-        """For each group present: its rows' positions in the block (rows_g,), ``Y = L_g diag(scale[g])``
-        (rows_g x m, CSR) and ``shift[g]`` (m,); the block's rows are ``Y - 1 shift[g]^T``."""
-        for g in np.unique(self.group):
-            rows = np.flatnonzero(self.group == g)
-            yield rows, sp.csr_matrix(self.L[rows].multiply(self.scale[g])), self.shift[g]
+    def parts(self) -> Iterator[tuple[int, np.ndarray, sp.csr_matrix, np.ndarray]]:
+        """For each group ``g`` present: ``g``, its rows' positions in the block (rows_g,), ``Y = L_g
+        diag(scale[g])`` (rows_g x m, CSR) and ``shift[g]`` (m,); the block's rows are ``Y - 1 shift[g]^T``."""
+        groups = np.unique(self.group)
+        for g in groups:
+            rows = np.flatnonzero(self.group == g) if len(groups) > 1 else np.arange(self.shape[0])
+            L = self.L[rows] if len(groups) > 1 else self.L  # one group: no copy of the block
+            Y = sp.csr_matrix((L.data * self.scale[g][L.indices], L.indices, L.indptr), shape=L.shape)
+            yield g, rows, Y, self.shift[g]
 
 
 @dataclass(frozen=True)
@@ -78,18 +82,36 @@ class AffineRows(Rows):
         return f"affine {self.rows.fingerprint()}"
 
 
-def affine_products(block: AffineBlock) -> tuple[np.ndarray, np.ndarray]:
-    """Uncentred ``Z^T Z`` (m x m) and column sums ``1^T Z`` (m,) of the block's rows ``Z = Y - 1 a^T`` (per
-    group, see :meth:`AffineBlock.parts`), float64, from sparse products: ``Y^T Y - s a^T - a s^T + n a a^T``
-    and ``s - n a`` with ``s = Y^T 1`` and ``n`` the group's rows."""
-    m = block.shape[1]
-    ZtZ, total = np.zeros((m, m)), np.zeros(m)
-    for rows, Y, a in block.parts():
+def affine_sums(block: AffineBlock, *, precision: str = "float64", threads: int = 1) -> dict:
+    """One block's sums for the scatter pass from sparse products (:func:`affine_scatter` turns them into
+    ``Z^T Z`` once the pass is over), for the block's rows ``Z = Y - 1 a^T`` of each group (see
+    :meth:`AffineBlock.parts`), with ``s = Y^T 1`` and ``n`` the group's rows:
+
+    - ``gram``: the upper triangle of the sum over groups of ``Y^T Y`` (m x m, float64), by
+      :func:`rlae_sc.gram.sparse_gram` in ``precision`` on ``threads`` threads (the same bytes with any number);
+    - ``cross``: ``s - n a / 2`` of each group (groups x m, float64; zero for a group not in the block);
+    - ``sum``: the column sums ``1^T Z = sum of s - n a`` (m,, float64); ``n``: the block's rows.
+    """
+    gram, cross, total = None, np.zeros_like(block.shift), np.zeros(block.shape[1])
+    for g, rows, Y, a in block.parts():
         s = np.asarray(Y.sum(axis=0)).ravel()
-        sa = np.outer(s, a)
-        ZtZ += (Y.T @ Y).toarray() - sa - sa.T + len(rows) * np.outer(a, a)
+        upper = sparse_gram(Y, dtype=precision, threads=threads)
+        gram = upper if gram is None else np.add(gram, upper, out=gram)
+        cross[g] += s - 0.5 * len(rows) * a
         total += s - len(rows) * a
-    return ZtZ, total
+    return {"gram": gram, "cross": cross, "sum": total, "n": block.shape[0]}
+
+
+def affine_scatter(gram: np.ndarray, cross: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """The uncentred ``Z^T Z`` (m x m, float64) of rows ``Z = Y - 1 a^T`` from :func:`affine_sums`'s ``gram`` and
+    ``cross`` summed over blocks, and each group's ``a``, ``shift`` (groups x m): ``Y^T Y - s a^T - a s^T + n a
+    a^T``, that is ``gram + gram^T - diag(gram) - sum over groups of (cross a^T + a cross^T)``."""
+    C = gram + gram.T
+    C[np.diag_indices_from(C)] = np.diag(gram)
+    for c, a in zip(cross, shift):
+        C -= np.outer(c, a)
+        C -= np.outer(a, c)
+    return C
 
 
 def affine_scores(block: AffineBlock, P: np.ndarray, *, residuals: bool) -> dict:
@@ -97,9 +119,10 @@ def affine_scores(block: AffineBlock, P: np.ndarray, *, residuals: bool) -> dict
     group, and with ``residuals`` ``|z|^2 - |z P|^2`` with ``|z|^2 = |y|^2 - 2 y.a + |a|^2``; float64 products."""
     Z = np.empty((block.shape[0], P.shape[1]))
     sq = np.empty(block.shape[0])
-    for rows, Y, a in block.parts():
+    for _, rows, Y, a in block.parts():
         Z[rows] = Y @ P - (P * a[:, None]).sum(axis=0)  # numpy's own sum: the same bits with any BLAS threads
-        sq[rows] = np.asarray(Y.multiply(Y).sum(axis=1)).ravel() - 2 * (Y @ a) + a @ a
+        y_sq = sp.csr_matrix((np.square(Y.data), Y.indices, Y.indptr), shape=Y.shape).sum(axis=1)
+        sq[rows] = np.asarray(y_sq).ravel() - 2 * (Y @ a) + a @ a
     out = {"scores": Z.astype(np.float32)}
     if residuals:
         out["residual_sq"] = np.maximum(sq - np.sum(Z * Z, axis=1), 0.0)

@@ -14,7 +14,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from rlae_sc.affine import AffineBlock, AffineRows, affine_products, affine_scores
+from rlae_sc.affine import AffineBlock, AffineRows, affine_scatter, affine_scores, affine_sums
 from rlae_sc.engine import run_pass
 from rlae_sc.params import TrainParams
 from rlae_sc.progress import progress
@@ -22,10 +22,12 @@ from rlae_sc.rows import InMemory, as_rows
 from rlae_sc.settings import settings
 
 IN_MEMORY_BLOCK = 1 << 17  # rows per product for an in-memory array of the product's dtype (131,072)
-# the densest block (stored values / entries) whose scatter is computed from sparse products: scipy's sparse
-# product costs about nnz^2 per row against BLAS's m^2, and on 2 cores at m = 2,000 it matched float32 BLAS
-# at about 100 values per row (5%); a denser block is scaled densely (AffineBlock.toarray) instead
-SPARSE_DENSITY = 0.05
+# the densest block (stored values / entries) whose scatter is computed from sparse products: the sparse Gram
+# kernel (rlae_sc.gram) costs about nnz^2 / 2 per row against BLAS's m^2 / 2 for the densified row; measured on
+# 2 cores, float32, 12,000 rows: at m = 1,287 it matched BLAS at about 24% (0.13 s against 0.21 s at 22%, 0.29 s
+# against 0.20 s at 27%), and at m = 2,000 and 9% it took 0.19 s against 0.40 s; a denser block is scaled densely
+# (AffineBlock.toarray) instead
+SPARSE_DENSITY = 0.2
 STAGING_ROWS = 1 << 14  # rows per block copied to a CUDA device (16,384; pinned host buffers of 128 MiB at m = 2,000)
 
 
@@ -62,8 +64,9 @@ def scatter_matrix(
     about 1e-6 in the entries of ``C``. ``device`` (see :func:`torch_device`): where the products run
     and ``C`` accumulates; blocks are read on the host and copied there (through pinned memory on
     CUDA). Rows that have a sparse form (a ``sparse`` attribute, :class:`AffineRows`) are read as sparse
-    blocks when the products run on the CPU; a block at most :data:`SPARSE_DENSITY` full is multiplied in
-    float64 by :func:`affine_products`, a denser one densely as above. ``client``: run on
+    blocks when the products run on the CPU; a block at most :data:`SPARSE_DENSITY` full is multiplied sparse
+    in ``precision`` by :func:`~rlae_sc.affine.affine_sums` (its sums turned into ``C`` once by
+    :func:`~rlae_sc.affine.affine_scatter`), a denser one densely as above. ``client``: run on
     Dask, the blocks' products on the workers' CPUs; ``checkpoint``:
     save progress there and resume from it (see :func:`rlae_sc.engine.run_pass`; each block's
     products then return to the host).
@@ -81,7 +84,10 @@ def scatter_matrix(
     else:
         fn = partial(scatter_block, precision=precision, device=str(dev))
         sums, _ = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="scatter pass", checkpoint=checkpoint)
-        C, total, n = sums["C"], sums["sum"], sums["n"]
+        C, total, n = sums.get("C"), sums["sum"], sums["n"]
+        if "gram" in sums:  # blocks multiplied sparse (affine_sums), the others densely
+            sparse_part = affine_scatter(sums["gram"], sums["cross"], matrix.shift)
+            C = sparse_part if C is None else np.add(C, sparse_part, out=C)
     mu = total / n
     C -= n * np.outer(mu, mu)
     return C
@@ -116,10 +122,11 @@ def _block_products(B: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarra
 def scatter_block(block, start: int, *, precision: str, device: str = "cpu") -> tuple[dict, dict]:
     """One block's products for :func:`rlae_sc.engine.run_pass`: ``C``, the uncentred ``B^T B`` (m x m), ``sum``,
     the column sums (m,), both float64 numpy on the host, and ``n``, the block's rows; ``B`` (rows x m, dense
-    or CSR) is multiplied in ``precision`` on ``device``; an :class:`AffineBlock` at most
-    :data:`SPARSE_DENSITY` full by :func:`affine_products`."""
+    or CSR) is multiplied in ``precision`` on ``device``. An :class:`AffineBlock` at most
+    :data:`SPARSE_DENSITY` full gives :func:`~rlae_sc.affine.affine_sums`'s sums instead of ``C``, on as many
+    threads as torch uses (``rl.settings.threads``; one on a Dask worker)."""
     if isinstance(block, AffineBlock) and block.density <= SPARSE_DENSITY:
-        return dict(zip(("C", "sum"), affine_products(block)), n=block.shape[0]), {}
+        return affine_sums(block, precision=precision, threads=torch.get_num_threads()), {}
     B = _dense(block, precision)
     if device == "cpu":
         BtB, total = _block_products(B)

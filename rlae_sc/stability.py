@@ -54,7 +54,7 @@ def stability(
         w = rng.poisson(1.0, size=(n_bootstrap, len(Z))).astype(np.float64)  # row b: resample b's weights
         weight += w.sum(axis=1)
         sums += w @ Z
-        products += w @ (Z[:, upper[0]] * Z[:, upper[1]])
+        products += w @ _pair_products(Z).T
         if residual_sq is not None:
             leak += np.asarray(residual_sq[start : start + BLOCK], dtype=np.float64) @ np.square(Z)
     scatter = np.zeros((n_bootstrap, k, k))
@@ -68,6 +68,20 @@ def stability(
     if residual_sq is not None:
         cos /= np.sqrt(1 + leak / (np.asarray(eigenvalues) - outside_eigenvalue) ** 2)
     return cos
+
+
+def _pair_products(Z: np.ndarray) -> np.ndarray:
+    """``z_i z_j`` of each cell for the pairs ``i <= j`` in ``np.triu_indices(k)``'s order ((k (k + 1) / 2) x
+    cells, float64) of scores ``Z`` (cells x k), built a score at a time from the transposed block (contiguous
+    rows: about four times faster than gathering the pairs' columns)."""
+    ZT = np.ascontiguousarray(Z.T)
+    k = len(ZT)
+    out = np.empty((k * (k + 1) // 2, Z.shape[0]))
+    row = 0
+    for i in range(k):
+        np.multiply(ZT[i], ZT[i:], out=out[row : row + k - i])
+        row += k - i
+    return out
 
 
 def direction_stability(model, scores: np.ndarray, residual_sq: np.ndarray) -> np.ndarray:
