@@ -1,6 +1,6 @@
 """Benchmark: every stage at atlas scale, and rlae-sc against scanpy's standard pipeline on the same counts.
 
-    python benchmarks/atlas.py [--cells 1000000] [--compare 100000] [--kang PATH] [--scanpy-minutes 15]
+    python benchmarks/atlas.py [--cells 1000000] [--zarr] [--compare 100000] [--kang PATH] [--scanpy-minutes 15]
 
 1. ``--compare`` cells (default 100,000) resampled from soupx_pbmc4k_2170, and kang_se_12261: in one run,
    ``rlae-sc run COUNTS`` end to end (one process, defaults) against scanpy's standard pipeline on the same
@@ -8,14 +8,16 @@
    process, timed with its peak memory. Both embeddings are scored the same way: the fraction of each
    cell's 15 nearest neighbours (exact, Euclidean) that share its label; rlae-sc's kNN graph also by its
    recall@15 against exact neighbours in ``X_rlae``; ARI of each Leiden partition against the labels.
-2. ``--cells`` (default 1,000,000) resampled cells through the Snakemake workflow with streaming, every
+2. ``--cells`` (default 1,000,000) resampled cells (an ``.h5ad`` file, or with ``--zarr`` a compressed anndata
+   zarr store) through the Snakemake workflow with streaming, every
    stage included (preprocess, train, directions, cluster, report, index), in a work directory of its own;
    per-stage wall time and peak memory from the rules' Snakemake benchmark files; kNN recall and ARI.
 3. scanpy's standard pipeline on the same 1M counts, stopped when it would exceed ``--scanpy-gb`` of
    memory or ``--scanpy-minutes`` of time; the step it reached is recorded.
 
 Cells are resampled with two same-label cells pooled per new cell (``bench.resample(mix_key=...)``), so
-that cells do not pile up as near-copies of the 2,170 seed cells. Writes atlas.md and atlas.json here.
+that cells do not pile up as near-copies of the 2,170 seed cells. Writes atlas.json here (``--record``: another
+file, such as atlas_5m.json for a run of five million cells); atlas.md is written by hand from the records.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +37,20 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench import DEFAULT_SEED, machine  # noqa: E402
+import record  # noqa: E402
+from bench import DEFAULT_SEED  # noqa: E402
 from stream import write_counts  # noqa: E402
 
 K = 15
 STAGES = ["preprocess", "train", "directions", "cluster", "report"]
+PACKAGES = ("rlae-sc", "numpy", "scipy", "torch", "scanpy", "scikit-learn", "anndata", "faiss-cpu", "numba")
 MISSING = {"?", "nan", "unknown", ""}
 
 
-def counts_file(n: int, work: Path) -> Path:
-    """The resampled counts file of ``n`` cells (written once)."""
-    path = work / f"atlas_{n}.h5ad"
+def counts_file(n: int, work: Path, *, suffix: str = ".h5ad") -> Path:
+    """The resampled counts of ``n`` cells (written once): an ``.h5ad`` file, or with ``suffix=".zarr"`` a
+    compressed anndata zarr store (:func:`stream.write_counts`)."""
+    path = work / f"atlas_{n}{suffix}"
     if not path.exists():
         import anndata as ad
 
@@ -210,14 +214,15 @@ def atlas(counts: Path, work: Path) -> dict:
     """The workflow on ``counts`` with streaming, in a work directory of its own; per-stage numbers."""
     import anndata as ad
 
-    wd = work / f"atlas_wd_{counts.stem}"
+    wd = work / f"atlas_wd_{counts.name.replace('.', '_')}"
     (wd / "config").mkdir(parents=True, exist_ok=True)
     (wd / "config" / "config.yaml").write_text(
         f"datasets:\n  atlas:\n    path: {counts}\n    label_key: cell_type\n    passes:\n      streaming: true\n"
     )
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2", "--directory", str(wd)]
-    total = monitored(cmd, log=work / f"{counts.stem}_snakemake.log")
-    total["snakemake_log"] = (work / f"{counts.stem}_snakemake.log").read_text().splitlines()[-3:]
+    log = work / f"{counts.name.replace('.', '_')}_snakemake.log"
+    total = monitored(cmd, log=log)
+    total["snakemake_log"] = log.read_text().splitlines()[-3:]
     stages = {}
     for stage in STAGES:
         path = wd / "logs" / "atlas" / f"{stage}.benchmark.tsv"
@@ -225,7 +230,14 @@ def atlas(counts: Path, work: Path) -> dict:
             head, row = path.read_text().splitlines()[:2]
             values = dict(zip(head.split("\t"), row.split("\t"), strict=True))
             stages[stage] = {"seconds": float(values["s"]), "peak_gb": float(values["max_rss"]) / 1024}
-    result = {"n_cells_in": int(counts.stem.split("_")[-1]), "total": total, "stages": stages}
+    files = [counts] if counts.is_file() else [p for p in counts.rglob("*") if p.is_file()]
+    result = {
+        "n_cells_in": int(counts.stem.split("_")[-1]),
+        "input": counts.name,
+        "input_gb": sum(p.stat().st_size for p in files) / 1e9,
+        "total": total,
+        "stages": stages,
+    }
     emb_path = wd / "results" / "atlas" / "embedding.h5ad"
     if emb_path.exists():
         emb = ad.read_h5ad(emb_path, backed="r")
@@ -246,52 +258,74 @@ def atlas(counts: Path, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", type=int, default=1_000_000, help="0 to skip the atlas run")
-    parser.add_argument("--compare", type=int, default=100_000, help="0 to skip")
+    parser.add_argument("--zarr", action="store_true", help="the atlas counts as a compressed zarr store")
+    parser.add_argument("--compare", type=int, default=100_000, help="0 to skip both comparisons")
     parser.add_argument("--kang", type=Path, default=ROOT.parent / "shared" / "data" / "kang_se_12261.h5ad")
     parser.add_argument("--scanpy-gb", type=float, default=20.0)
-    parser.add_argument("--scanpy-minutes", type=float, default=15.0)
+    parser.add_argument(
+        "--scanpy-minutes", type=float, default=15.0, help="0 to skip scanpy on the atlas counts (keeps its record)"
+    )
     parser.add_argument("--work", type=Path, default=HERE / "data")
+    parser.add_argument("--record", type=Path, default=HERE / "atlas.json", help="the record to write (JSON)")
     parser.add_argument("--scanpy-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scanpy_worker:
         scanpy_pipeline(*args.scanpy_worker)
         return
     args.work.mkdir(parents=True, exist_ok=True)
-    report = {"machine": machine(), "date": str(date.today()), "compare": [], "atlas": None, "scanpy_atlas": None}
+    report = {"compare": [], "atlas": None, "scanpy_atlas": None}
     if args.compare:
-        report["compare"].append(compare(counts_file(args.compare, args.work), f"resampled_{args.compare}", args.work))
-        _save(report)
-    if args.kang and args.kang.exists():
-        report["compare"].append(compare(args.kang, "kang_se_12261", args.work))
-        _save(report)
+        counts = counts_file(args.compare, args.work)
+        report["compare"].append(timed_part(lambda: compare(counts, f"resampled_{args.compare}", args.work)))
+        _save(report, args.record)
+    if args.compare and args.kang.exists():
+        report["compare"].append(timed_part(lambda: compare(args.kang, "kang_se_12261", args.work)))
+        _save(report, args.record)
     if args.cells:
-        counts = counts_file(args.cells, args.work)
-        report["atlas"] = atlas(counts, args.work)
-        _save(report)
-        log = args.work / f"scanpy_{args.cells}.log"
-        run = monitored(
-            [sys.executable, __file__, "--scanpy-worker", str(counts), str(args.work / f"scanpy_{args.cells}"), "x"],
-            limit_gb=args.scanpy_gb,
-            limit_s=args.scanpy_minutes * 60,
-            log=log,
-        )
-        steps = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("step ")]
-        report["scanpy_atlas"] = {**run, "last_step": steps[-1] if steps else ""}
-        _save(report)
+        counts = counts_file(args.cells, args.work, suffix=".zarr" if args.zarr else ".h5ad")
+        report["atlas"] = timed_part(lambda: atlas(counts, args.work))
+        _save(report, args.record)
+        if args.scanpy_minutes > 0:
+            report["scanpy_atlas"] = timed_part(lambda: scanpy_atlas(counts, args))
+            _save(report, args.record)
 
 
-def _save(report: dict) -> None:
-    """Write atlas.json; parts this run skipped (``--compare 0``, ``--cells 0``) keep their previous results."""
-    path = HERE / "atlas.json"
+def scanpy_atlas(counts: Path, args) -> dict:
+    """scanpy's standard pipeline on the atlas counts, stopped at ``--scanpy-gb`` or ``--scanpy-minutes``; the
+    step it reached."""
+    log = args.work / f"scanpy_{args.cells}.log"
+    run = monitored(
+        [sys.executable, __file__, "--scanpy-worker", str(counts), str(args.work / f"scanpy_{args.cells}"), "x"],
+        limit_gb=args.scanpy_gb,
+        limit_s=args.scanpy_minutes * 60,
+        log=log,
+    )
+    steps = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("step ")]
+    return {**run, "last_step": steps[-1] if steps else ""}
+
+
+def timed_part(run) -> dict:
+    """``run()``'s result with its own ``run`` block (commit, machine, load before and after: benchmarks/record.py),
+    as the parts of atlas.json may come from different runs."""
+    header = record.header(PACKAGES)
+    result = run()
+    return {**result, "run": record.finish(header)}
+
+
+def _save(report: dict, path: Path) -> None:
+    """Write the record ``path``; parts this run skipped (``--compare 0``, ``--cells 0``) keep their previous
+    results."""
     previous = json.loads(path.read_text()) if path.exists() else {}
     merged = {**report}
+    # parts kept from a run before the parts had their own run block: the machine and date it recorded
+    older = {key: previous[key] for key in ("machine", "date") if key in previous}
     for key in ("atlas", "scanpy_atlas"):
         if merged.get(key) is None and previous.get(key) is not None:
-            merged[key] = previous[key]
+            merged[key] = {"run": older, **previous[key]}
     if not merged["compare"]:
-        merged["compare"] = previous.get("compare", [])
+        merged["compare"] = [{"run": older, **part} for part in previous.get("compare", [])]
     path.write_text(json.dumps(merged, indent=1, default=float))
-    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=1, default=float)[:4000], flush=True)
+    print(json.dumps(report, indent=1, default=float)[:4000], flush=True)
 
 
 if __name__ == "__main__":

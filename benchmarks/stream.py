@@ -40,40 +40,75 @@ PACKAGES = ("rlae-sc", "numpy", "scipy", "torch", "anndata", "h5py")
 
 
 def write_counts(seed_counts, n_cells: int, path: Path, *, block: int = 50_000, mix_key: str | None = None) -> None:
-    """A CSR counts .h5ad of ``n_cells`` resampled cells (with the seed cells' ``obs`` columns, labels
-    included; ``mix_key``: see :func:`bench.resample`), written ``block`` cells at a time."""
-    import anndata as ad
-    import h5py
+    """A CSR counts matrix of ``n_cells`` resampled cells (with the seed cells' ``obs`` columns, labels
+    included; ``mix_key``: see :func:`bench.resample`), written ``block`` cells at a time: an ``.h5ad`` file, or an
+    anndata zarr store (format 2, ``data`` and ``indices`` in chunks of 2^20 values compressed by Blosc's zstd
+    with bit shuffling) when ``path`` ends in ``.zarr``."""
     import pandas as pd
     from anndata.io import write_elem
 
-    ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(n_cells).astype(str)), var=seed_counts.var[[]].copy()).write_h5ad(
-        path
-    )
     n_genes = seed_counts.n_vars
-    obs = []
-    with h5py.File(path, "a") as f:
-        g = f.create_group("X")
-        g.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": (n_cells, n_genes)})
-        data = g.create_dataset("data", shape=(0,), maxshape=(None,), dtype="float32", chunks=(1 << 20,))
-        indices = g.create_dataset("indices", shape=(0,), maxshape=(None,), dtype="int32", chunks=(1 << 20,))
-        indptr = [np.zeros(1, dtype=np.int64)]
-        nnz = 0
+    attrs = {"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": (n_cells, n_genes)}
+    root = _zarr_store(path, seed_counts.var[[]]) if path.suffix == ".zarr" else _h5ad_file(path, seed_counts.var[[]])
+    try:
+        g = root.create_group("X")
+        g.attrs.update(attrs)
+        data, indices = (_growing(g, name, dtype) for name, dtype in (("data", "float32"), ("indices", "int32")))
+        indptr, obs, nnz = [np.zeros(1, dtype=np.int64)], [], 0
         for i, start in enumerate(range(0, n_cells, block)):
             cells = resample(seed_counts, min(block, n_cells - start), seed=i, mix_key=mix_key)
             obs.append(cells.obs)
             X = cells.X
-            data.resize((nnz + X.nnz,))
-            indices.resize((nnz + X.nnz,))
-            data[nnz:] = X.data
-            indices[nnz:] = X.indices
+            for array, values in ((data, X.data), (indices, X.indices)):
+                array.resize((nnz + X.nnz,))
+                array[nnz:] = values
             indptr.append(X.indptr[1:].astype(np.int64) + nnz)
             nnz += X.nnz
-        g.create_dataset("indptr", data=np.concatenate(indptr))
+        offsets, indptr = _growing(g, "indptr", "int64"), np.concatenate(indptr)
+        offsets.resize((len(indptr),))
+        offsets[:] = indptr
         obs = pd.concat(obs)
         obs.index = [f"cell{i:08d}" for i in range(n_cells)]
-        del f["obs"]
-        write_elem(f, "obs", obs)
+        write_elem(root, "obs", obs)
+    finally:
+        if hasattr(root, "close"):
+            root.close()
+
+
+def _h5ad_file(path: Path, var):
+    """An ``.h5ad`` file holding ``var`` (and no ``X`` or ``obs`` yet), open for writing (h5py)."""
+    import anndata as ad
+    import h5py
+    import pandas as pd
+
+    ad.AnnData(obs=pd.DataFrame(index=pd.RangeIndex(0).astype(str)), var=var.copy()).write_h5ad(path)
+    f = h5py.File(path, "a")
+    for key in ("obs", "X"):
+        if key in f:
+            del f[key]
+    return f
+
+
+def _zarr_store(path: Path, var):
+    """A zarr store (format 2) with anndata's root attributes and ``var``, open for writing."""
+    import zarr
+    from anndata.io import write_elem
+
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    root.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+    write_elem(root, "var", var.copy())
+    return root
+
+
+def _growing(group, name: str, dtype: str):
+    """An empty one-dimensional array of ``group`` that grows by ``resize``: an h5py dataset (chunks of 2^20
+    values, uncompressed) or a zarr array (chunks of 2^20 values, Blosc zstd level 3 with bit shuffling)."""
+    if hasattr(group, "file"):
+        return group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 20,))
+    import numcodecs
+
+    blosc = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
+    return group.create_array(name, shape=(0,), dtype=dtype, chunks=(1 << 20,), compressors=blosc)
 
 
 def stage(name: str, *args) -> dict:
