@@ -131,7 +131,7 @@ def test_every_page_is_built(built_docs):
 
 REFERENCE = re.compile(
     r"(?P<value>1 - \d+(?:\.\d+)?(?:e-?\d+)?|\d[\d,]*(?:\.\d+)?(?:e-?\d+)?)"
-    r"(?:\s+(?:GB|s|min|%))?\s+\(`(?P<file>[\w.-]+\.json):\s*(?P<path>[^`]+)`\)"
+    r"(?:\s+(?:GiB|GB|s|min|%))?\s+\(`(?P<file>[\w.-]+\.json):\s*(?P<path>[^`]+)`\)"
 )
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+|(?<![\w.])\d+(?:\.\d+)?e-?\d+")
 
