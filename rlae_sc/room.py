@@ -1,5 +1,6 @@
-"""Room on disk for a stage's output, checked before the pass that writes it, so that an atlas run stops with a clear
-message at its start instead of failing hours later on a full disk.
+"""Room on disk for a stage's output, checked before the pass that writes it, and room in memory for the one stage
+that holds every cell at once (clustering), so that an atlas run stops with a clear message at its start instead of
+failing hours later on a full disk or in the kernel's out-of-memory killer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ from rlae_sc.errors import InputError
 HEADROOM = 1.1  # free space asked for, as a multiple of the estimated size
 CSR_BYTES_PER_VALUE = 8  # a float32 value and its int32 column index
 CSR_BYTES_PER_ROW = 8  # one int64 entry of indptr
+# the cluster stage's memory per cell (rlae_sc.cluster): per embedding dimension, the float32 embedding, the faiss
+# index's copy and a working copy; per neighbour, the search's ids and distances and the two graphs with their
+# temporaries. Measured (benchmarks/atlas.md): 1.23 GiB at 1M cells and 6.48 GiB at 5M (50 dimensions, 15
+# neighbours), against 1.3 and 6.3 GB from these constants
+CLUSTER_BYTES_PER_DIM = 12
+CLUSTER_BYTES_PER_NEIGHBOUR = 44
 
 
 def free_bytes(path: str | Path) -> int:
@@ -32,6 +39,36 @@ def check_disk(path: str | Path, need: float, *, what: str) -> None:
             f"writing {what} needs about {need / 1e9:.2f} GB and its disk has {free / 1e9:.2f} GB free",
             "Free space on that disk or write the output to a larger one (--out, or the workflow's results folder)",
         )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the kernel can give a new process without swapping (``MemAvailable`` of ``/proc/meminfo``);
+    ``None`` where that is not known (not Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+    except OSError:
+        return None
+    value = fields.get("MemAvailable", "").split()
+    return int(value[0]) * 1024 if value else None
+
+
+def check_memory(source: str | Path, need: float, *, what: str, fix: str) -> None:
+    """Raise :class:`~rlae_sc.errors.InputError` naming ``source`` unless :data:`HEADROOM` times ``need`` bytes of
+    memory are available (:func:`available_memory`; no check where it is not known); ``what`` names the work."""
+    available = available_memory()
+    if available is not None and need * HEADROOM > available:
+        raise InputError(
+            source,
+            f"{what} needs about {need / 1e9:.1f} GB of memory and {available / 1e9:.1f} GB is available",
+            fix,
+        )
+
+
+def cluster_bytes(n_cells: int, n_dims: int, n_neighbors: int) -> int:
+    """The cluster stage's memory (bytes, estimated) for ``n_cells`` cells, ``n_dims`` embedding dimensions and
+    ``n_neighbors`` neighbours per cell."""
+    return n_cells * (CLUSTER_BYTES_PER_DIM * n_dims + CLUSTER_BYTES_PER_NEIGHBOUR * n_neighbors)
 
 
 def array_bytes(adata) -> int:

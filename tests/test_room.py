@@ -1,4 +1,5 @@
-"""Room on disk: a stage that cannot fit its output stops before writing, with the file, the need and the fix."""
+"""Room on disk and in memory: a stage that cannot fit its output (on disk) or its work (the cluster stage, in
+memory) stops before it starts, with the file, the need and the fix."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections import namedtuple
 import pytest
 
 from rlae_sc.errors import InputError
-from rlae_sc.room import check_disk, csr_bytes, free_bytes
+from rlae_sc.room import available_memory, check_disk, check_memory, cluster_bytes, csr_bytes, free_bytes
 
 
 def test_check_disk_against_the_real_free_space(tmp_path):
@@ -51,3 +52,38 @@ def test_the_recipe_counts_the_values_the_matrix_will_hold(tmp_path):
         written = f["X/data"].nbytes + f["X/indices"].nbytes + f["X/indptr"].nbytes
         assert stats["n_values"] == f["X/data"].shape[0] == f["X/indptr"][-1]
     assert csr_bytes(n, stats["n_values"]) == written
+
+
+def test_check_memory_against_the_memory_available():
+    available = available_memory()
+    assert available is not None and 0 < available <= psutil_total()  # this machine runs Linux
+    check_memory("in.h5ad", 1e6, what="a little work", fix="none needed")
+    with pytest.raises(InputError) as err:
+        check_memory("in.h5ad", 2.0 * available, what="a lot of work", fix="Use a larger machine")
+    assert "in.h5ad" in str(err.value) and "GB is available" in str(err.value)
+
+
+def psutil_total() -> int:
+    """``MemTotal`` of /proc/meminfo (bytes)."""
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
+
+
+def test_the_cluster_stage_stops_before_work_when_memory_will_not_suffice(tmp_path, monkeypatch):
+    from rlae_sc.pipeline import cluster_file, directions_file, preprocess_file, train_file
+    from rlae_sc.simulate import synthetic_counts
+
+    counts, pre, model, directions = (tmp_path / f for f in ("c.h5ad", "p.h5ad", "m.npz", "d.h5ad"))
+    synthetic_counts(n_cells=600, n_genes=300, n_types=3, rank=4, seed=0).write_h5ad(counts)
+    preprocess_file(counts, pre, n_top_genes=100, min_genes=10)
+    train_file(pre, model, n_components=5)
+    directions_file(pre, model, directions)
+    need = cluster_bytes(600, 5, 15)
+    monkeypatch.setattr("rlae_sc.room.available_memory", lambda: int(need))  # less than need with headroom
+    out = tmp_path / "embedding.h5ad"
+    with pytest.raises(InputError, match="clustering 600 cells needs about .* GB of memory"):
+        cluster_file(directions, out, tmp_path / "metrics.json")
+    assert not out.exists() and not (tmp_path / "metrics.json").exists()
+    monkeypatch.setattr("rlae_sc.room.available_memory", lambda: int(2 * need))
+    cluster_file(directions, out, tmp_path / "metrics.json")
+    assert out.exists()
