@@ -15,8 +15,8 @@ CSR_BYTES_PER_VALUE = 8  # a float32 value and its int32 column index
 CSR_BYTES_PER_ROW = 8  # one int64 entry of indptr
 # the cluster stage's memory per cell (rlae_sc.cluster): per embedding dimension, the float32 embedding, the faiss
 # index's copy and a working copy; per neighbour, the search's ids and distances and the two graphs with their
-# temporaries. Measured (benchmarks/atlas.md): 1.23 GiB at 1M cells and 6.48 GiB at 5M (50 dimensions, 15
-# neighbours), against 1.3 and 6.3 GB from these constants
+# temporaries. Measured (benchmarks/atlas.md): 1.32 GB (1.23 GiB) at 1M cells and 6.96 GB (6.48 GiB) at 5M (50
+# dimensions, 15 neighbours), against 1.26 and 6.3 GB from these constants; HEADROOM covers the difference
 CLUSTER_BYTES_PER_DIM = 12
 CLUSTER_BYTES_PER_NEIGHBOUR = 44
 
