@@ -51,8 +51,11 @@ class AffineBlock:
         diag(scale[g])`` (rows_g x m, CSR) and ``shift[g]`` (m,); the block's rows are ``Y - 1 shift[g]^T``."""
         groups = np.unique(self.group)
         for g in groups:
-            rows = np.flatnonzero(self.group == g) if len(groups) > 1 else np.arange(self.shape[0])
-            L = self.L[rows] if len(groups) > 1 else self.L  # one group: no copy of the block
+            if len(groups) == 1:  # the whole block: no copy of it
+                rows, L = np.arange(self.shape[0]), self.L
+            else:
+                rows = np.flatnonzero(self.group == g)
+                L = self.L[rows]
             Y = sp.csr_matrix((L.data * self.scale[g][L.indices], L.indices, L.indptr), shape=L.shape)
             yield g, rows, Y, self.shift[g]
 
@@ -121,8 +124,7 @@ def affine_scores(block: AffineBlock, P: np.ndarray, *, residuals: bool) -> dict
     sq = np.empty(block.shape[0])
     for _, rows, Y, a in block.parts():
         Z[rows] = Y @ P - (P * a[:, None]).sum(axis=0)  # numpy's own sum: the same bits with any BLAS threads
-        y_sq = sp.csr_matrix((np.square(Y.data), Y.indices, Y.indptr), shape=Y.shape).sum(axis=1)
-        sq[rows] = np.asarray(y_sq).ravel() - 2 * (Y @ a) + a @ a
+        sq[rows] = np.asarray(Y.power(2).sum(axis=1)).ravel() - 2 * (Y @ a) + a @ a
     out = {"scores": Z.astype(np.float32)}
     if residuals:
         out["residual_sq"] = np.maximum(sq - np.sum(Z * Z, axis=1), 0.0)

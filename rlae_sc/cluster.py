@@ -31,6 +31,7 @@ from rlae_sc.labels import kernel_votes, labelled_mask, obs_column, partition_sc
 from rlae_sc.leiden import choose_resolution, curve_graph, leiden, stability_curve
 from rlae_sc.neighbors import EXACT_MAX_CELLS, build_index, knn, save_index, search, umap_graph
 from rlae_sc.params import ClusterParams
+from rlae_sc.room import check_memory, cluster_bytes
 
 EXTEND_BLOCK = 65_536  # cells outside the sketch voted and placed at a time
 
@@ -77,7 +78,9 @@ def cluster(
     all cells is written there (faiss's format, for mapping queries onto
     them; :func:`rlae_sc.neighbors.load_index`) and dropped from memory
     before the graph is built; its SHA-256 goes to
-    ``uns['rlae_cluster']['index_sha256']`` with the call's parameters.
+    ``uns['rlae_cluster']['index_sha256']`` with the call's parameters. Before any work, the memory the
+    call will need (:func:`rlae_sc.room.cluster_bytes`) is compared with the memory available, and a shortfall
+    stops it with an :class:`~rlae_sc.errors.InputError` naming ``source``.
 
     Returns
     -------
@@ -100,6 +103,13 @@ def cluster(
     k = adata.obsm[EMBEDDING_KEY].shape[1]
     n_dims = k if n_dims is None else min(n_dims, k)
     n_neighbors = min(n_neighbors, adata.n_obs - 1)
+    check_memory(
+        source,
+        cluster_bytes(adata.n_obs, n_dims, n_neighbors),
+        what=f"clustering {adata.n_obs:,} cells",
+        fix="Run the cluster stage where more memory is free (a larger machine or SLURM job; the stages before it "
+        "stream and need little)",
+    )
     X = np.ascontiguousarray(adata.obsm[EMBEDDING_KEY][:, :n_dims], dtype=np.float32)
     seconds = {}
     index_sha256 = None

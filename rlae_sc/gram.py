@@ -80,7 +80,7 @@ def sparse_gram(Y: sp.csr_matrix, *, dtype: str = "float64", threads: int = PART
     else:
         for i in range(PARTS):
             part(i)
-    upper = parts[0].astype(np.float64)
+    upper = parts[0].astype(np.float64, copy=False)
     for other in parts[1:]:
         upper += other
     return upper

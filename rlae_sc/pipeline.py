@@ -26,12 +26,11 @@ from rlae_sc.blocks import lognorm_rows_block
 from rlae_sc.dask_engine import dask_client
 from rlae_sc.errors import InputError
 from rlae_sc.io import join_obs, open_streaming, read, reading, write_csr_rows, write_h5ad, write_json
-from rlae_sc.keys import EMBEDDING_KEY
 from rlae_sc.labels import obs_column
 from rlae_sc.params import ClusterParams, MappingParams, PassParams, PreprocessParams, ReadParams, TrainParams, split
 from rlae_sc.preprocess import fit_recipe, preprocess, preprocessed_adata
 from rlae_sc.recipe import Recipe
-from rlae_sc.room import check_disk, check_memory, cluster_bytes, csr_bytes
+from rlae_sc.room import check_disk, csr_bytes
 from rlae_sc.rows import Rows, h5ad_matrix
 from rlae_sc.simulate import bundled
 
@@ -268,17 +267,6 @@ def cluster_file(
         adata = _without_x(backed)
     with h5py.File(directions, "r") as f:
         has_x = "X" in f
-    k = adata.obsm[EMBEDDING_KEY].shape[1] if EMBEDDING_KEY in adata.obsm else 0
-    need = cluster_bytes(
-        adata.n_obs, min(params.get("n_dims") or k, k), params.get("n_neighbors", ClusterParams.n_neighbors)
-    )
-    check_memory(
-        directions,
-        need,
-        what=f"clustering {adata.n_obs:,} cells",
-        fix="Run the cluster stage where more memory is free (a larger machine or SLURM job; the stages before it "
-        "stream and need little)",
-    )
     batch_key = adata.uns["rlae"].get("batch_key") or None
     if sample_key is not None:
         obs_column(adata.obs, sample_key, what="sample", source=directions)

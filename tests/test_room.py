@@ -56,14 +56,14 @@ def test_the_recipe_counts_the_values_the_matrix_will_hold(tmp_path):
 
 def test_check_memory_against_the_memory_available():
     available = available_memory()
-    assert available is not None and 0 < available <= psutil_total()  # this machine runs Linux
+    assert available is not None and 0 < available <= mem_total()  # this machine runs Linux
     check_memory("in.h5ad", 1e6, what="a little work", fix="none needed")
     with pytest.raises(InputError) as err:
         check_memory("in.h5ad", 2.0 * available, what="a lot of work", fix="Use a larger machine")
     assert "in.h5ad" in str(err.value) and "GB is available" in str(err.value)
 
 
-def psutil_total() -> int:
+def mem_total() -> int:
     """``MemTotal`` of /proc/meminfo (bytes)."""
     with open("/proc/meminfo") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
