@@ -1,4 +1,5 @@
 """Where the tied exact solver's time goes on a GPU (one-off profile; prints tables)."""
+
 from __future__ import annotations
 
 import sys

@@ -137,8 +137,11 @@ def main() -> None:
                 continue
             row = {"n_cells": n, "method": method, **json.loads(tmp.read_text())}
             rows.append(row)
-            print(f"{n:>9,} {method:<15} {row['seconds']:8.1f} s  recall@{args.k} {row['recall']:.4f}  "
-                  f"{row['peak_gb']:.2f} GB", flush=True)
+            print(
+                f"{n:>9,} {method:<15} {row['seconds']:8.1f} s  recall@{args.k} {row['recall']:.4f}  "
+                f"{row['peak_gb']:.2f} GB",
+                flush=True,
+            )
     write(rows, args)
 
 
