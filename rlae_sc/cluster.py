@@ -23,17 +23,21 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
+import scipy.sparse as sp
 
+from rlae_sc.embedding_rows import EmbeddingRows
 from rlae_sc.errors import InputError
 from rlae_sc.fingerprints import result_fingerprints
+from rlae_sc.fuzzy_graph import umap_graph
 from rlae_sc.keys import EMBEDDING_KEY, HARMONY_KEY
 from rlae_sc.labels import kernel_votes, labelled_mask, obs_column, partition_scores
 from rlae_sc.leiden import choose_resolution, curve_graph, leiden, stability_curve
-from rlae_sc.neighbors import EXACT_MAX_CELLS, build_index, knn, save_index, search, umap_graph
+from rlae_sc.neighbors import EXACT_MAX_CELLS, build_index, knn, save_index, search
 from rlae_sc.params import ClusterParams
 from rlae_sc.room import check_memory, cluster_bytes
 
-EXTEND_BLOCK = 65_536  # cells outside the sketch voted and placed at a time
+EXTEND_BLOCK = 65_536  # cells voted and placed at a time (those outside the sketch)
+METRIC_BLOCK = 1_048_576  # cells whose neighbours are compared at a time (batch mixing, label agreement)
 
 log = logging.getLogger("rlae_sc")
 
@@ -51,6 +55,8 @@ def cluster(
     sketch_cells: int = ClusterParams.sketch_cells,
     index_out: str | Path | None = None,
     source: str = "input",
+    embedding=None,
+    graph: tuple | None = None,
 ) -> dict:
     """kNN graph on ``obsm['X_rlae']`` (or its Harmony correction), Leiden and UMAP, in place; returns the
     run's numbers.
@@ -82,6 +88,13 @@ def cluster(
     call will need (:func:`rlae_sc.room.cluster_bytes`) is compared with the memory available, and a shortfall
     stops it with an :class:`~rlae_sc.errors.InputError` naming ``source``.
 
+    For an atlas, the embedding can stay on disk: ``embedding`` (cells x k, e.g. the h5py dataset
+    ``obsm/X_rlae`` of the directions stage's file) is then read block by block instead of
+    ``obsm['X_rlae']``, which ``adata`` need not hold; and ``graph``, the result of :func:`neighbour_graph`
+    on the same cells with the same ``n_neighbors``, ``n_dims``, ``seed`` and ``index_out``, can be built
+    before ``adata`` is read, so that the two are never in memory together (the cluster stage at five
+    million cells). Neither is allowed with ``harmony``.
+
     Returns
     -------
     dict
@@ -94,49 +107,52 @@ def cluster(
     """
     if label_key is not None:
         obs_column(adata.obs, label_key, what="label", source=source)
-    if EMBEDDING_KEY not in adata.obsm:
+    if embedding is None and EMBEDDING_KEY not in adata.obsm:
         raise InputError(source, f"has no obsm[{EMBEDDING_KEY!r}]", "Run `rlae-sc directions` first.")
     if harmony and not batch_key:
         raise InputError(
             source, "harmony needs a batch_key (none was set)", "Preprocess with batch_key set, or leave harmony off."
         )
-    k = adata.obsm[EMBEDDING_KEY].shape[1]
-    n_dims = k if n_dims is None else min(n_dims, k)
-    n_neighbors = min(n_neighbors, adata.n_obs - 1)
-    check_memory(
-        source,
-        cluster_bytes(adata.n_obs, n_dims, n_neighbors),
-        what=f"clustering {adata.n_obs:,} cells",
-        fix="Run the cluster stage where more memory is free (a larger machine or SLURM job; the stages before it "
-        "stream and need little)",
-    )
-    X = np.ascontiguousarray(adata.obsm[EMBEDDING_KEY][:, :n_dims], dtype=np.float32)
+    if harmony and (embedding is not None or graph is not None):
+        raise ValueError("harmony corrects the embedding in memory: pass neither embedding nor graph")
+    stored = adata.obsm[EMBEDDING_KEY] if embedding is None else embedding
+    n_neighbors, n_dims = graph_sizes(stored.shape, n_neighbors=n_neighbors, n_dims=n_dims)
+    if graph is None:
+        check_room(adata.n_obs, n_neighbors=n_neighbors, n_dims=n_dims, source=source)
+    rows = EmbeddingRows(stored, n_dims)
     seconds = {}
     index_sha256 = None
     if harmony:
         t0 = time.perf_counter()
         if index_out is not None:
-            index_sha256 = save_index(build_index(X, seed=seed), index_out)
-        X = run_harmony(X, adata.obs[batch_key], seed=seed)
-        adata.obsm[HARMONY_KEY] = X
+            index_sha256 = save_index(build_index(rows, seed=seed), index_out)
+        rows = EmbeddingRows(run_harmony(rows.array(), adata.obs[batch_key], seed=seed))
+        adata.obsm[HARMONY_KEY] = rows.source
         seconds["harmony_seconds"] = time.perf_counter() - t0
         index_out = None
     t0 = time.perf_counter()
-    written = _neighbors(adata, X, n_neighbors=n_neighbors, seed=seed, index_out=index_out)
-    index_sha256 = index_sha256 or written
-    adata.uns["neighbors"]["params"]["use_rep"] = HARMONY_KEY if harmony else EMBEDDING_KEY
+    if graph is None:
+        graph = neighbour_graph(rows, n_neighbors=n_neighbors, seed=seed, index_out=index_out)
+    use_rep = HARMONY_KEY if harmony else EMBEDDING_KEY
+    _set_graph(adata, graph, n_neighbors=n_neighbors, n_dims=n_dims, seed=seed, use_rep=use_rep)
+    index_sha256 = index_sha256 or graph[2]
+    del graph
     seconds["neighbors_seconds"] = time.perf_counter() - t0
     sketched = adata.n_obs > sketch_cells
     if sketched:
         sketch = np.sort(np.random.default_rng(seed).choice(adata.n_obs, sketch_cells, replace=False))
-        small = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[sketch]), obsm={EMBEDDING_KEY: X[sketch]})
-        _neighbors(small, X[sketch], n_neighbors=n_neighbors, seed=seed)
+        cells = rows.take(sketch)
+        small = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[sketch]), obsm={EMBEDDING_KEY: cells})
+        graph = neighbour_graph(cells, n_neighbors=n_neighbors, seed=seed)
+        _set_graph(small, graph, n_neighbors=n_neighbors, n_dims=n_dims, seed=seed)
+        del graph
     else:
-        small = adata
+        cells, small = rows.array(), adata
+        if embedding is not None:  # scanpy's UMAP reads the graph's representation from obsm; at most sketch_cells
+            adata.obsm[EMBEDDING_KEY] = np.asarray(embedding[:])
     curve = None
     if resolution == "auto":
         t0 = time.perf_counter()
-        cells = X[sketch] if sketched else X
         curve = stability_curve(
             curve_graph(cells, small.obsp["connectivities"], n_neighbors=n_neighbors, seed=seed), seed=seed
         )
@@ -144,11 +160,11 @@ def cluster(
         seconds["resolution_seconds"] = time.perf_counter() - t0
         log.info("Leiden resolution %g: the most stable partition under subsampling", resolution)
     t0 = time.perf_counter()
-    _leiden_umap(small, resolution=resolution, seed=seed)
+    _leiden_umap(small, cells[:, :2], resolution=resolution, seed=seed)
     seconds["leiden_umap_seconds"] = time.perf_counter() - t0
     if sketched:
         t0 = time.perf_counter()
-        _extend_sketch(adata, small, sketch, X, n_neighbors=n_neighbors, seed=seed)
+        _extend_sketch(adata, small, sketch, cells, rows, n_neighbors=n_neighbors, seed=seed)
         seconds["sketch_extension_seconds"] = time.perf_counter() - t0
     result = {"n_clusters": int(adata.obs["leiden"].nunique()), "resolution": resolution, **seconds}
     if batch_key:
@@ -170,13 +186,31 @@ def cluster(
         "neighbors": "exact (faiss flat)" if adata.n_obs <= EXACT_MAX_CELLS else "approximate (faiss IVF-flat)",
         "sketch_cells": int(sketch_cells) if sketched else 0,
     }
-    result["sha256"] = result_fingerprints(adata)
+    result["sha256"] = result_fingerprints(adata, embedding=stored)
     adata.uns["rlae_cluster"]["sha256"] = result["sha256"]
     if curve is not None:
         adata.uns["rlae_cluster"]["resolution_curve"] = {c: curve[c].to_numpy() for c in curve.columns}
     if index_sha256 is not None:
         adata.uns["rlae_cluster"]["index_sha256"] = index_sha256
     return result
+
+
+def graph_sizes(shape: tuple[int, int], *, n_neighbors: int, n_dims: int | None) -> tuple[int, int]:
+    """The neighbours per cell and the components the graph is built on, for an embedding of ``shape``
+    (cells x k): at most ``cells - 1`` neighbours, at most k components (all when ``n_dims`` is None)."""
+    return min(n_neighbors, shape[0] - 1), shape[1] if n_dims is None else min(n_dims, shape[1])
+
+
+def check_room(n_cells: int, *, n_neighbors: int, n_dims: int, source) -> None:
+    """Stop with an :class:`~rlae_sc.errors.InputError` naming ``source`` when clustering ``n_cells`` cells
+    needs more memory than is available (:func:`rlae_sc.room.cluster_bytes`)."""
+    check_memory(
+        source,
+        cluster_bytes(n_cells, n_dims, n_neighbors),
+        what=f"clustering {n_cells:,} cells",
+        fix="Run the cluster stage where more memory is free (a larger machine or SLURM job; the stages before it "
+        "stream and need little)",
+    )
 
 
 def run_harmony(X: np.ndarray, batches: pd.Series, *, seed: int = 0) -> np.ndarray:
@@ -191,22 +225,26 @@ def run_harmony(X: np.ndarray, batches: pd.Series, *, seed: int = 0) -> np.ndarr
     return np.ascontiguousarray(Z if Z.shape == X.shape else Z.T, dtype=np.float32)
 
 
-def _neighbour_rows(distances) -> tuple[np.ndarray, np.ndarray]:
-    """Each cell's row and its neighbours' columns (pairs,) of a kNN distance graph (cells x cells, CSR)."""
-    graph = distances.tocsr()
-    return np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr)), graph.indices
+def _neighbour_pairs(distances, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``start:stop`` of a kNN distance graph (cells x cells, CSR) as pairs: each cell's row number and its
+    neighbours' columns (pairs,)."""
+    indptr = distances.indptr
+    counts = np.diff(indptr[start : stop + 1])
+    return np.repeat(np.arange(start, stop), counts), distances.indices[indptr[start] : indptr[stop]]
 
 
 def batch_mixing(distances, batches: pd.Series) -> float:
     """Mean over cells of the inverse Simpson index of batches among each cell's neighbours in the kNN graph
-    ``distances`` (cells x cells), scaled to 0..1 by ``(index - 1) / (batches - 1)``."""
+    ``distances`` (cells x cells, CSR), scaled to 0..1 by ``(index - 1) / (batches - 1)``."""
     codes = pd.Categorical(batches.astype(str)).codes
     n_batches = int(codes.max()) + 1
     if n_batches < 2:
         return 0.0
-    rows, cols = _neighbour_rows(distances)
-    counts = np.zeros((distances.shape[0], n_batches))
-    np.add.at(counts, (rows, codes[cols]), 1.0)
+    n = distances.shape[0]
+    counts = np.zeros((n, n_batches))
+    for start in range(0, n, METRIC_BLOCK):
+        rows, cols = _neighbour_pairs(distances, start, min(start + METRIC_BLOCK, n))
+        np.add.at(counts, (rows, codes[cols]), 1.0)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     simpson = 1.0 / np.maximum((share**2).sum(axis=1), 1e-12)
     return float(np.mean((simpson - 1) / (n_batches - 1)))
@@ -214,26 +252,38 @@ def batch_mixing(distances, batches: pd.Series) -> float:
 
 def label_agreement(distances, labels: pd.Series) -> float:
     """Mean over labelled cells of the fraction of their neighbours in the kNN graph ``distances`` (cells x
-    cells) that carry the same label (neighbours without a label count as different)."""
+    cells, CSR) that carry the same label (neighbours without a label count as different)."""
     has = labelled_mask(labels)
-    text = labels.astype(str).to_numpy()
-    rows, cols = _neighbour_rows(distances)
-    same = (text[rows] == text[cols]) & has[cols]
-    k = np.bincount(rows, minlength=len(text))
-    agree = np.bincount(rows, weights=same.astype(float), minlength=len(text)) / np.maximum(k, 1)
-    return float(agree[has].mean())
+    codes = pd.factorize(labels.astype(str))[0]
+    n = distances.shape[0]
+    same = np.zeros(n)
+    for start in range(0, n, METRIC_BLOCK):
+        rows, cols = _neighbour_pairs(distances, start, min(start + METRIC_BLOCK, n))
+        same += np.bincount(rows, weights=(codes[rows] == codes[cols]) & has[cols], minlength=n)
+    k = np.diff(distances.indptr)
+    return float((same / np.maximum(k, 1))[has].mean())
 
 
-def _neighbors(
-    adata: ad.AnnData, X: np.ndarray, *, n_neighbors: int, seed: int, index_out: str | Path | None = None
-) -> str | None:
-    """scanpy's neighbour graph of the cells ``X`` (n x n_dims, float32) into ``adata``; with ``index_out``,
-    writes the index there first and returns its SHA-256."""
+def neighbour_graph(
+    X, *, n_neighbors: int, seed: int, index_out: str | Path | None = None
+) -> tuple[sp.csr_matrix, sp.csr_matrix, str | None]:
+    """scanpy's neighbour graph of the cells ``X`` (n x n_dims: an array or
+    :class:`~rlae_sc.embedding_rows.EmbeddingRows`): ``obsp['distances']`` and ``obsp['connectivities']``
+    (n x n CSR, :func:`rlae_sc.fuzzy_graph.umap_graph`) and, with ``index_out``, the SHA-256 of the neighbour
+    index written there (else None). The index is dropped before the graph is built."""
     index = build_index(X, seed=seed)
     dist, idx = knn(index, X, n_neighbors)
     sha256 = save_index(index, index_out) if index_out is not None else None
     del index
-    adata.obsp["distances"], adata.obsp["connectivities"] = umap_graph(dist, idx)
+    log.info("neighbours of %d cells: %s", len(dist), "exact" if len(dist) <= EXACT_MAX_CELLS else "faiss IVF-flat")
+    return *umap_graph(dist, idx), sha256
+
+
+def _set_graph(
+    adata: ad.AnnData, graph: tuple, *, n_neighbors: int, n_dims: int, seed: int, use_rep: str = EMBEDDING_KEY
+) -> None:
+    """Store a :func:`neighbour_graph` in ``adata`` as scanpy's ``neighbors`` does (``obsp``, ``uns['neighbors']``)."""
+    adata.obsp["distances"], adata.obsp["connectivities"] = graph[0], graph[1]
     adata.uns["neighbors"] = {
         "connectivities_key": "connectivities",
         "distances_key": "distances",
@@ -242,43 +292,45 @@ def _neighbors(
             "method": "umap",
             "random_state": seed,
             "metric": "euclidean",
-            "use_rep": EMBEDDING_KEY,
-            "n_pcs": X.shape[1],
+            "use_rep": use_rep,
+            "n_pcs": n_dims,
         },
     }
-    log.info("neighbours of %d cells: %s", len(X), "exact" if len(X) <= EXACT_MAX_CELLS else "faiss IVF-flat")
-    return sha256
 
 
-def _leiden_umap(adata: ad.AnnData, *, resolution: float, seed: int) -> None:
-    """scanpy's Leiden and UMAP on ``adata``'s graph. The UMAP starts from the first two principal components
-    (``obsm['X_rlae'][:, :2]``, rescaled by umap-learn) instead of a spectral layout of the graph: it keeps the
-    global arrangement as well (Kobak and Linderman, Nat. Biotechnol. 2021) and skips an eigensolve of the
-    graph, which took as long as the layout itself on a 50,000-cell sketch."""
+def _leiden_umap(adata: ad.AnnData, init: np.ndarray, *, resolution: float, seed: int) -> None:
+    """scanpy's Leiden and UMAP on ``adata``'s graph. The UMAP starts from ``init``, the cells' first two
+    principal components (cells x 2, rescaled by umap-learn), instead of a spectral layout of the graph: it
+    keeps the global arrangement as well (Kobak and Linderman, Nat. Biotechnol. 2021) and skips an eigensolve
+    of the graph, which took as long as the layout itself on a 50,000-cell sketch."""
     leiden(adata, resolution=resolution, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sc.tl.umap(adata, init_pos=np.asarray(adata.obsm[EMBEDDING_KEY][:, :2], dtype=np.float32), random_state=seed)
+        sc.tl.umap(adata, init_pos=np.ascontiguousarray(init, dtype=np.float32), random_state=seed)
 
 
-def _extend_sketch(adata, small, sketch: np.ndarray, X: np.ndarray, *, n_neighbors: int, seed: int) -> None:
+def _extend_sketch(
+    adata, small, sketch: np.ndarray, cells: np.ndarray, rows: EmbeddingRows, *, n_neighbors: int, seed: int
+) -> None:
     """Give every cell outside the sketch the kernel-weighted majority cluster of its ``n_neighbors`` nearest
-    sketch cells and their mean UMAP position, ``EXTEND_BLOCK`` cells at a time; sketch cells keep their own."""
-    rest = np.setdiff1d(np.arange(adata.n_obs), sketch)
-    index = build_index(X[sketch], seed=seed, exact=False)
+    sketch cells and their mean UMAP position, reading ``rows`` (all cells) ``EXTEND_BLOCK`` at a time; sketch
+    cells (``cells``: their rows) keep their own."""
+    index = build_index(cells, seed=seed, exact=False)
     clusters = small.obs["leiden"]
     sketch_codes, sketch_xy = clusters.cat.codes.to_numpy(), small.obsm["X_umap"]
+    in_sketch = np.zeros(adata.n_obs, dtype=bool)
+    in_sketch[sketch] = True
     codes = np.empty(adata.n_obs, dtype=np.int64)
     codes[sketch] = sketch_codes
     xy = np.empty((adata.n_obs, 2), dtype=np.float32)
     xy[sketch] = sketch_xy
-    for start in range(0, len(rest), EXTEND_BLOCK):
-        cells = rest[start : start + EXTEND_BLOCK]
-        dist, idx = search(index, X[cells], n_neighbors)
-        codes[cells] = kernel_votes(dist, sketch_codes[idx], len(clusters.cat.categories)).argmax(axis=1)
-        xy[cells] = sketch_xy[idx].mean(axis=1)
+    for start, block in rows.blocks(EXTEND_BLOCK):
+        outside = np.flatnonzero(~in_sketch[start : start + len(block)])
+        dist, idx = search(index, block[outside], n_neighbors)
+        codes[start + outside] = kernel_votes(dist, sketch_codes[idx], len(clusters.cat.categories)).argmax(axis=1)
+        xy[start + outside] = sketch_xy[idx].mean(axis=1)
     adata.obs["leiden"] = pd.Categorical.from_codes(codes, categories=clusters.cat.categories)
     adata.obsm["X_umap"] = xy
-    adata.obs["rlae_sketch"] = np.isin(np.arange(adata.n_obs), sketch)
+    adata.obs["rlae_sketch"] = in_sketch
     adata.uns["leiden"] = small.uns["leiden"]  # the parameters of the sketch's Leiden and UMAP runs
     adata.uns["umap"] = small.uns["umap"]

@@ -16,23 +16,29 @@ import scipy.sparse as sp
 
 from rlae_sc.keys import EMBEDDING_KEY
 
+HASH_ROWS = 1_048_576  # rows (or entries) hashed at a time, so that no copy of a whole result is made
 
-def array_sha256(values: np.ndarray) -> str:
-    """SHA-256 of an array's dtype, shape and C-ordered bytes."""
-    values = np.ascontiguousarray(values)
-    digest = hashlib.sha256(f"{values.dtype.str}{values.shape}".encode())
-    digest.update(values.tobytes())
+
+def array_sha256(values) -> str:
+    """SHA-256 of an array's dtype, shape and C-ordered bytes; ``values`` may be an h5py dataset, read
+    :data:`HASH_ROWS` rows at a time."""
+    digest = hashlib.sha256(f"{np.dtype(values.dtype).str}{tuple(values.shape)}".encode())
+    for start in range(0, len(values), HASH_ROWS):
+        digest.update(np.ascontiguousarray(values[start : start + HASH_ROWS]).tobytes())
     return digest.hexdigest()
 
 
 def graph_sha256(graph) -> str:
-    """SHA-256 of a sparse matrix (n x n) in canonical CSR form: shape, indptr, sorted indices, values."""
-    csr = sp.csr_matrix(graph, copy=True)
-    csr.sum_duplicates()
-    csr.sort_indices()
+    """SHA-256 of a sparse matrix (n x n) in canonical CSR form: shape, indptr, sorted indices, values (indices
+    as int64). A graph already in that form is hashed in place."""
+    csr = graph if sp.isspmatrix_csr(graph) and graph.has_canonical_format else sp.csr_matrix(graph, copy=True)
+    if csr is not graph:
+        csr.sum_duplicates()
+        csr.sort_indices()
     digest = hashlib.sha256(str(csr.shape).encode())
-    for part in (csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data):
-        digest.update(np.ascontiguousarray(part).tobytes())
+    for part, dtype in ((csr.indptr, np.int64), (csr.indices, np.int64), (csr.data, csr.data.dtype)):
+        for start in range(0, len(part), HASH_ROWS):
+            digest.update(np.ascontiguousarray(part[start : start + HASH_ROWS], dtype=dtype).tobytes())
     return digest.hexdigest()
 
 
@@ -41,12 +47,14 @@ def labels_sha256(labels) -> str:
     return hashlib.sha256("\n".join(map(str, labels)).encode()).hexdigest()
 
 
-def result_fingerprints(adata: ad.AnnData) -> dict[str, str]:
-    """Fingerprints of the clustered cells' results that are present: ``embedding`` (``obsm['X_rlae']``),
-    ``graph`` (``obsp['connectivities']``), ``leiden`` (``obs['leiden']``) and ``umap`` (``obsm['X_umap']``)."""
+def result_fingerprints(adata: ad.AnnData, *, embedding=None) -> dict[str, str]:
+    """Fingerprints of the clustered cells' results that are present: ``embedding`` (``obsm['X_rlae']``, or
+    the ``embedding`` given, e.g. that dataset of an ``.h5ad`` on disk), ``graph`` (``obsp['connectivities']``),
+    ``leiden`` (``obs['leiden']``) and ``umap`` (``obsm['X_umap']``)."""
     out = {}
-    if EMBEDDING_KEY in adata.obsm:
-        out["embedding"] = array_sha256(np.asarray(adata.obsm[EMBEDDING_KEY]))
+    embedding = adata.obsm.get(EMBEDDING_KEY) if embedding is None else embedding
+    if embedding is not None:
+        out["embedding"] = array_sha256(embedding)
     if "connectivities" in adata.obsp:
         out["graph"] = graph_sha256(adata.obsp["connectivities"])
     if "leiden" in adata.obs:

@@ -749,21 +749,26 @@ def validate_matrix(X: sp.csr_matrix, *, source: str | Path, input_kind: str, na
             )
 
 
-def write_h5ad(adata: ad.AnnData, path: str | Path, *, x_from: str | Path | None = None) -> None:
+def write_h5ad(
+    adata: ad.AnnData, path: str | Path, *, copy_from: str | Path | None = None, copied: tuple[str, ...] = ("X",)
+) -> None:
     """Write ``adata`` to ``path`` atomically (gzip-free, fast).
 
-    ``x_from``: an ``.h5ad`` whose ``X`` is copied into the file as it is, on
-    disk, never loaded (``adata`` then has no ``X`` of its own, e.g. read backed). The disk must hold the
-    arrays' bytes (:func:`rlae_sc.room.check_disk`) before anything is written.
+    ``copy_from``: an ``.h5ad`` whose elements named in ``copied`` (paths in the file: ``X``,
+    ``obsm/X_rlae``) are copied into the file as they are, on disk, never loaded, where ``adata`` has none of
+    its own (e.g. read without them). The disk must hold the arrays' bytes (:func:`rlae_sc.room.check_disk`)
+    before anything is written.
     """
-    x_bytes = Path(x_from).stat().st_size if x_from is not None else 0
-    check_disk(path, array_bytes(adata) + x_bytes, what=Path(path).name)
+    copy_bytes = Path(copy_from).stat().st_size if copy_from is not None else 0
+    check_disk(path, array_bytes(adata) + copy_bytes, what=Path(path).name)
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
-        if x_from is not None:
-            with h5py.File(x_from, "r") as src, h5py.File(tmp, "a") as dst:
-                if "X" in src:
-                    src.copy(src["X"], dst, "X")
+        if copy_from is not None:
+            with h5py.File(copy_from, "r") as src, h5py.File(tmp, "a") as dst:
+                for key in copied:
+                    if key in src and key not in dst:
+                        parent, _, name = key.rpartition("/")
+                        src.copy(src[key], dst[parent] if parent else dst, name)
 
 
 def open_streaming(

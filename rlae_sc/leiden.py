@@ -97,7 +97,8 @@ def curve_graph(X: np.ndarray, connectivities, *, n_neighbors: int, seed: int):
     """The graph the curve is measured on (cells x cells): ``connectivities`` itself up to
     :data:`CURVE_CELLS` cells, else a neighbour graph of its own over a seeded sample of that many of the
     cells ``X`` (n_cells x n_dims)."""
-    from rlae_sc.neighbors import build_index, knn, umap_graph
+    from rlae_sc.fuzzy_graph import umap_graph
+    from rlae_sc.neighbors import build_index, knn
 
     if len(X) <= CURVE_CELLS:
         return connectivities

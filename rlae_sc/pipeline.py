@@ -11,6 +11,7 @@ is imported: a process running one stage loads only its own stage's libraries.
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
@@ -26,6 +27,7 @@ from rlae_sc.blocks import lognorm_rows_block
 from rlae_sc.dask_engine import dask_client
 from rlae_sc.errors import InputError
 from rlae_sc.io import join_obs, open_streaming, read, reading, write_csr_rows, write_h5ad, write_json
+from rlae_sc.keys import EMBEDDING_KEY
 from rlae_sc.labels import obs_column
 from rlae_sc.params import ClusterParams, MappingParams, PassParams, PreprocessParams, ReadParams, TrainParams, split
 from rlae_sc.preprocess import fit_recipe, preprocess, preprocessed_adata
@@ -50,23 +52,48 @@ OUTPUTS = {
 STAGE_MARK = {"preprocess": "rlae_recipe", "directions": "rlae_metrics", "cluster": "rlae"}  # uns key each writes
 
 
-@contextmanager
-def _backed_stage(path: str | Path, stage: str):
-    """The ``.h5ad`` written by ``stage``, backed: all but ``X`` in memory, ``X`` read block by block;
-    damaged files and files of other origin are named errors."""
+def _check_stage(path: str | Path, stage: str) -> Path:
+    """``path``, after checking that it exists and was written by ``stage`` (its mark in ``uns``: damaged
+    files and files of other origin are named errors)."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "not found", f"Run `rlae-sc {stage}` first to create it.")
+    with reading(path), h5py.File(path, "r") as f:
+        marked = f"uns/{STAGE_MARK[stage]}" in f
+    if not marked:
+        raise InputError(
+            path, f"was not written by `rlae-sc {stage}` (no uns['{STAGE_MARK[stage]}'])", f"Run `rlae-sc {stage}`."
+        )
+    return path
+
+
+@contextmanager
+def _backed_stage(path: str | Path, stage: str):
+    """The ``.h5ad`` written by ``stage`` (checked by :func:`_check_stage`), backed: all but ``X`` in memory,
+    ``X`` read block by block."""
+    path = _check_stage(path, stage)
     with reading(path):
         adata = ad.read_h5ad(path, backed="r")
     try:
-        if STAGE_MARK[stage] not in adata.uns:
-            raise InputError(
-                path, f"was not written by `rlae-sc {stage}` (no uns['{STAGE_MARK[stage]}'])", f"Run `rlae-sc {stage}`."
-            )
         yield adata
     finally:
         adata.file.close()
+
+
+def _read_stage(path: str | Path, stage: str, *, skip: tuple[str, ...] = ()) -> ad.AnnData:
+    """The ``.h5ad`` written by ``stage`` (checked by :func:`_check_stage`) in memory, without ``X`` and
+    without the elements named in ``skip`` (paths in the file, e.g. ``obsp/distances``), which are never read."""
+    from anndata.io import read_elem
+
+    path = _check_stage(path, stage)
+    parts = {}
+    with reading(path), h5py.File(path, "r") as f:
+        for key in ("obs", "var", "uns"):
+            parts[key] = read_elem(f[key])
+        for key in ("obsm", "varm", "obsp"):
+            group = f.get(key, {})
+            parts[key] = {name: read_elem(group[name]) for name in group if f"{key}/{name}" not in skip}
+    return ad.AnnData(**parts)
 
 
 def preprocess_file(counts: str | Path, out: str | Path, *, label_key: str | None = None, **params) -> dict:
@@ -258,30 +285,63 @@ def cluster_file(
     are also tested between samples (:func:`rlae_sc.pseudobulk.pseudobulk_markers`) into ``pseudobulk.tsv``
     beside ``out`` (:func:`pseudobulk_path`) and ``uns['rlae_pseudobulk']``.
 
-    Reads the embedding, ``obs``, ``var`` and ``uns`` into memory; ``X`` (log-normalised values, when the input
-    was preprocessed in memory) is read block by block for the markers and copied into ``out`` on disk.
+    Without Harmony, the embedding is read block by block and the neighbour graph is built before ``obs``,
+    ``var`` and ``uns`` are read, so the stage never holds the embedding, the neighbour index and ``obs`` at
+    once; the embedding and ``X`` (log-normalised values, when the input was preprocessed in memory; read block
+    by block for the markers) are copied into ``out`` on disk.
     """
-    from rlae_sc.cluster import cluster
+    from rlae_sc.cluster import check_room, cluster, graph_sizes, neighbour_graph
+    from rlae_sc.embedding_rows import EmbeddingRows
 
-    with _backed_stage(directions, "directions") as backed:
-        adata = _without_x(backed)
-    with h5py.File(directions, "r") as f:
+    _check_stage(directions, "directions")
+    harmony = params.get("harmony", ClusterParams.harmony)
+    with reading(directions), h5py.File(directions, "r") as f:
         has_x = "X" in f
-    batch_key = adata.uns["rlae"].get("batch_key") or None
-    if sample_key is not None:
-        obs_column(adata.obs, sample_key, what="sample", source=directions)
-        if not has_x:
+        columns = pd.DataFrame(columns=list(f["obs"].attrs["column-order"]))
+        for key, what in ((label_key, "label"), (sample_key, "sample")):
+            if key is not None:  # named before any work
+                obs_column(columns, key, what=what, source=directions)
+        if sample_key is not None and not has_x:
             raise InputError(directions, "holds no counts (X) for pseudobulk tests", "Leave sample_key unset.")
-    result = cluster(
-        adata, label_key=label_key, batch_key=batch_key, index_out=index_path(out), source=str(directions), **params
-    )
+        embedding = graph = None
+        if not harmony:  # the embedding stays on disk, and the graph is built before obs is read
+            embedding = f["obsm"][EMBEDDING_KEY]
+            n_neighbors, n_dims = graph_sizes(
+                embedding.shape,
+                n_neighbors=params.get("n_neighbors", ClusterParams.n_neighbors),
+                n_dims=params.get("n_dims", ClusterParams.n_dims),
+            )
+            check_room(len(embedding), n_neighbors=n_neighbors, n_dims=n_dims, source=directions)
+            t0 = time.perf_counter()
+            graph = neighbour_graph(
+                EmbeddingRows(embedding, n_dims),
+                n_neighbors=n_neighbors,
+                seed=params.get("seed", ClusterParams.seed),
+                index_out=index_path(out),
+            )
+            graph_seconds = time.perf_counter() - t0
+        adata = _read_stage(directions, "directions", skip=() if harmony else (f"obsm/{EMBEDDING_KEY}",))
+        batch_key = adata.uns["rlae"].get("batch_key") or None
+        result = cluster(
+            adata,
+            label_key=label_key,
+            batch_key=batch_key,
+            index_out=index_path(out),
+            source=str(directions),
+            embedding=embedding,
+            graph=graph,
+            **params,
+        )
+        if graph is not None:  # built above, before obs was read
+            result["neighbors_seconds"] = graph_seconds
+        del graph
     if has_x:
         table = _write_markers(adata, directions, markers_path(out), marker_list=marker_list)
         if sample_key is not None:
             _write_pseudobulk(adata, directions, table, pseudobulk_path(out), sample_key=sample_key)
     metrics = {**adata.uns.pop("rlae_metrics"), **result}
     adata.uns["rlae"]["metrics"] = metrics
-    write_h5ad(adata, out, x_from=directions)
+    write_h5ad(adata, out, copy_from=directions, copied=("X", f"obsm/{EMBEDDING_KEY}"))
     write_json(metrics, metrics_out)
     numbers = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, int | float))
     log.info("cluster: %s -> %s, %s", numbers, out, metrics_out)
@@ -346,18 +406,6 @@ def markers_path(embedding: str | Path) -> Path:
     return Path(embedding).with_name("markers.tsv")
 
 
-def _without_x(backed: ad.AnnData) -> ad.AnnData:
-    """An in-memory copy of a backed AnnData, everything but ``X``."""
-    return ad.AnnData(
-        obs=backed.obs.copy(),
-        var=backed.var.copy(),
-        obsm={key: np.asarray(val) for key, val in backed.obsm.items()},
-        varm={key: np.asarray(val) for key, val in backed.varm.items()},
-        obsp={key: val for key, val in backed.obsp.items()},
-        uns=dict(backed.uns),
-    )
-
-
 def index_path(embedding: str | Path) -> Path:
     """The neighbour index written beside ``embedding.h5ad``: ``embedding.faiss``."""
     embedding = Path(embedding)
@@ -365,11 +413,12 @@ def index_path(embedding: str | Path) -> Path:
 
 
 def report_file(embedding: str | Path, out_dir: str | Path, *, dataset: str, label_key: str | None = None) -> Path:
-    """Figures and ``report.html`` from ``embedding.h5ad`` into ``out_dir`` (``X`` is not read)."""
+    """Figures and ``report.html`` from ``embedding.h5ad`` into ``out_dir`` (``X``, the embedding and the graphs
+    are not read)."""
     from rlae_sc.report import write_report
 
-    with _backed_stage(embedding, "cluster") as adata:
-        return write_report(adata, adata.uns["rlae"]["metrics"], out_dir, dataset=dataset, label_key=label_key)
+    adata = _read_stage(embedding, "cluster", skip=(f"obsm/{EMBEDDING_KEY}", "obsp/distances", "obsp/connectivities"))
+    return write_report(adata, adata.uns["rlae"]["metrics"], out_dir, dataset=dataset, label_key=label_key)
 
 
 def run(
@@ -486,8 +535,7 @@ def map_file(
     from rlae_sc.report import write_mapping_report
 
     out_dir = Path(out_dir)
-    with _backed_stage(reference, "cluster") as backed:
-        ref = _without_x(backed)
+    ref = _read_stage(reference, "cluster", skip=("obsp/distances", "obsp/connectivities"))
     mapping = split(params, ReadParams, MappingParams, source=str(counts))[1]
     query = embed_file(model_path, counts, None, **params)  # written once below, with the mapping
     index = load_index(index_path(reference), sha256=ref.uns["rlae_cluster"]["index_sha256"])

@@ -12,6 +12,7 @@ from sklearn.neighbors import NearestNeighbors
 from rlae_sc import neighbors
 from rlae_sc.cluster import cluster
 from rlae_sc.errors import InputError
+from rlae_sc.fuzzy_graph import umap_graph
 from rlae_sc.keys import EMBEDDING_KEY
 
 
@@ -38,17 +39,41 @@ def test_below_the_threshold_the_graph_is_scanpys_exact_graph():
     assert a.uns["neighbors"]["params"]["use_rep"] == EMBEDDING_KEY
 
 
-def test_duplicate_cells_keep_themselves_first():
+def test_duplicate_cells_are_neighbours_and_the_cell_itself_is_left_out():
     X = blobs(300).obsm[EMBEDDING_KEY]
     X = np.vstack([X, X[:50]])  # cells 300-349 duplicate cells 0-49: distance 0 to another cell
     dist, idx = neighbors.knn(neighbors.build_index(X), X, 15)
-    np.testing.assert_array_equal(idx[:, 0], np.arange(len(X)))
-    assert (dist[:, 0] == 0).all() and (idx[:50, 1] == np.arange(300, 350)).all() and (dist[:50, 1] == 0).all()
-    exact, _ = NearestNeighbors(n_neighbors=15).fit(X).kneighbors(X)
-    np.testing.assert_allclose(dist, exact, atol=1e-6)
-    distances, connectivities = neighbors.umap_graph(dist, idx)
+    assert dist.shape == idx.shape == (len(X), 14) and idx.dtype == np.int32
+    assert not (idx == np.arange(len(X))[:, None]).any()
+    assert (idx[:50, 0] == np.arange(300, 350)).all() and (dist[:50, 0] == 0).all()
+    exact, _ = NearestNeighbors(n_neighbors=15).fit(X).kneighbors(X)  # the cell itself (or its twin) first
+    np.testing.assert_allclose(dist, exact[:, 1:], atol=1e-6)
+    distances, connectivities = umap_graph(dist, idx)
     assert distances.diagonal().sum() == 0 and distances.getnnz(axis=1).tolist() == [14] * len(X)
     assert abs(connectivities - connectivities.T).max() == 0 and connectivities.diagonal().sum() == 0
+
+
+def test_an_embedding_on_disk_gives_the_in_memory_results(tmp_path):
+    """The cluster stage's way (embedding read from an .h5ad block by block, graph built before obs is read)
+    gives the bytes of the Python API's results, above the exact-search threshold and with a sketch."""
+    import h5py
+
+    from rlae_sc.cluster import neighbour_graph
+    from rlae_sc.embedding_rows import EmbeddingRows
+
+    a = blobs(3000, seed=4)
+    with h5py.File(tmp_path / "e.h5", "w") as f:
+        f["X_rlae"] = a.obsm[EMBEDDING_KEY]
+    options = {"sketch_cells": 1000, "n_dims": 12, "label_key": "type"}
+    in_memory = cluster(a.copy(), **options)
+    b = ad.AnnData(obs=a.obs.copy())
+    with h5py.File(tmp_path / "e.h5", "r") as f:
+        rows = EmbeddingRows(f["X_rlae"], 12)
+        np.testing.assert_array_equal(rows.take(np.array([2999, 5, 1024])), a.obsm[EMBEDDING_KEY][[2999, 5, 1024], :12])
+        graph = neighbour_graph(rows, n_neighbors=15, seed=0)
+        on_disk = cluster(b, embedding=f["X_rlae"], graph=graph, **options)
+    assert on_disk["sha256"] == in_memory["sha256"] and on_disk["ari"] == in_memory["ari"]
+    assert EMBEDDING_KEY not in b.obsm
 
 
 def test_ivf_index_recall_above_the_threshold(monkeypatch):
