@@ -32,9 +32,9 @@ from rlae_sc.fuzzy_graph import umap_graph
 from rlae_sc.keys import EMBEDDING_KEY, HARMONY_KEY
 from rlae_sc.labels import kernel_votes, labelled_mask, obs_column, partition_scores
 from rlae_sc.leiden import choose_resolution, curve_graph, leiden, stability_curve
-from rlae_sc.neighbors import EXACT_MAX_CELLS, build_index, knn, save_index, search
+from rlae_sc.neighbors import EXACT_MAX_CELLS, build_index, knn, load_index, save_index, search
 from rlae_sc.params import ClusterParams
-from rlae_sc.room import check_memory, cluster_bytes
+from rlae_sc.room import check_memory, cluster_bytes, release_freed_memory
 
 EXTEND_BLOCK = 65_536  # cells voted and placed at a time (those outside the sketch)
 METRIC_BLOCK = 1_048_576  # cells whose neighbours are compared at a time (batch mixing, label agreement)
@@ -93,7 +93,9 @@ def cluster(
     ``obsm['X_rlae']``, which ``adata`` need not hold; and ``graph``, the result of :func:`neighbour_graph`
     on the same cells with the same ``n_neighbors``, ``n_dims``, ``seed`` and ``index_out``, can be built
     before ``adata`` is read, so that the two are never in memory together (the cluster stage at five
-    million cells). Neither is allowed with ``harmony``.
+    million cells). Above ``sketch_cells`` cells the graph may be on disk
+    (:func:`rlae_sc.graph_file.spill_graph`): it is then read in blocks and not put in ``obsp``. Neither is
+    allowed with ``harmony``.
 
     Returns
     -------
@@ -135,10 +137,13 @@ def cluster(
         graph = neighbour_graph(rows, n_neighbors=n_neighbors, seed=seed, index_out=index_out)
     use_rep = HARMONY_KEY if harmony else EMBEDDING_KEY
     _set_graph(adata, graph, n_neighbors=n_neighbors, n_dims=n_dims, seed=seed, use_rep=use_rep)
-    index_sha256 = index_sha256 or graph[2]
+    distances, connectivities, written = graph
+    index_sha256 = index_sha256 or written
     del graph
     seconds["neighbors_seconds"] = time.perf_counter() - t0
     sketched = adata.n_obs > sketch_cells
+    if not sketched and "connectivities" not in adata.obsp:
+        raise ValueError("a graph on disk is for sketched runs only: Leiden and UMAP run on it otherwise")
     if sketched:
         sketch = np.sort(np.random.default_rng(seed).choice(adata.n_obs, sketch_cells, replace=False))
         cells = rows.take(sketch)
@@ -168,11 +173,11 @@ def cluster(
         seconds["sketch_extension_seconds"] = time.perf_counter() - t0
     result = {"n_clusters": int(adata.obs["leiden"].nunique()), "resolution": resolution, **seconds}
     if batch_key:
-        result["batch_mixing"] = batch_mixing(adata.obsp["distances"], adata.obs[batch_key])
+        result["batch_mixing"] = batch_mixing(distances, adata.obs[batch_key])
     if label_key is not None:
         result.update(
             **partition_scores(adata.obs[label_key], adata.obs["leiden"]),
-            label_agreement=label_agreement(adata.obsp["distances"], adata.obs[label_key]),
+            label_agreement=label_agreement(distances, adata.obs[label_key]),
         )
     adata.uns["rlae_cluster"] = {
         "n_neighbors": n_neighbors,
@@ -186,7 +191,7 @@ def cluster(
         "neighbors": "exact (faiss flat)" if adata.n_obs <= EXACT_MAX_CELLS else "approximate (faiss IVF-flat)",
         "sketch_cells": int(sketch_cells) if sketched else 0,
     }
-    result["sha256"] = result_fingerprints(adata, embedding=stored)
+    result["sha256"] = result_fingerprints(adata, embedding=stored, graph=connectivities)
     adata.uns["rlae_cluster"]["sha256"] = result["sha256"]
     if curve is not None:
         adata.uns["rlae_cluster"]["resolution_curve"] = {c: curve[c].to_numpy() for c in curve.columns}
@@ -228,9 +233,8 @@ def run_harmony(X: np.ndarray, batches: pd.Series, *, seed: int = 0) -> np.ndarr
 def _neighbour_pairs(distances, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``start:stop`` of a kNN distance graph (cells x cells, CSR) as pairs: each cell's row number and its
     neighbours' columns (pairs,)."""
-    indptr = distances.indptr
-    counts = np.diff(indptr[start : stop + 1])
-    return np.repeat(np.arange(start, stop), counts), distances.indices[indptr[start] : indptr[stop]]
+    bounds = np.asarray(distances.indptr[start : stop + 1])
+    return np.repeat(np.arange(start, stop), np.diff(bounds)), distances.indices[int(bounds[0]) : int(bounds[-1])]
 
 
 def batch_mixing(distances, batches: pd.Series) -> float:
@@ -260,7 +264,7 @@ def label_agreement(distances, labels: pd.Series) -> float:
     for start in range(0, n, METRIC_BLOCK):
         rows, cols = _neighbour_pairs(distances, start, min(start + METRIC_BLOCK, n))
         same += np.bincount(rows, weights=(codes[rows] == codes[cols]) & has[cols], minlength=n)
-    k = np.diff(distances.indptr)
+    k = np.diff(distances.indptr[:])
     return float((same / np.maximum(k, 1))[has].mean())
 
 
@@ -270,11 +274,19 @@ def neighbour_graph(
     """scanpy's neighbour graph of the cells ``X`` (n x n_dims: an array or
     :class:`~rlae_sc.embedding_rows.EmbeddingRows`): ``obsp['distances']`` and ``obsp['connectivities']``
     (n x n CSR, :func:`rlae_sc.fuzzy_graph.umap_graph`) and, with ``index_out``, the SHA-256 of the neighbour
-    index written there (else None). The index is dropped before the graph is built."""
+    index written there (else None). The index is written before the search and read back from the file, so that it
+    takes its size in memory rather than the capacity its lists grew to while cells were added (about 1.7 times);
+    it is dropped, and its memory given back, before the graph is built."""
     index = build_index(X, seed=seed)
+    sha256 = None
+    if index_out is not None:
+        sha256 = save_index(index, index_out)
+        del index
+        release_freed_memory()
+        index = load_index(index_out, sha256=sha256)  # its lists at their size, not at the capacity they grew to
     dist, idx = knn(index, X, n_neighbors)
-    sha256 = save_index(index, index_out) if index_out is not None else None
     del index
+    release_freed_memory()
     log.info("neighbours of %d cells: %s", len(dist), "exact" if len(dist) <= EXACT_MAX_CELLS else "faiss IVF-flat")
     return *umap_graph(dist, idx), sha256
 
@@ -282,8 +294,10 @@ def neighbour_graph(
 def _set_graph(
     adata: ad.AnnData, graph: tuple, *, n_neighbors: int, n_dims: int, seed: int, use_rep: str = EMBEDDING_KEY
 ) -> None:
-    """Store a :func:`neighbour_graph` in ``adata`` as scanpy's ``neighbors`` does (``obsp``, ``uns['neighbors']``)."""
-    adata.obsp["distances"], adata.obsp["connectivities"] = graph[0], graph[1]
+    """Store a :func:`neighbour_graph` in ``adata`` as scanpy's ``neighbors`` does (``obsp``, ``uns['neighbors']``);
+    a graph on disk (:func:`rlae_sc.graph_file.spill_graph`) stays there, and only ``uns`` is set."""
+    if sp.issparse(graph[0]):
+        adata.obsp["distances"], adata.obsp["connectivities"] = graph[0], graph[1]
     adata.uns["neighbors"] = {
         "connectivities_key": "connectivities",
         "distances_key": "distances",

@@ -30,9 +30,11 @@ def array_sha256(values) -> str:
 
 def graph_sha256(graph) -> str:
     """SHA-256 of a sparse matrix (n x n) in canonical CSR form: shape, indptr, sorted indices, values (indices
-    as int64). A graph already in that form is hashed in place."""
-    csr = graph if sp.isspmatrix_csr(graph) and graph.has_canonical_format else sp.csr_matrix(graph, copy=True)
-    if csr is not graph:
+    as int64). A graph already in that form, in memory or on disk (:class:`rlae_sc.graph_file.CSRGroup`), is
+    hashed in place, a block at a time."""
+    in_place = getattr(graph, "has_canonical_format", False) and (sp.isspmatrix_csr(graph) or not sp.issparse(graph))
+    csr = graph if in_place else sp.csr_matrix(graph, copy=True)  # not sparse: on disk (rlae_sc.graph_file)
+    if not in_place:
         csr.sum_duplicates()
         csr.sort_indices()
     digest = hashlib.sha256(str(csr.shape).encode())
@@ -47,16 +49,17 @@ def labels_sha256(labels) -> str:
     return hashlib.sha256("\n".join(map(str, labels)).encode()).hexdigest()
 
 
-def result_fingerprints(adata: ad.AnnData, *, embedding=None) -> dict[str, str]:
+def result_fingerprints(adata: ad.AnnData, *, embedding=None, graph=None) -> dict[str, str]:
     """Fingerprints of the clustered cells' results that are present: ``embedding`` (``obsm['X_rlae']``, or
-    the ``embedding`` given, e.g. that dataset of an ``.h5ad`` on disk), ``graph`` (``obsp['connectivities']``),
-    ``leiden`` (``obs['leiden']``) and ``umap`` (``obsm['X_umap']``)."""
+    the ``embedding`` given, e.g. that dataset of an ``.h5ad`` on disk), ``graph`` (``obsp['connectivities']``,
+    or the ``graph`` given), ``leiden`` (``obs['leiden']``) and ``umap`` (``obsm['X_umap']``)."""
     out = {}
     embedding = adata.obsm.get(EMBEDDING_KEY) if embedding is None else embedding
     if embedding is not None:
         out["embedding"] = array_sha256(embedding)
-    if "connectivities" in adata.obsp:
-        out["graph"] = graph_sha256(adata.obsp["connectivities"])
+    graph = adata.obsp.get("connectivities") if graph is None else graph
+    if graph is not None:
+        out["graph"] = graph_sha256(graph)
     if "leiden" in adata.obs:
         out["leiden"] = labels_sha256(adata.obs["leiden"].astype(str))
     if "X_umap" in adata.obsm:

@@ -749,26 +749,27 @@ def validate_matrix(X: sp.csr_matrix, *, source: str | Path, input_kind: str, na
             )
 
 
-def write_h5ad(
-    adata: ad.AnnData, path: str | Path, *, copy_from: str | Path | None = None, copied: tuple[str, ...] = ("X",)
-) -> None:
+def write_h5ad(adata: ad.AnnData, path: str | Path, *, copies: tuple | list = ()) -> None:
     """Write ``adata`` to ``path`` atomically (gzip-free, fast).
 
-    ``copy_from``: an ``.h5ad`` whose elements named in ``copied`` (paths in the file: ``X``,
-    ``obsm/X_rlae``) are copied into the file as they are, on disk, never loaded, where ``adata`` has none of
-    its own (e.g. read without them). The disk must hold the arrays' bytes (:func:`rlae_sc.room.check_disk`)
-    before anything is written.
+    ``copies``: pairs of an ``.h5ad`` (or another HDF5 file in its layout) and the elements of it to copy into the
+    file as they are, on disk, never loaded (paths in the file: ``X``, ``obsm/X_rlae``, ``obsp/distances``), where
+    the source has them and ``adata`` has none of its own. The disk must hold the arrays' bytes
+    (:func:`rlae_sc.room.check_disk`) before anything is written.
     """
-    copy_bytes = Path(copy_from).stat().st_size if copy_from is not None else 0
+    copy_bytes = sum(Path(source).stat().st_size for source, _ in copies if Path(source).exists())
     check_disk(path, array_bytes(adata) + copy_bytes, what=Path(path).name)
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
-        if copy_from is not None:
-            with h5py.File(copy_from, "r") as src, h5py.File(tmp, "a") as dst:
-                for key in copied:
-                    if key in src and key not in dst:
-                        parent, _, name = key.rpartition("/")
-                        src.copy(src[key], dst[parent] if parent else dst, name)
+        with h5py.File(tmp, "a") as dst:
+            for source, keys in copies:
+                if not Path(source).exists():
+                    continue
+                with h5py.File(source, "r") as src:
+                    for key in keys:
+                        if key in src and key not in dst:
+                            parent, _, name = key.rpartition("/")
+                            src.copy(src[key], dst[parent] if parent else dst, name)
 
 
 def open_streaming(

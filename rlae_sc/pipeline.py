@@ -290,62 +290,80 @@ def cluster_file(
     once; the embedding and ``X`` (log-normalised values, when the input was preprocessed in memory; read block
     by block for the markers) are copied into ``out`` on disk.
     """
-    from rlae_sc.cluster import check_room, cluster, graph_sizes, neighbour_graph
-    from rlae_sc.embedding_rows import EmbeddingRows
+    from rlae_sc.cluster import cluster
+    from rlae_sc.graph_file import close_graph
 
     _check_stage(directions, "directions")
     harmony = params.get("harmony", ClusterParams.harmony)
-    with reading(directions), h5py.File(directions, "r") as f:
-        has_x = "X" in f
-        columns = pd.DataFrame(columns=list(f["obs"].attrs["column-order"]))
-        for key, what in ((label_key, "label"), (sample_key, "sample")):
-            if key is not None:  # named before any work
-                obs_column(columns, key, what=what, source=directions)
-        if sample_key is not None and not has_x:
-            raise InputError(directions, "holds no counts (X) for pseudobulk tests", "Leave sample_key unset.")
-        embedding = graph = None
-        if not harmony:  # the embedding stays on disk, and the graph is built before obs is read
-            embedding = f["obsm"][EMBEDDING_KEY]
-            n_neighbors, n_dims = graph_sizes(
-                embedding.shape,
-                n_neighbors=params.get("n_neighbors", ClusterParams.n_neighbors),
-                n_dims=params.get("n_dims", ClusterParams.n_dims),
-            )
-            check_room(len(embedding), n_neighbors=n_neighbors, n_dims=n_dims, source=directions)
-            t0 = time.perf_counter()
-            graph = neighbour_graph(
-                EmbeddingRows(embedding, n_dims),
-                n_neighbors=n_neighbors,
-                seed=params.get("seed", ClusterParams.seed),
+    spill = Path(f"{out}.graph.h5")  # the graphs, set aside while the rest is done (rlae_sc.graph_file)
+    graph = None
+    try:
+        with reading(directions), h5py.File(directions, "r") as f:
+            has_x = "X" in f
+            columns = pd.DataFrame(columns=list(f["obs"].attrs["column-order"]))
+            for key, what in ((label_key, "label"), (sample_key, "sample")):
+                if key is not None:  # named before any work
+                    obs_column(columns, key, what=what, source=directions)
+            if sample_key is not None and not has_x:
+                raise InputError(directions, "holds no counts (X) for pseudobulk tests", "Leave sample_key unset.")
+            embedding = None if harmony else f["obsm"][EMBEDDING_KEY]
+            if embedding is not None:  # the embedding stays on disk, and the graph is built before obs is read
+                t0 = time.perf_counter()
+                graph = _graph_first(embedding, index_path(out), spill, source=directions, **params)
+                graph_seconds = time.perf_counter() - t0
+            adata = _read_stage(directions, "directions", skip=() if harmony else (f"obsm/{EMBEDDING_KEY}",))
+            batch_key = adata.uns["rlae"].get("batch_key") or None
+            result = cluster(
+                adata,
+                label_key=label_key,
+                batch_key=batch_key,
                 index_out=index_path(out),
+                source=str(directions),
+                embedding=embedding,
+                graph=graph,
+                **params,
             )
-            graph_seconds = time.perf_counter() - t0
-        adata = _read_stage(directions, "directions", skip=() if harmony else (f"obsm/{EMBEDDING_KEY}",))
-        batch_key = adata.uns["rlae"].get("batch_key") or None
-        result = cluster(
-            adata,
-            label_key=label_key,
-            batch_key=batch_key,
-            index_out=index_path(out),
-            source=str(directions),
-            embedding=embedding,
-            graph=graph,
-            **params,
-        )
-        if graph is not None:  # built above, before obs was read
-            result["neighbors_seconds"] = graph_seconds
-        del graph
-    if has_x:
-        table = _write_markers(adata, directions, markers_path(out), marker_list=marker_list)
-        if sample_key is not None:
-            _write_pseudobulk(adata, directions, table, pseudobulk_path(out), sample_key=sample_key)
-    metrics = {**adata.uns.pop("rlae_metrics"), **result}
-    adata.uns["rlae"]["metrics"] = metrics
-    write_h5ad(adata, out, copy_from=directions, copied=("X", f"obsm/{EMBEDDING_KEY}"))
+            if graph is not None:
+                result["neighbors_seconds"] = graph_seconds
+        if has_x:
+            table = _write_markers(adata, directions, markers_path(out), marker_list=marker_list)
+            if sample_key is not None:
+                _write_pseudobulk(adata, directions, table, pseudobulk_path(out), sample_key=sample_key)
+        metrics = {**adata.uns.pop("rlae_metrics"), **result}
+        adata.uns["rlae"]["metrics"] = metrics
+        graphs = ("obsp/distances", "obsp/connectivities")
+        write_h5ad(adata, out, copies=[(directions, ("X", f"obsm/{EMBEDDING_KEY}")), (spill, graphs)])
+    finally:
+        if graph is not None and spill.exists():
+            close_graph(graph)
+        spill.unlink(missing_ok=True)
     write_json(metrics, metrics_out)
     numbers = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, int | float))
     log.info("cluster: %s -> %s, %s", numbers, out, metrics_out)
     return metrics
+
+
+def _graph_first(embedding, index_out: Path, spill: Path, *, source, **params) -> tuple:
+    """The neighbour graph of ``embedding`` (cells x k, an h5py dataset) for :func:`cluster_file`, with the
+    stage's parameters (those not given take :class:`~rlae_sc.params.ClusterParams`' defaults): in memory, or
+    above ``sketch_cells`` cells written to ``spill`` and read from there (:func:`rlae_sc.graph_file.spill_graph`)."""
+    from rlae_sc.cluster import check_room, graph_sizes, neighbour_graph
+    from rlae_sc.embedding_rows import EmbeddingRows
+    from rlae_sc.graph_file import spill_graph
+
+    n_neighbors, n_dims = graph_sizes(
+        embedding.shape,
+        n_neighbors=params.get("n_neighbors", ClusterParams.n_neighbors),
+        n_dims=params.get("n_dims", ClusterParams.n_dims),
+    )
+    check_room(len(embedding), n_neighbors=n_neighbors, n_dims=n_dims, source=source)
+    rows = EmbeddingRows(embedding, n_dims)
+    graph = neighbour_graph(
+        rows, n_neighbors=n_neighbors, seed=params.get("seed", ClusterParams.seed), index_out=index_out
+    )
+    if len(embedding) <= params.get("sketch_cells", ClusterParams.sketch_cells):
+        return graph  # Leiden and UMAP run on it
+    return spill_graph(graph, spill)
 
 
 def _write_markers(

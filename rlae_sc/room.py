@@ -5,6 +5,7 @@ failing hours later on a full disk or in the kernel's out-of-memory killer.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 from pathlib import Path
 
@@ -51,6 +52,17 @@ def available_memory() -> int | None:
         return None
     value = fields.get("MemAvailable", "").split()
     return int(value[0]) * 1024 if value else None
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere). Memory freed
+    in many small pieces, such as a faiss index's inverted lists, otherwise stays in the process's resident
+    set."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.malloc_trim(0)
 
 
 def check_memory(source: str | Path, need: float, *, what: str, fix: str) -> None:
