@@ -14,12 +14,14 @@ from rlae_sc.errors import InputError
 HEADROOM = 1.1  # free space asked for, as a multiple of the estimated size
 CSR_BYTES_PER_VALUE = 8  # a float32 value and its int32 column index
 CSR_BYTES_PER_ROW = 8  # one int64 entry of indptr
-# the cluster stage's memory per cell (rlae_sc.cluster): per embedding dimension, the float32 embedding, the faiss
-# index's copy and a working copy; per neighbour, the search's ids and distances and the two graphs with their
-# temporaries. Measured (benchmarks/atlas.md): 1.32 GB (1.23 GiB) at 1M cells and 6.96 GB (6.48 GiB) at 5M (50
-# dimensions, 15 neighbours), against 1.26 and 6.3 GB from these constants; HEADROOM covers the difference
-CLUSTER_BYTES_PER_DIM = 12
-CLUSTER_BYTES_PER_NEIGHBOUR = 44
+# the cluster stage's memory (rlae_sc.cluster, rlae_sc.pipeline.cluster_file): the process with its libraries and
+# obs, then per cell the larger of two phases, counted here as their sum: the neighbour search (the faiss index's
+# float32 copy of the embedding, per dimension; the neighbours' ids and distances, per neighbour) and the graph (ids,
+# distances, strengths, the transposed edges and the fuzzy union: 32 bytes per neighbour). Measured with
+# /usr/bin/time (50 dimensions, 15 neighbours): 1.18 GB at 1M cells and 2.72 GB at 5M, against 1.18 and 3.9 GB
+CLUSTER_BASE_BYTES = 500_000_000
+CLUSTER_BYTES_PER_DIM = 4
+CLUSTER_BYTES_PER_NEIGHBOUR = 32
 
 
 def free_bytes(path: str | Path) -> int:
@@ -80,7 +82,7 @@ def check_memory(source: str | Path, need: float, *, what: str, fix: str) -> Non
 def cluster_bytes(n_cells: int, n_dims: int, n_neighbors: int) -> int:
     """The cluster stage's memory (bytes, estimated) for ``n_cells`` cells, ``n_dims`` embedding dimensions and
     ``n_neighbors`` neighbours per cell."""
-    return n_cells * (CLUSTER_BYTES_PER_DIM * n_dims + CLUSTER_BYTES_PER_NEIGHBOUR * n_neighbors)
+    return CLUSTER_BASE_BYTES + n_cells * (CLUSTER_BYTES_PER_DIM * n_dims + CLUSTER_BYTES_PER_NEIGHBOUR * n_neighbors)
 
 
 def array_bytes(adata) -> int:

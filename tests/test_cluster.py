@@ -120,3 +120,27 @@ def test_saved_index_is_checked(tmp_path):
     (tmp_path / "a.faiss").write_bytes(bytes(data))
     with pytest.raises(InputError, match="checksum"):
         neighbors.load_index(tmp_path / "a.faiss", sha256=sha)
+
+
+def test_the_cluster_stage_sets_its_graph_aside_and_gives_the_in_memory_results(tmp_path):
+    """Above sketch_cells the stage builds the graph from the embedding on disk, writes it to a file of its own
+    and copies it into its output: the results and the output's graphs are those of cluster() in memory."""
+    from rlae_sc.pipeline import cluster_file, directions_file, preprocess_file, train_file
+    from rlae_sc.simulate import synthetic_counts
+
+    counts, pre, model, directions = (tmp_path / f for f in ("c.h5ad", "p.h5ad", "m.npz", "d.h5ad"))
+    synthetic_counts(n_cells=900, n_genes=300, n_types=3, rank=4, seed=1).write_h5ad(counts)
+    preprocess_file(counts, pre, n_top_genes=100, min_genes=10)
+    train_file(pre, model, n_components=6)
+    directions_file(pre, model, directions)
+    out = tmp_path / "embedding.h5ad"
+    metrics = cluster_file(directions, out, tmp_path / "metrics.json", sketch_cells=300, label_key="cell_type")
+    assert not (tmp_path / "embedding.h5ad.graph.h5").exists()
+    reference = ad.read_h5ad(directions)
+    expected = cluster(reference, sketch_cells=300, label_key="cell_type")
+    assert metrics["sha256"] == expected["sha256"] and metrics["label_agreement"] == expected["label_agreement"]
+    written = ad.read_h5ad(out)
+    for key in ("distances", "connectivities"):
+        assert (written.obsp[key] != reference.obsp[key]).nnz == 0
+    np.testing.assert_array_equal(written.obsm[EMBEDDING_KEY], reference.obsm[EMBEDDING_KEY])
+    assert (written.obs["leiden"] == reference.obs["leiden"]).all()
