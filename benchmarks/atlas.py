@@ -17,7 +17,8 @@
 
 Cells are resampled with two same-label cells pooled per new cell (``bench.resample(mix_key=...)``), so
 that cells do not pile up as near-copies of the 2,170 seed cells. Writes atlas.json here (``--record``: another
-file, such as atlas_5m.json for a run of five million cells); atlas.md is written by hand from the records.
+file, such as atlas_5m.json for a run of five million cells); the parts a run skips (``--compare 0``,
+``--scanpy-minutes 0``) keep their earlier record. atlas.md is written by hand from the records.
 """
 
 from __future__ import annotations
@@ -59,18 +60,20 @@ def counts_file(n: int, work: Path, *, suffix: str = ".h5ad") -> Path:
 
 
 def monitored(cmd: list[str], *, limit_gb: float = 1e9, limit_s: float = 1e9, log: Path | None = None) -> dict:
-    """Run ``cmd``; wall seconds, peak resident memory of its process tree (GB, sampled every 0.2 s), and
-    whether it was stopped at ``limit_gb`` or ``limit_s``."""
+    """Run ``cmd``; wall seconds, peak resident memory of its process tree (GB, sampled every 0.2 s), the largest
+    high-water mark of any one process in it (``VmHWM``, the kernel's own peak, so a short peak between samples
+    still counts; GB, with that process's command), and whether it was stopped at ``limit_gb`` or ``limit_s``."""
     t0 = time.perf_counter()
     out = open(log, "w") if log else subprocess.DEVNULL
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # rules' python
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     peak, stopped = 0.0, ""
+    marks: dict[int, tuple[float, str]] = {}  # each process's high-water mark (GB) and command
 
     def watch() -> None:
         nonlocal peak, stopped
         while proc.poll() is None:
-            rss = _tree_rss_gb(proc.pid)
+            rss = _tree_rss_gb(proc.pid, marks)
             peak = max(peak, rss)
             if rss > limit_gb or time.perf_counter() - t0 > limit_s:
                 stopped = f"memory above {limit_gb:g} GB" if rss > limit_gb else f"over {limit_s / 60:g} min"
@@ -81,20 +84,35 @@ def monitored(cmd: list[str], *, limit_gb: float = 1e9, limit_s: float = 1e9, lo
     thread.start()
     proc.wait()
     thread.join()
-    return {"seconds": time.perf_counter() - t0, "peak_gb": peak, "returncode": proc.returncode, "stopped": stopped}
+    largest = max(marks.values(), default=(0.0, ""))
+    return {
+        "seconds": time.perf_counter() - t0,
+        "peak_gb": peak,
+        "process_peak_gb": largest[0],
+        "process_peak_command": largest[1],
+        "returncode": proc.returncode,
+        "stopped": stopped,
+    }
 
 
-def _tree_rss_gb(pid: int) -> float:
-    """Resident memory of ``pid`` and its descendants, GB."""
+def _tree_rss_gb(pid: int, marks: dict | None = None) -> float:
+    """Resident memory of ``pid`` and its descendants, GB; with ``marks``, each process's high-water mark
+    (``VmHWM``, GB) and command are kept there by process id."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/statm") as f:
                 total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            if marks is not None:
+                with open(f"/proc/{p}/status") as f:
+                    hwm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")) / 1e9
+                with open(f"/proc/{p}/cmdline") as f:
+                    command = " ".join(f.read().split("\0")).strip()
+                marks[p] = (max(hwm, marks.get(p, (0.0, ""))[0]), command)
             with open(f"/proc/{p}/task/{p}/children") as f:
                 todo += [int(c) for c in f.read().split()]
-        except (FileNotFoundError, ProcessLookupError):
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
             continue
     return total / 1e9
 
@@ -299,8 +317,11 @@ def main() -> None:
         scanpy_pipeline(*args.scanpy_worker)
         return
     args.work.mkdir(parents=True, exist_ok=True)
-    report = {"compare": [], "atlas": None, "scanpy_atlas": None}
+    # parts not run this time are kept from the record (each carries its own run block)
+    report = json.loads(args.record.read_text()) if args.record.exists() else {}
+    report = {"compare": [], "atlas": None, "scanpy_atlas": None, **report}
     if args.compare:
+        report["compare"] = []
         counts = counts_file(args.compare, args.work)
         report["compare"].append(timed_part(lambda: compare(counts, f"resampled_{args.compare}", args.work)))
         _save(report, args.record)
