@@ -191,8 +191,17 @@ def scores(
     dev = "cpu" if client is not None else str(torch_device(device))
     matrix = _sparse_form(as_rows(X), torch.device(dev))
     fn = partial(scores_block, P=np.asarray(P, dtype=np.float64), device=dev, residuals=residuals)
-    rows = run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="embedding")[1]
-    return (rows["scores"], rows["residual_sq"]) if residuals else rows["scores"]
+    n = matrix.shape[0]
+    out = {"scores": np.empty((n, P.shape[1]), dtype=np.float32)}
+    if residuals:
+        out["residual_sq"] = np.empty(n)
+
+    def keep(start: int, rows: dict) -> None:  # each block into its place: no concatenated copy of all rows
+        for key, values in rows.items():
+            out[key][start : start + len(values)] = values
+
+    run_pass(matrix, fn, chunk_size=chunk_size, client=client, desc="embedding", consume=keep)
+    return (out["scores"], out["residual_sq"]) if residuals else out["scores"]
 
 
 def scores_block(block, start: int, *, P: np.ndarray, device: str, residuals: bool = False) -> tuple[dict, dict]:
