@@ -110,8 +110,8 @@ def _tree_rss_gb(pid: int, marks: dict | None = None) -> float:
                 with open(f"/proc/{p}/cmdline") as f:
                     command = " ".join(f.read().split("\0")).strip()
                 marks[p] = (max(hwm, marks.get(p, (0.0, ""))[0]), command)
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo += [int(c) for c in f.read().split()]
+            for task in Path(f"/proc/{p}/task").iterdir():  # children of every thread (Snakemake starts jobs from one)
+                todo += [int(c) for c in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError, StopIteration):
             continue
     return total / 1e9
