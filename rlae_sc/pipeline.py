@@ -291,7 +291,7 @@ def cluster_file(
     by block for the markers) are copied into ``out`` on disk.
     """
     from rlae_sc.cluster import cluster
-    from rlae_sc.graph_file import close_graph
+    from rlae_sc.graph_file import CSRGroup, close_graph
 
     _check_stage(directions, "directions")
     harmony = params.get("harmony", ClusterParams.harmony)
@@ -334,7 +334,7 @@ def cluster_file(
         graphs = ("obsp/distances", "obsp/connectivities")
         write_h5ad(adata, out, copies=[(directions, ("X", f"obsm/{EMBEDDING_KEY}")), (spill, graphs)])
     finally:
-        if graph is not None and spill.exists():
+        if graph is not None and isinstance(graph[0], CSRGroup):  # set aside in spill: its file is open
             close_graph(graph)
         spill.unlink(missing_ok=True)
     write_json(metrics, metrics_out)
