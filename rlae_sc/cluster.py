@@ -284,7 +284,7 @@ def neighbour_graph(
         del index
         release_freed_memory()
         index = load_index(index_out, sha256=sha256)  # its lists at their size, not at the capacity they grew to
-    dist, idx = knn(index, X, n_neighbors)
+    dist, idx = knn(index, n_neighbors)
     del index
     release_freed_memory()
     log.info("neighbours of %d cells: %s", len(dist), "exact" if len(dist) <= EXACT_MAX_CELLS else "faiss IVF-flat")

@@ -103,7 +103,7 @@ def curve_graph(X: np.ndarray, connectivities, *, n_neighbors: int, seed: int):
     if len(X) <= CURVE_CELLS:
         return connectivities
     sample = np.sort(np.random.default_rng(seed).choice(len(X), CURVE_CELLS, replace=False))
-    dist, idx = knn(build_index(X[sample], seed=seed), X[sample], n_neighbors)
+    dist, idx = knn(build_index(X[sample], seed=seed), n_neighbors)
     return umap_graph(dist, idx)[1]
 
 

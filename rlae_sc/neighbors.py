@@ -12,6 +12,7 @@ without unpickling anything.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,31 +57,30 @@ def search(index, Y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sqrt(np.maximum(D, 0)), idx
 
 
-def knn(index, X, k: int) -> tuple[np.ndarray, np.ndarray]:
+def knn(index, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each indexed cell's ``k - 1`` nearest other cells, nearest first: Euclidean distances (n x (k - 1),
     float32, recomputed in float64 from the indexed vectors for the pairs found, so they do not carry the
-    index's rounding) and row numbers (n x (k - 1), int32). ``X`` (n x d, an array or
-    :class:`~rlae_sc.embedding_rows.EmbeddingRows`) holds the cells ``index`` was built on, in order; they
-    are searched :data:`SEARCH_BLOCK` at a time, so nothing of size n x d is made here.
+    index's rounding) and row numbers (n x (k - 1), int32), for the n cells ``index`` holds. The cells are read
+    back from the index and searched about :data:`SEARCH_BLOCK` at a time (:func:`_query_blocks`), so nothing of
+    size n x d is made here.
 
     An approximate search can rank a duplicate cell (distance 0) before the cell itself, or miss the cell;
     either way the cell is left out and its ``k - 1`` nearest other cells are kept.
     """
     import faiss
 
-    rows = as_rows(X)
-    n = len(rows)
+    n = index.ntotal
     ivf = isinstance(index, faiss.IndexIVF)
     if ivf:
         index.make_direct_map()  # the found cells' vectors are read back from the index by row number
     dist = np.empty((n, k - 1), dtype=np.float32)
     idx = np.empty((n, k - 1), dtype=np.int32)
-    for start, block in rows.blocks(SEARCH_BLOCK):
+    for cells, block in _query_blocks(index):
         m = len(block)
         found = index.search(block, k)[1]
         if (found < 0).any():  # IVF lists near an isolated cell held fewer than k cells
             raise ValueError("the neighbour search returned fewer than k neighbours; raise NPROBE")
-        is_self = found == np.arange(start, start + m)[:, None]
+        is_self = found == cells[:, None]
         drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k - 1)
         keep = np.ones((m, k), dtype=bool)
         keep[np.arange(m), drop] = False
@@ -89,11 +89,40 @@ def knn(index, X, k: int) -> tuple[np.ndarray, np.ndarray]:
         diff = vectors.astype(np.float64) - block[:, None, :]
         d = np.sqrt(np.einsum("ikd,ikd->ik", diff, diff))
         order = np.argsort(d, axis=1, kind="stable")
-        dist[start : start + m] = np.take_along_axis(d, order, axis=1)
-        idx[start : start + m] = np.take_along_axis(others, order, axis=1)
+        dist[cells] = np.take_along_axis(d, order, axis=1)
+        idx[cells] = np.take_along_axis(others, order, axis=1)
     if ivf:
         index.set_direct_map_type(faiss.DirectMap.NoMap)  # saved as it was built
     return dist, idx
+
+
+def _query_blocks(index) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The cells of ``index`` as query blocks of about :data:`SEARCH_BLOCK` cells: their row numbers (int64) and
+    vectors (float32, read from the index). A flat index gives them in row order; an IVF index list by list, so
+    that the cells of one block lie near the same few lists and the lists they probe stay in the processor's cache
+    (twice as fast as row order at 1M cells); the results do not depend on the order."""
+    import faiss
+
+    if not isinstance(index, faiss.IndexIVF):
+        for start in range(0, index.ntotal, SEARCH_BLOCK):
+            m = min(SEARCH_BLOCK, index.ntotal - start)
+            yield np.arange(start, start + m), index.reconstruct_n(start, m)
+        return
+    lists, d = index.invlists, index.d
+    cells, vectors, size = [], [], 0
+    for number in range(index.nlist):
+        m = lists.list_size(number)
+        ids, codes = lists.get_ids(number), lists.get_codes(number)
+        cells.append(faiss.rev_swig_ptr(ids, m).copy())
+        vectors.append(faiss.rev_swig_ptr(codes, m * lists.code_size).view(np.float32).reshape(m, d).copy())
+        lists.release_ids(number, ids)
+        lists.release_codes(number, codes)
+        size += m
+        if size >= SEARCH_BLOCK:
+            yield np.concatenate(cells), np.concatenate(vectors)
+            cells, vectors, size = [], [], 0
+    if size:
+        yield np.concatenate(cells), np.concatenate(vectors)
 
 
 def save_index(index, path: str | Path) -> str:

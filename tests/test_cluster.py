@@ -42,7 +42,7 @@ def test_below_the_threshold_the_graph_is_scanpys_exact_graph():
 def test_duplicate_cells_are_neighbours_and_the_cell_itself_is_left_out():
     X = blobs(300).obsm[EMBEDDING_KEY]
     X = np.vstack([X, X[:50]])  # cells 300-349 duplicate cells 0-49: distance 0 to another cell
-    dist, idx = neighbors.knn(neighbors.build_index(X), X, 15)
+    dist, idx = neighbors.knn(neighbors.build_index(X), 15)
     assert dist.shape == idx.shape == (len(X), 14) and idx.dtype == np.int32
     assert not (idx == np.arange(len(X))[:, None]).any()
     assert (idx[:50, 0] == np.arange(300, 350)).all() and (dist[:50, 0] == 0).all()
@@ -86,6 +86,14 @@ def test_ivf_index_recall_above_the_threshold(monkeypatch):
     _, exact = NearestNeighbors(n_neighbors=16).fit(X).kneighbors(X[q])
     recall = np.mean([len(np.intersect1d(a[1:], b[1:])) / 15 for a, b in zip(approx, exact, strict=True)])
     assert recall >= 0.95
+    # the whole graph, searched list by list: each cell's results are its own search's, in row order
+    dist, idx = neighbors.knn(index, 15)
+    _, alone = neighbors.search(index, X, 15)
+    has_self = (alone == np.arange(len(X))[:, None]).any(axis=1)
+    assert has_self.mean() > 0.99
+    for i in np.flatnonzero(has_self)[::97]:
+        assert sorted(idx[i]) == sorted(set(alone[i]) - {i})
+    np.testing.assert_allclose(dist, np.linalg.norm(X[idx] - X[:, None, :], axis=2), rtol=1e-6, atol=1e-6)
     index.nprobe = 1  # the same index searching one list: the bar above is not met by chance
     _, one = neighbors.search(index, X[q], 16)
     assert np.mean([len(np.intersect1d(a[1:], b[1:])) / 15 for a, b in zip(one, exact, strict=True)]) < recall
