@@ -66,22 +66,6 @@ def batch_codes(values: pd.Series, *, categories: list[str] | None = None, key: 
     return codes.astype(np.int64), list(categories)
 
 
-def grouped_sums(L: sp.csr_matrix, codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sums and sums of squares (float64, n_groups x genes) of the rows of ``L`` (rows x genes) by ``codes``
-    (rows,; -1: left out)."""
-    L = sp.csr_matrix(L)
-    m = L.shape[1]
-    row_code = np.repeat(codes, np.diff(L.indptr))
-    use = row_code >= 0
-    where = row_code[use] * m + L.indices[use]
-    data = L.data[use].astype(np.float64)
-    size = n_groups * m
-    return (
-        np.bincount(where, weights=data, minlength=size).reshape(n_groups, m),
-        np.bincount(where, weights=data**2, minlength=size).reshape(n_groups, m),
-    )
-
-
 def centred_scale(
     sums: np.ndarray, sumsq: np.ndarray, n_b: np.ndarray, centres: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

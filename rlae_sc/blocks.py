@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from rlae_sc.batches import grouped_sums
+from rlae_sc.csr_sums import grouped_sums
 from rlae_sc.io import validate_matrix
 from rlae_sc.recipe import Recipe, cell_qc
 from rlae_sc.residuals import residual_sums
@@ -69,16 +69,17 @@ def qc_block(
         )
     n_genes, total, pct = cell_qc(X, mito)
     keep = recipe.keep(n_genes, total, pct)
-    K = X[keep]
     m = X.shape[1]
+    counts, squares = grouped_sums(X, np.where(keep, 0, -1), 1)
     sums = {
         "n_cells_all": np.bincount(X.indices, minlength=m),
-        "n_cells": np.bincount(K.indices, minlength=m),
-        "sum": np.bincount(K.indices, weights=K.data.astype(np.float64), minlength=m),
-        "sumsq": np.bincount(K.indices, weights=np.square(K.data, dtype=np.float64), minlength=m),
+        "n_cells": np.bincount(X.indices[np.repeat(keep, n_genes)], minlength=m),
+        "sum": counts[0],
+        "sumsq": squares[0],
     }
     if batch is not None:
-        sums["batch_sum"], sums["batch_sumsq"] = grouped_sums(K, batch[start : start + X.shape[0]][keep], n_batches)
+        codes = np.where(keep, batch[start : start + X.shape[0]], -1)
+        sums["batch_sum"], sums["batch_sumsq"] = grouped_sums(X, codes, n_batches)
     return sums, {"n_genes": n_genes, "total_counts": total, "pct_mito": pct, "qc_pass": keep}
 
 
@@ -88,18 +89,11 @@ def clipped_block(
     """Pass 2: sums and sums of squares of clipped counts of the candidate genes (input columns ``cand``) over
     cells passing QC (candidates,); with ``batch`` (all cells,), per batch (batches x candidates), ``clip_val``
     then each batch's (batches x candidates)."""
-    X = kept_rows(block, start, keep)[:, cand]
-    if batch is None:
-        data = np.minimum(X.data.astype(np.float64), clip_val[X.indices])
-        m = len(cand)
-        return {
-            "sum": np.bincount(X.indices, weights=data, minlength=m),
-            "sumsq": np.bincount(X.indices, weights=data**2, minlength=m),
-        }, {}
-    codes = kept_codes(batch, block, start, keep)
-    data = np.minimum(X.data.astype(np.float64), clip_val[np.repeat(codes, np.diff(X.indptr)), X.indices])
-    total, squares = grouped_sums(sp.csr_matrix((data, X.indices, X.indptr), shape=X.shape), codes, len(clip_val))
-    return {"sum": total, "sumsq": squares}, {}
+    stop = start + block.shape[0]
+    codes = np.where(keep[start:stop], 0 if batch is None else batch[start:stop], -1)
+    n_groups = 1 if batch is None else len(clip_val)
+    total, squares = grouped_sums(block, codes, n_groups, columns=cand, clip=clip_val)
+    return ({"sum": total[0], "sumsq": squares[0]} if batch is None else {"sum": total, "sumsq": squares}), {}
 
 
 def residual_block(
@@ -125,12 +119,9 @@ def lognorm_block(
     """Pass 3: sums and sums of squares of the selected genes' (input columns ``idx``) log-normalised values
     over cells passing QC (genes,); with ``codes`` (all cells,; -1: none), also per code (``group_sum``,
     ``group_sumsq``: n_codes x genes)."""
-    L = recipe.normalize_rows(kept_rows(block, start, keep))[:, idx]
-    data = L.data.astype(np.float64)
-    sums = {
-        "sum": np.bincount(L.indices, weights=data, minlength=len(idx)),
-        "sumsq": np.bincount(L.indices, weights=data**2, minlength=len(idx)),
-    }
+    L = recipe.normalize_rows(kept_rows(block, start, keep), idx)
+    total, squares = grouped_sums(L, np.zeros(L.shape[0]), 1)
+    sums = {"sum": total[0], "sumsq": squares[0]}
     if codes is not None:
         sums["group_sum"], sums["group_sumsq"] = grouped_sums(L, kept_codes(codes, block, start, keep), n_codes)
     return sums, {}
@@ -162,6 +153,6 @@ def lognorm_rows_block(block, start: int, *, recipe: Recipe, keep: np.ndarray, i
     """The log-normalised values of the genes used (cells passing QC) of a block of counts, as the
     ``data``, ``indices`` and per-row ``nnz`` of CSR rows (float32, int32, int64), for
     :func:`rlae_sc.io.write_csr_rows`."""
-    L = recipe.normalize_rows(kept_rows(block, start, keep))[:, idx]
+    L = recipe.normalize_rows(kept_rows(block, start, keep), idx)
     L.sort_indices()
     return {}, {"data": L.data, "indices": L.indices.astype(np.int32), "nnz": np.diff(L.indptr).astype(np.int64)}

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from rlae_sc.batches import batch_codes, centred_scale, grouped_sums
+from rlae_sc.batches import batch_codes, centred_scale
+from rlae_sc.csr_sums import grouped_sums
 from rlae_sc.engine import run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.keys import EMBEDDING_KEY
@@ -226,7 +227,7 @@ def _new_batch_block(block, start: int, *, recipe: Recipe, idx: np.ndarray, mito
     X = sp.csr_matrix(block)
     codes = np.where(recipe.keep(*cell_qc(X, mito)), group[start : start + X.shape[0]], -1)
     present = idx >= 0
-    L = recipe.normalize_rows(X)[:, idx[present]]
+    L = recipe.normalize_rows(X, idx[present])
     L = sp.csr_matrix((L.data, np.flatnonzero(present)[L.indices], L.indptr), shape=(L.shape[0], len(idx)))
     total, squares = grouped_sums(L, codes, n_new)
     return {"sum": total, "sumsq": squares, "n": np.bincount(codes[codes >= 0], minlength=n_new)}, {}

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from rlae_sc.batches import grouped_sums
+from rlae_sc.csr_sums import grouped_sums
 from rlae_sc.engine import run_pass
 
 MIN_CELLS = 10  # cells of a sample on each side (in the cluster, outside it) for its pair of pseudobulks

@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from rlae_sc.batches import batch_codes
+from rlae_sc.csr_sums import row_totals
 from rlae_sc.errors import InputError
 from rlae_sc.labels import obs_column
 from rlae_sc.params import MappingParams, PreprocessParams, ReadParams
@@ -146,14 +147,18 @@ class Recipe:
         themselves for Pearson residuals (which :meth:`transform` computes over the genes used)."""
         return self.normalize_rows(sp.csr_matrix(adata.X))
 
-    def normalize_rows(self, X: sp.csr_matrix) -> sp.csr_matrix:
-        """``log1p(target_sum * x / cell total)`` (totals over all genes), or ``X`` for log-normalised input
-        and for Pearson residuals."""
+    def normalize_rows(self, X: sp.csr_matrix, genes: np.ndarray | None = None) -> sp.csr_matrix:
+        """``log1p(target_sum * x / cell total)`` (CSR, float32, cells x genes; totals over all genes), or ``X``
+        for log-normalised input and for Pearson residuals. With ``genes`` (column numbers of ``X``), only those
+        columns, in that order: the totals are still taken over all genes, and only the kept values are
+        transformed."""
+        X = sp.csr_matrix(X)
         if self.input_kind == "log_normalized" or self.pearson:
-            return sp.csr_matrix(X, dtype=np.float32)
-        X = sp.csr_matrix(X, dtype=np.float64, copy=True)
-        total = np.asarray(X.sum(axis=1)).ravel()
+            X = sp.csr_matrix(X, dtype=np.float32)
+            return X if genes is None else X[:, genes]
+        total = row_totals(X, np.zeros(X.shape[1], dtype=bool))[0]
         total[total == 0] = 1.0
+        X = sp.csr_matrix(X if genes is None else X[:, genes], dtype=np.float64, copy=True)
         X.data *= np.repeat(self.target_sum / total, np.diff(X.indptr))
         np.log1p(X.data, out=X.data)
         return X.astype(np.float32)
@@ -313,9 +318,7 @@ def mito_mask(var_names: pd.Index) -> np.ndarray:
 
 def cell_qc(X: sp.csr_matrix, mito: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(n_genes, total_counts, pct_mito)`` per cell of ``X`` (cells x genes); pct_mito is NaN without mito genes."""
-    total = np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
-    if mito.any():
-        pct = 100 * np.asarray(X[:, mito].sum(axis=1, dtype=np.float64)).ravel() / np.where(total > 0, total, 1.0)
-    else:
-        pct = np.full(len(total), np.nan)
+    X = sp.csr_matrix(X)
+    total, in_mito = row_totals(X, mito)
+    pct = 100 * in_mito / np.where(total > 0, total, 1.0) if mito.any() else np.full(len(total), np.nan)
     return np.diff(X.indptr), total, pct
