@@ -1,8 +1,9 @@
-"""Atomic file writes: a temporary file beside the target, renamed into place only on success."""
+"""Atomic file writes: a temporary file (or directory) beside the target, renamed into place only on success."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,17 +12,29 @@ from pathlib import Path
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds. For a zarr store
+    (``path`` ends in ``.zarr``) the temporary path is an empty directory, and a store already at ``path`` is
+    removed just before the new one takes its place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    store = path.suffix == ".zarr"
+    prefix, suffix = f".{path.stem}.", f".tmp{path.suffix}"
+    if store:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
+    os.chmod(tmp, (0o777 if store else 0o666) & ~umask)  # mkstemp/mkdtemp create 0600/0700; give the usual ones
     try:
         yield tmp
+        if store and path.is_dir():
+            shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink(missing_ok=True)

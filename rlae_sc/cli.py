@@ -59,13 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cluster", help="kNN graph, Leiden, UMAP, ARI/NMI")
     p.add_argument("directions", help="directions.h5ad written by `rlae-sc directions`")
-    p.add_argument("--out", required=True, help="embedding.h5ad to write")
+    p.add_argument("--out", required=True, help="embedding.h5ad to write (a name ending in .zarr: a zarr store)")
     p.add_argument("--metrics", required=True, help="metrics.json to write")
     add_options(p, LabelParams, exclude=("truth_key",))
     add_options(p, ClusterParams)
 
     p = sub.add_parser("report", help="figures and an HTML page")
-    p.add_argument("embedding", help="embedding.h5ad written by `rlae-sc cluster`")
+    p.add_argument("embedding", help="embedding.h5ad (or .zarr) written by `rlae-sc cluster`")
     p.add_argument("--out-dir", required=True, help="folder for report.html, figures/ and cells.csv")
     p.add_argument("--dataset", required=True, help="name shown on the page")
     add_options(p, LabelParams, exclude=("truth_key",))
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="embed new cells with a trained model")
     p.add_argument("counts", help="the cells to embed: raw counts in any input format")
     p.add_argument("--model", required=True, help="model.npz of a trained reference")
-    p.add_argument("--out", required=True, help=".h5ad to write, with obsm['X_rlae']")
+    p.add_argument("--out", required=True, help=".h5ad (or .zarr store) to write, with obsm['X_rlae']")
     add_options(p, ReadParams, exclude=("input_kind",))  # the model's
     add_options(p, MappingParams, exclude=("n_neighbors", "classifier", "min_confidence", "distance_quantile"))
     add_options(p, PassParams)
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("map", help="map query cells onto a reference: label transfer, reference UMAP")
     p.add_argument("counts", help="query .h5ad")
     p.add_argument("--model", required=True, help="the reference's model.npz")
-    p.add_argument("--reference", required=True, help="the reference's embedding.h5ad")
+    p.add_argument("--reference", required=True, help="the reference's embedding.h5ad (or .zarr)")
     p.add_argument("--out-dir", required=True, help="folder for mapped.h5ad, mapping.json and report.html")
     add_options(p, LabelParams)
     p.add_argument("--title", default=None, help="the page's title (default: query onto reference)")

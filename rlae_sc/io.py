@@ -749,19 +749,30 @@ def validate_matrix(X: sp.csr_matrix, *, source: str | Path, input_kind: str, na
             )
 
 
-def write_h5ad(adata: ad.AnnData, path: str | Path, *, copies: tuple | list = ()) -> None:
-    """Write ``adata`` to ``path`` atomically (gzip-free, fast).
+def write_anndata(adata: ad.AnnData, path: str | Path, *, copies: tuple | list = ()) -> None:
+    """Write ``adata`` to ``path`` atomically: an ``.h5ad`` file (uncompressed, fast), or, when ``path`` ends in
+    ``.zarr``, an anndata zarr store (zarr format 2; arrays copied from ``copies`` are compressed by Blosc's zstd
+    with bit shuffling, in chunks of :data:`ZARR_CHUNK_VALUES` values).
 
     ``copies``: pairs of an ``.h5ad`` (or another HDF5 file in its layout) and the elements of it to copy into the
-    file as they are, on disk, never loaded (paths in the file: ``X``, ``obsm/X_rlae``, ``obsp/distances``), where
-    the source has them and ``adata`` has none of its own. The disk must hold the arrays' bytes
+    output as they are, on disk, never loaded whole (paths in the file: ``X``, ``obsm/X_rlae``, ``obsp/distances``),
+    where the source has them and ``adata`` has none of its own. The disk must hold the arrays' bytes
     (:func:`rlae_sc.room.check_disk`) before anything is written.
     """
+    path = Path(path)
     copy_bytes = sum(Path(source).stat().st_size for source, _ in copies if Path(source).exists())
-    check_disk(path, array_bytes(adata) + copy_bytes, what=Path(path).name)
+    check_disk(path, array_bytes(adata) + copy_bytes, what=path.name)
+    store = path.suffix == ".zarr"
     with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp)
-        with h5py.File(tmp, "a") as dst:
+        if store:
+            import zarr
+
+            adata.write_zarr(tmp)
+            dst = zarr.open_group(str(tmp), mode="a")
+        else:
+            adata.write_h5ad(tmp)
+            dst = h5py.File(tmp, "a")
+        try:
             for source, keys in copies:
                 if not Path(source).exists():
                     continue
@@ -769,7 +780,44 @@ def write_h5ad(adata: ad.AnnData, path: str | Path, *, copies: tuple | list = ()
                     for key in keys:
                         if key in src and key not in dst:
                             parent, _, name = key.rpartition("/")
-                            src.copy(src[key], dst[parent] if parent else dst, name)
+                            into = dst[parent] if parent else dst
+                            if store:
+                                _copy_into_zarr(src[key], into, name)
+                            else:
+                                src.copy(src[key], into, name)
+        finally:
+            if not store:
+                dst.close()
+
+
+ZARR_CHUNK_VALUES = 1 << 20  # values per chunk of an array copied into a zarr store (4-8 MB before compression)
+
+
+def _copy_into_zarr(obj, parent, name: str) -> None:
+    """Copy the h5py group or dataset ``obj``, with its attributes (anndata's encoding), into the zarr group
+    ``parent`` as ``name``: datasets in whole chunks of rows, a few chunks at a time, never whole."""
+    import numcodecs
+
+    attrs = {
+        key: value.tolist() if isinstance(value, np.ndarray | np.generic) else value for key, value in obj.attrs.items()
+    }
+    if isinstance(obj, h5py.Group):
+        group = parent.create_group(name)
+        group.attrs.update(attrs)
+        for child in obj:
+            _copy_into_zarr(obj[child], group, child)
+        return
+    row_values = int(np.prod(obj.shape[1:], dtype=np.int64))
+    rows = max(1, ZARR_CHUNK_VALUES // max(row_values, 1))
+    blosc = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
+    array = parent.create_array(
+        name, shape=obj.shape, dtype=obj.dtype, chunks=(rows, *obj.shape[1:]) if obj.ndim else (), compressors=blosc
+    )
+    array.attrs.update(attrs)
+    if obj.ndim == 0:
+        array[()] = obj[()]
+    for start in range(0, obj.shape[0] if obj.ndim else 0, 8 * rows):
+        array[start : start + 8 * rows] = obj[start : start + 8 * rows]
 
 
 def open_streaming(
@@ -833,6 +881,18 @@ def reading(path: str | Path):
         raise InputError(
             path, f"cannot be read as {kind} ({type(exc).__name__}: {exc})", "The file may be truncated; re-export it."
         ) from None
+
+
+@contextmanager
+def open_stored(path: str | Path):
+    """The root group of an ``.h5ad`` file (h5py) or of an anndata zarr store (zarr), open for reading."""
+    if is_zarr(Path(path)):
+        import zarr
+
+        yield zarr.open_group(str(path), mode="r")
+        return
+    with h5py.File(path, "r") as f:
+        yield f
 
 
 def write_csr_rows(adata: ad.AnnData, path: str | Path, matrix, fn: PassFn, *, client=None) -> None:

@@ -26,7 +26,16 @@ from rlae_sc.atomic import atomic_path
 from rlae_sc.blocks import lognorm_rows_block
 from rlae_sc.dask_engine import dask_client
 from rlae_sc.errors import InputError
-from rlae_sc.io import join_obs, open_streaming, read, reading, write_csr_rows, write_h5ad, write_json
+from rlae_sc.io import (
+    join_obs,
+    open_stored,
+    open_streaming,
+    read,
+    reading,
+    write_anndata,
+    write_csr_rows,
+    write_json,
+)
 from rlae_sc.keys import EMBEDDING_KEY
 from rlae_sc.labels import obs_column
 from rlae_sc.params import ClusterParams, MappingParams, PassParams, PreprocessParams, ReadParams, TrainParams, split
@@ -58,7 +67,7 @@ def _check_stage(path: str | Path, stage: str) -> Path:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "not found", f"Run `rlae-sc {stage}` first to create it.")
-    with reading(path), h5py.File(path, "r") as f:
+    with reading(path), open_stored(path) as f:
         marked = f"uns/{STAGE_MARK[stage]}" in f
     if not marked:
         raise InputError(
@@ -68,6 +77,16 @@ def _check_stage(path: str | Path, stage: str) -> Path:
 
 
 @contextmanager
+def _h5ad_output(out: str | Path, stage: str) -> None:
+    """Refuse a zarr output for a stage whose file the next stage streams from HDF5 (preprocess, directions)."""
+    if Path(out).suffix == ".zarr":
+        raise InputError(
+            out,
+            f"the {stage} stage writes .h5ad only (the next stage reads it block by block from HDF5)",
+            "Name the output .h5ad; the cluster stage and `embed` can write a zarr store.",
+        )
+
+
 def _backed_stage(path: str | Path, stage: str):
     """The ``.h5ad`` written by ``stage`` (checked by :func:`_check_stage`), backed: all but ``X`` in memory,
     ``X`` read block by block."""
@@ -81,13 +100,14 @@ def _backed_stage(path: str | Path, stage: str):
 
 
 def _read_stage(path: str | Path, stage: str, *, skip: tuple[str, ...] = ()) -> ad.AnnData:
-    """The ``.h5ad`` written by ``stage`` (checked by :func:`_check_stage`) in memory, without ``X`` and
-    without the elements named in ``skip`` (paths in the file, e.g. ``obsp/distances``), which are never read."""
+    """The ``.h5ad`` file or zarr store written by ``stage`` (checked by :func:`_check_stage`) in memory, without
+    ``X`` and without the elements named in ``skip`` (paths in the file, e.g. ``obsp/distances``), which are never
+    read."""
     from anndata.io import read_elem
 
     path = _check_stage(path, stage)
     parts = {}
-    with reading(path), h5py.File(path, "r") as f:
+    with reading(path), open_stored(path) as f:
         for key in ("obs", "var", "uns"):
             parts[key] = read_elem(f[key])
         for key in ("obsm", "varm", "obsp"):
@@ -114,6 +134,7 @@ def preprocess_file(counts: str | Path, out: str | Path, *, label_key: str | Non
     block; ``out`` then has no ``raw``. ``dask`` (a number of local worker
     processes or a scheduler address) runs the passes on Dask.
     """
+    _h5ad_output(out, "preprocess")
     options, passes, steps = split(params, ReadParams, PassParams, PreprocessParams, source=str(counts))
     if passes.streaming:
         recipe = _preprocess_streaming(counts, out, options, label_key, passes.dask, steps)
@@ -122,7 +143,7 @@ def preprocess_file(counts: str | Path, out: str | Path, *, label_key: str | Non
         _check_obs_keys(adata.obs, label_key, steps, counts)
         pre, recipe = preprocess(adata, input_kind=options.input_kind, source=str(counts), scale=False, steps=steps)
         _record_input(pre, counts, options.layer, options.input_kind)
-        write_h5ad(pre, out)
+        write_anndata(pre, out)
     log.info("preprocess %s: %s -> %s", counts, ", ".join(f"{k} {v}" for k, v in recipe.stats.items()), out)
     return recipe.stats
 
@@ -252,11 +273,12 @@ def directions_file(
     from rlae_sc.directions import directions_adata
     from rlae_sc.model import load_model
 
+    _h5ad_output(out, "directions")
     model = load_model(model_path)
     with _backed_stage(preprocessed, "preprocess") as pre, dask_client(dask) as client:
         out_adata, metrics = directions_adata(model, pre, client=client)
     out_adata.uns["rlae_metrics"] = metrics
-    write_h5ad(out_adata, out)
+    write_anndata(out_adata, out)
     log.info(
         "directions: certified min |cos| top 10 >= %.12f, eigenvalue error top 10 <= %.3g%s -> %s",
         metrics["certificate_min_cos_top10"],
@@ -277,7 +299,8 @@ def cluster_file(
     sample_key: str | None = ClusterParams.sample_key,
     **params,
 ) -> dict:
-    """Cluster ``directions.h5ad`` (see :func:`rlae_sc.cluster.cluster`) -> ``embedding.h5ad`` + ``metrics.json``,
+    """Cluster ``directions.h5ad`` (see :func:`rlae_sc.cluster.cluster`) -> ``embedding.h5ad`` (an anndata zarr
+    store when ``out`` ends in ``.zarr``: :func:`rlae_sc.io.write_anndata`) + ``metrics.json``,
     the neighbour index of its cells beside ``out`` (:func:`index_path`; its SHA-256 in ``uns['rlae_cluster']``)
     and, when the file holds the cells' values of all genes (``X``: not after streaming), each cluster's marker
     genes (:func:`rlae_sc.markers.markers`): the first 100 per cluster in ``markers.tsv`` beside ``out``
@@ -332,7 +355,7 @@ def cluster_file(
         metrics = {**adata.uns.pop("rlae_metrics"), **result}
         adata.uns["rlae"]["metrics"] = metrics
         graphs = ("obsp/distances", "obsp/connectivities")
-        write_h5ad(adata, out, copies=[(directions, ("X", f"obsm/{EMBEDDING_KEY}")), (spill, graphs)])
+        write_anndata(adata, out, copies=[(directions, ("X", f"obsm/{EMBEDDING_KEY}")), (spill, graphs)])
     finally:
         if graph is not None and isinstance(graph[0], CSRGroup):  # set aside in spill: its file is open
             close_graph(graph)
@@ -425,9 +448,8 @@ def markers_path(embedding: str | Path) -> Path:
 
 
 def index_path(embedding: str | Path) -> Path:
-    """The neighbour index written beside ``embedding.h5ad``: ``embedding.faiss``."""
-    embedding = Path(embedding)
-    return embedding.with_name(embedding.name.removesuffix(".h5ad") + ".faiss")
+    """The neighbour index written beside ``embedding.h5ad`` (or ``embedding.zarr``): ``embedding.faiss``."""
+    return Path(embedding).with_suffix(".faiss")
 
 
 def report_file(embedding: str | Path, out_dir: str | Path, *, dataset: str, label_key: str | None = None) -> Path:
@@ -490,7 +512,8 @@ def run(
 
 def embed_file(model_path: str | Path, counts: str | Path, out: str | Path | None, **params) -> ad.AnnData:
     """Embed the cells of ``counts`` (any format of :func:`rlae_sc.io.read`) with a trained model and, unless
-    ``out`` is None, write them, with ``obsm['X_rlae']``, to ``out``.
+    ``out`` is None, write them, with ``obsm['X_rlae']``, to ``out`` (``.h5ad``, or an anndata zarr store when it
+    ends in ``.zarr``).
 
     ``params`` are fields of :class:`~rlae_sc.params.ReadParams` (but ``input_kind``, which is the
     model's), :class:`~rlae_sc.params.PassParams` and :class:`~rlae_sc.params.MappingParams` (its
@@ -519,13 +542,13 @@ def embed_file(model_path: str | Path, counts: str | Path, out: str | Path | Non
         model.embed(adata, min_overlap=mapping.min_overlap, source=str(counts))
     adata.uns["rlae_embed"]["model"] = str(model_path)
     if out is not None:
-        write_h5ad(adata, out)
+        write_anndata(adata, out)
     return adata
 
 
 def demo_data_file(name: str, out: str | Path) -> None:
     """Write a bundled demo dataset (:func:`rlae_sc.simulate.bundled`) to ``out``."""
-    write_h5ad(bundled(name), out)
+    write_anndata(bundled(name), out)
 
 
 def map_file(
@@ -571,7 +594,7 @@ def map_file(
     )
     summary["gene_overlap"] = query.uns["rlae_embed"]["gene_overlap"]
     summary["n_flagged_by_qc"] = int((~query.obs["rlae_qc_pass"]).sum())
-    write_h5ad(query, out_dir / "mapped.h5ad")
+    write_anndata(query, out_dir / "mapped.h5ad")
     write_json(summary, out_dir / "mapping.json")
     write_mapping_report(
         ref,

@@ -20,6 +20,7 @@ JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", t
 BOUNDS = {"at_least": "minimum", "above": "exclusiveMinimum", "at_most": "maximum", "below": "exclusiveMaximum"}
 NAME = {"pattern": "^[A-Za-z0-9_.-]+$"}  # the names of datasets, queries and federations (used in file paths)
 SECTIONS = ("preprocess", "train", "passes", "cluster")  # the stages' sections, shared through $defs
+EMBEDDING_FORMATS = ("h5ad", "zarr")  # the cluster stage's output, results/<dataset>/embedding.<format>
 INLINE = ("items", "propertyNames")  # keywords whose schema stays on its property's line
 
 HEADER = """\
@@ -89,6 +90,7 @@ def schema() -> dict:
             "federation": named(section(federation) | {"required": ["sites"]}),
             **refs(*SECTIONS),
             "mapping": section(properties(MappingParams)),
+            "embedding_format": {"enum": list(EMBEDDING_FORMATS), "default": EMBEDDING_FORMATS[0]},
         },
     }
 

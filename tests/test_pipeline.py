@@ -139,3 +139,62 @@ def test_a_stage_given_a_damaged_or_foreign_file_names_it(run_dir, small_counts_
         res = rlae_cli("train", str(given), "--out", str(tmp_path / "m.npz"), check=False)
         assert res.returncode == 2 and problem in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_the_cluster_stage_writes_a_zarr_store_that_the_report_and_map_read(run_dir, small_counts_file, tmp_path):
+    """``--out embedding.zarr``: an anndata zarr store holding what embedding.h5ad holds (the embedding, X and the
+    graphs copied in from the files on disk, compressed), with the same results; the report and map read it."""
+    from anndata.io import read_elem
+
+    out = tmp_path / "embedding.zarr"
+    rlae_cli("cluster", str(run_dir / "directions.h5ad"), "--out", str(out), "--metrics", str(tmp_path / "m.json"))
+    assert out.is_dir() and (tmp_path / "embedding.faiss").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name], "temporary files left behind"
+    store, file = ad.read_zarr(out), ad.read_h5ad(run_dir / "embedding.h5ad")
+    for key in ("X_rlae", "X_umap"):
+        np.testing.assert_array_equal(store.obsm[key], file.obsm[key])
+    for key in ("distances", "connectivities"):
+        assert (store.obsp[key] != file.obsp[key]).nnz == 0
+    assert (store.X != file.X).nnz == 0
+    assert store.obs["leiden"].equals(file.obs["leiden"])
+    assert (
+        json.loads((tmp_path / "m.json").read_text())["sha256"]
+        == json.loads((run_dir / "metrics.json").read_text())["sha256"]
+    )
+    import zarr
+
+    assert zarr.open_group(str(out), mode="r")["obsm/X_rlae"].compressors[0].codec_id == "blosc"
+    assert read_elem(zarr.open_group(str(out), mode="r")["uns/rlae"])["metrics"]["n_clusters"] > 1
+    rlae_cli("report", str(out), "--out-dir", str(tmp_path / "report"), "--dataset", "zarr")
+    assert (tmp_path / "report" / "report.html").stat().st_size > 0
+    rlae_cli(
+        "map",
+        str(small_counts_file),
+        "--model",
+        str(run_dir / "model.npz"),
+        "--reference",
+        str(out),
+        "--out-dir",
+        str(tmp_path / "mapped"),
+        "--label-key",
+        "cell_type",
+    )
+    assert ad.read_h5ad(tmp_path / "mapped" / "mapped.h5ad").n_obs > 0
+    # written again over the store: replaced whole
+    rlae_cli("cluster", str(run_dir / "directions.h5ad"), "--out", str(out), "--metrics", str(tmp_path / "m.json"))
+    assert ad.read_zarr(out).obs["leiden"].equals(file.obs["leiden"])
+
+
+def test_a_stage_streamed_by_the_next_refuses_a_zarr_output(run_dir, small_counts_file, tmp_path):
+    res = rlae_cli("preprocess", str(small_counts_file), "--out", str(tmp_path / "p.zarr"), check=False)
+    assert res.returncode == 2 and "p.zarr: the preprocess stage writes .h5ad only" in res.stderr
+    res = rlae_cli(
+        "directions",
+        str(run_dir / "preprocessed.h5ad"),
+        str(run_dir / "model.npz"),
+        "--out",
+        str(tmp_path / "d.zarr"),
+        check=False,
+    )
+    assert res.returncode == 2 and "d.zarr: the directions stage writes .h5ad only" in res.stderr
+    assert not list(tmp_path.iterdir())

@@ -168,3 +168,20 @@ def test_every_rule_command_of_the_default_config_parses(tmp_path):
     for line in commands:
         words = shlex.split(line.split("-m rlae_sc ", 1)[1].split(" > ")[0])
         build_parser().parse_args(words)  # exits (SystemExit) on an option the CLI refuses
+
+
+def test_embedding_format_zarr_makes_the_cluster_stage_write_a_store_that_report_and_map_read(tmp_path):
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    cfg = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump({**cfg, "embedding_format": "zarr"}))
+    res = snakemake("-n", "-p", "--directory", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    commands = [line.split("-m rlae_sc ", 1)[1] for line in res.stdout.splitlines() if "-m rlae_sc " in line]
+    for stage, given in [
+        ("cluster", "--out results/{}/embedding.zarr"),
+        ("report", "report results/{}/embedding.zarr"),
+    ]:
+        for dataset in cfg["datasets"]:
+            assert any(c.startswith(stage) and given.format(dataset) in c for c in commands), (stage, dataset)
+    assert not any("embedding.h5ad" in c for c in commands)
+    assert any(c.startswith("map") and "--reference results/synthetic/embedding.zarr" in c for c in commands)

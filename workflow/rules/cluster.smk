@@ -2,7 +2,7 @@ rule cluster:
     input:
         "results/{dataset}/directions.h5ad",
     output:
-        embedding="results/{dataset}/embedding.h5ad",
+        embedding=directory(EMBEDDING) if EMBEDDING_FORMAT == "zarr" else EMBEDDING,
         metrics="results/{dataset}/metrics.json",
         index="results/{dataset}/embedding.faiss",  # written beside the embedding (rlae_sc.pipeline.index_path)
     log:

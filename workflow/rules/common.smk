@@ -16,11 +16,15 @@ from rlae_sc.params import (  # noqa: E402
     config_flags,
 )
 from rlae_sc.report import FIGURES  # noqa: E402  the report's figures, named once
+from rlae_sc.schema import EMBEDDING_FORMATS  # noqa: E402
 
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=False)  # its defaults document the library's
 
 DATASETS = list(config["datasets"])
+# the cluster stage's output, read by the report and by map: an .h5ad file, or a zarr store (a directory)
+EMBEDDING_FORMAT = config.get("embedding_format", EMBEDDING_FORMATS[0])
+EMBEDDING = f"results/{{dataset}}/embedding.{EMBEDDING_FORMAT}"
 QUERIES = list(config.get("queries", {}))
 for _query, _entry in config.get("queries", {}).items():
     if _entry["reference"] not in DATASETS:

@@ -2,7 +2,7 @@ rule map_query:
     input:
         counts=lambda wc: config["queries"][wc.query]["path"],
         model=lambda wc: f"results/{query_reference(wc)}/model.npz",
-        reference=lambda wc: f"results/{query_reference(wc)}/embedding.h5ad",
+        reference=lambda wc: EMBEDDING.format(dataset=query_reference(wc)),
         index=lambda wc: f"results/{query_reference(wc)}/embedding.faiss",  # read by `map` beside the reference
     output:
         html="results/mapping/{query}/report.html",

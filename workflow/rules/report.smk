@@ -1,6 +1,6 @@
 rule report:
     input:
-        "results/{dataset}/embedding.h5ad",
+        EMBEDDING,
     output:
         html="results/{dataset}/report.html",
         figures=[
