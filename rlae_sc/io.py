@@ -788,6 +788,8 @@ def write_anndata(adata: ad.AnnData, path: str | Path, *, copies: tuple | list =
         finally:
             if not store:
                 dst.close()
+        if store:  # anndata reads a store's consolidated metadata, which must list the copied arrays
+            zarr.consolidate_metadata(str(tmp))
 
 
 ZARR_CHUNK_VALUES = 1 << 20  # values per chunk of an array copied into a zarr store (4-8 MB before compression)

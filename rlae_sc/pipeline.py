@@ -76,7 +76,6 @@ def _check_stage(path: str | Path, stage: str) -> Path:
     return path
 
 
-@contextmanager
 def _h5ad_output(out: str | Path, stage: str) -> None:
     """Refuse a zarr output for a stage whose file the next stage streams from HDF5 (preprocess, directions)."""
     if Path(out).suffix == ".zarr":
@@ -87,6 +86,7 @@ def _h5ad_output(out: str | Path, stage: str) -> None:
         )
 
 
+@contextmanager
 def _backed_stage(path: str | Path, stage: str):
     """The ``.h5ad`` written by ``stage`` (checked by :func:`_check_stage`), backed: all but ``X`` in memory,
     ``X`` read block by block."""
