@@ -7,12 +7,20 @@ fastest of pynndescent, hnswlib and faiss on two cores, its results do not
 depend on the number of threads (an HNSW graph built on several threads
 does), and faiss saves it in its own binary format, so a saved index is read
 without unpickling anything.
+
+faiss computes the distances of many cells to many vectors (k-means of the coarse quantiser, assigning cells to
+lists, choosing the lists a cell searches) with BLAS when there are many of them, and its BLAS gives results that
+differ in the last bits between one thread and two; a cell near the border of two lists then searches other lists,
+and the graph changes. Every faiss call here therefore runs with faiss's per-pair SIMD distances instead
+(:func:`_thread_independent`), computed the same way whatever the number of threads: at a million cells this costs
+about 30 s of the cluster stage's time on two cores (``benchmarks/atlas.md``).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,24 +44,26 @@ def build_index(X, *, seed: int = 0, exact: bool | None = None):
 
     rows = as_rows(X)
     n, d = rows.shape
-    if exact if exact is not None else n <= EXACT_MAX_CELLS:
-        index = faiss.IndexFlatL2(d)
-    else:
-        nlist = int(4 * np.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-        index.cp.seed = seed
-        sample = np.random.default_rng(seed).choice(n, min(n, TRAIN_PER_LIST * nlist), replace=False)
-        index.train(rows.take(np.sort(sample)))
-        index.nprobe = NPROBE
-    for _, block in rows.blocks():
-        index.add(block)
+    with _thread_independent():
+        if exact if exact is not None else n <= EXACT_MAX_CELLS:
+            index = faiss.IndexFlatL2(d)
+        else:
+            nlist = int(4 * np.sqrt(n))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+            index.cp.seed = seed
+            sample = np.random.default_rng(seed).choice(n, min(n, TRAIN_PER_LIST * nlist), replace=False)
+            index.train(rows.take(np.sort(sample)))
+            index.nprobe = NPROBE
+        for _, block in rows.blocks():
+            index.add(block)
     return index
 
 
 def search(index, Y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest indexed cells of each row of ``Y`` (m x d): Euclidean distances (m x k, float32)
     and row numbers (m x k, int64), nearest first; with an IVF index, approximately."""
-    D, idx = index.search(np.ascontiguousarray(Y, dtype=np.float32), k)
+    with _thread_independent():
+        D, idx = index.search(np.ascontiguousarray(Y, dtype=np.float32), k)
     return np.sqrt(np.maximum(D, 0)), idx
 
 
@@ -77,7 +87,8 @@ def knn(index, k: int) -> tuple[np.ndarray, np.ndarray]:
     idx = np.empty((n, k - 1), dtype=np.int32)
     for cells, block in _query_blocks(index):
         m = len(block)
-        found = index.search(block, k)[1]
+        with _thread_independent():
+            found = index.search(block, k)[1]
         if (found < 0).any():  # IVF lists near an isolated cell held fewer than k cells
             raise ValueError("the neighbour search returned fewer than k neighbours; raise NPROBE")
         is_self = found == cells[:, None]
@@ -123,6 +134,20 @@ def _query_blocks(index) -> Iterator[tuple[np.ndarray, np.ndarray]]:
             cells, vectors, size = [], [], 0
     if size:
         yield np.concatenate(cells), np.concatenate(vectors)
+
+
+@contextmanager
+def _thread_independent():
+    """faiss's distances of many cells to many vectors computed pair by pair (its SIMD kernels), not by BLAS, for the
+    duration: the same bits with any number of threads (see the module's doc)."""
+    import faiss
+
+    before = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = np.iinfo(np.int32).max
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
 
 
 def save_index(index, path: str | Path) -> str:

@@ -99,6 +99,24 @@ def test_ivf_index_recall_above_the_threshold(monkeypatch):
     assert np.mean([len(np.intersect1d(a[1:], b[1:])) / 15 for a, b in zip(one, exact, strict=True)]) < recall
 
 
+def test_the_approximate_graph_has_the_same_bytes_with_one_thread_and_two():
+    """faiss trains, adds and searches with OpenMP threads and its own BLAS; the IVF index's neighbours and
+    distances must not depend on how many there are (issue 27: the same bytes on every machine)."""
+    import faiss
+
+    X = blobs(30_000, d=30, seed=7).obsm[EMBEDDING_KEY]
+    before = faiss.omp_get_max_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            faiss.omp_set_num_threads(threads)
+            results.append(neighbors.knn(neighbors.build_index(X, exact=False), 15))
+    finally:
+        faiss.omp_set_num_threads(before)
+    (d1, i1), (d2, i2) = results
+    assert np.array_equal(i1, i2) and np.array_equal(d1, d2)
+
+
 def test_sketch_cells_vote_for_the_rest():
     a = blobs(1500, seed=3)
     result = cluster(a, sketch_cells=400, label_key="type")
