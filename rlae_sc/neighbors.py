@@ -9,17 +9,20 @@ does), and faiss saves it in its own binary format, so a saved index is read
 without unpickling anything.
 
 faiss computes the distances of many cells to many vectors (k-means of the coarse quantiser, assigning cells to
-lists, choosing the lists a cell searches) with BLAS when there are many of them, and its BLAS gives results that
-differ in the last bits between one thread and two; a cell near the border of two lists then searches other lists,
-and the graph changes. Every faiss call here therefore runs with faiss's per-pair SIMD distances instead
-(:func:`_thread_independent`), computed the same way whatever the number of threads: at a million cells this costs
-about 30 s of the cluster stage's time on two cores (``benchmarks/atlas.md``).
+lists, choosing the lists a cell searches, a flat index's search) with BLAS, and its BLAS splits a product among
+its threads in a way that changes the last bits of some distances: with one thread and with two, a cell near the
+border of two lists searches other lists, and the graph changes. So faiss always runs single-threaded here, on
+fixed blocks of cells, and the blocks are spread over :func:`_workers` threads of our own
+(:func:`_blockwise`): every distance is computed by the same single-threaded code whatever the number of
+threads, which only sets how many blocks run at once. The k-means training is one call, run on one thread.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,26 +47,35 @@ def build_index(X, *, seed: int = 0, exact: bool | None = None):
 
     rows = as_rows(X)
     n, d = rows.shape
-    with _thread_independent():
-        if exact if exact is not None else n <= EXACT_MAX_CELLS:
-            index = faiss.IndexFlatL2(d)
-        else:
-            nlist = int(4 * np.sqrt(n))
-            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-            index.cp.seed = seed
-            sample = np.random.default_rng(seed).choice(n, min(n, TRAIN_PER_LIST * nlist), replace=False)
-            index.train(rows.take(np.sort(sample)))
-            index.nprobe = NPROBE
+    if exact if exact is not None else n <= EXACT_MAX_CELLS:
+        index = faiss.IndexFlatL2(d)
         for _, block in rows.blocks():
             index.add(block)
+        return index
+    nlist = int(4 * np.sqrt(n))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+    index.cp.seed = seed
+    sample = np.random.default_rng(seed).choice(n, min(n, TRAIN_PER_LIST * nlist), replace=False)
+    with _one_thread():
+        index.train(rows.take(np.sort(sample)))
+    index.nprobe = NPROBE
+
+    def assign(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # each cell's list, by the coarse quantiser
+        return block, index.quantizer.search(block, 1)[1].ravel()
+
+    for block, lists in _blockwise(assign, (block for _, block in rows.blocks(SEARCH_BLOCK))):
+        index.add_core(len(block), faiss.swig_ptr(block), None, faiss.swig_ptr(lists))  # in row order
     return index
 
 
 def search(index, Y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest indexed cells of each row of ``Y`` (m x d): Euclidean distances (m x k, float32)
     and row numbers (m x k, int64), nearest first; with an IVF index, approximately."""
-    with _thread_independent():
-        D, idx = index.search(np.ascontiguousarray(Y, dtype=np.float32), k)
+    Y = np.ascontiguousarray(Y, dtype=np.float32)
+    blocks = (Y[start : start + SEARCH_BLOCK] for start in range(0, len(Y), SEARCH_BLOCK))
+    found = list(_blockwise(lambda block: index.search(block, k), blocks))
+    D = np.concatenate([f[0] for f in found]) if found else np.empty((0, k), dtype=np.float32)
+    idx = np.concatenate([f[1] for f in found]) if found else np.empty((0, k), dtype=np.int64)
     return np.sqrt(np.maximum(D, 0)), idx
 
 
@@ -85,10 +97,12 @@ def knn(index, k: int) -> tuple[np.ndarray, np.ndarray]:
         index.make_direct_map()  # the found cells' vectors are read back from the index by row number
     dist = np.empty((n, k - 1), dtype=np.float32)
     idx = np.empty((n, k - 1), dtype=np.int32)
-    for cells, block in _query_blocks(index):
+
+    def searched(query: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return *query, index.search(query[1], k)[1]
+
+    for cells, block, found in _blockwise(searched, _query_blocks(index)):
         m = len(block)
-        with _thread_independent():
-            found = index.search(block, k)[1]
         if (found < 0).any():  # IVF lists near an isolated cell held fewer than k cells
             raise ValueError("the neighbour search returned fewer than k neighbours; raise NPROBE")
         is_self = found == cells[:, None]
@@ -136,18 +150,50 @@ def _query_blocks(index) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield np.concatenate(cells), np.concatenate(vectors)
 
 
-@contextmanager
-def _thread_independent():
-    """faiss's distances of many cells to many vectors computed pair by pair (its SIMD kernels), not by BLAS, for the
-    duration: the same bits with any number of threads (see the module's doc)."""
+def _workers() -> int:
+    """The threads faiss would use (``OMP_NUM_THREADS``, else the cores this process may run on)."""
     import faiss
 
-    before = faiss.cvar.distance_compute_blas_threshold
-    faiss.cvar.distance_compute_blas_threshold = np.iinfo(np.int32).max
+    return max(1, faiss.omp_get_max_threads())
+
+
+@contextmanager
+def _one_thread():
+    """faiss (its OpenMP loops and its BLAS, which follows them) on one thread in the calling thread, for the
+    duration. OpenMP's thread count is kept per thread, so other threads are not affected."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
     try:
         yield
     finally:
-        faiss.cvar.distance_compute_blas_threshold = before
+        faiss.omp_set_num_threads(before)
+
+
+def _blockwise(fn: Callable, blocks: Iterable) -> Iterator:
+    """``fn(block)`` for each block, in order, computed on :func:`_workers` threads that each run faiss on one thread
+    (faiss releases the GIL); at most two blocks per thread are read ahead, so memory stays a few blocks."""
+    workers = _workers()
+    if workers == 1:
+        with _one_thread():
+            yield from map(fn, blocks)
+        return
+    with ThreadPoolExecutor(workers, initializer=_single_threaded_faiss) as pool:
+        pending: deque = deque()
+        for block in blocks:
+            pending.append(pool.submit(fn, block))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _single_threaded_faiss() -> None:
+    """A worker thread's set-up for :func:`_blockwise`: faiss on one thread in it."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
 
 
 def save_index(index, path: str | Path) -> str:
