@@ -6,8 +6,9 @@ On the embedding of a finished run (``obsm/X_rlae`` of its ``directions.h5ad``, 
 reads it), times building the IVF index (training its coarse quantiser, adding the cells), writing it and reading it
 back, the search of every cell for its 14 nearest other cells as :func:`rlae_sc.neighbors.knn` does it (the cells
 of each inverted list together), the same search with the cells taken in row order (how the library searched
-before), and the graph (:func:`rlae_sc.fuzzy_graph.umap_graph`); and checks that both orders give the same
-neighbours and distances to the bit.
+before), both on the same worker threads (:func:`rlae_sc.neighbors.nearest_others`), and the graph
+(:func:`rlae_sc.fuzzy_graph.umap_graph`); and checks that both orders give the same neighbours and distances to the
+bit.
 """
 
 from __future__ import annotations
@@ -34,29 +35,11 @@ from rlae_sc.fuzzy_graph import umap_graph  # noqa: E402
 K = 15  # the cluster stage's default n_neighbors
 
 
-def row_order_knn(index, rows: EmbeddingRows, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`rlae_sc.neighbors.knn`'s results with the cells searched in row order, read from the embedding."""
-    import faiss
-
-    index.make_direct_map()
-    n = len(rows)
-    dist = np.empty((n, k - 1), dtype=np.float32)
-    idx = np.empty((n, k - 1), dtype=np.int32)
+def row_order_blocks(rows: EmbeddingRows):
+    """The cells in row order, :data:`rlae_sc.neighbors.SEARCH_BLOCK` at a time, read from the embedding: the query
+    blocks of :func:`rlae_sc.neighbors.nearest_others` as the library searched before."""
     for start, block in rows.blocks(neighbors.SEARCH_BLOCK):
-        m = len(block)
-        found = neighbors.search(index, block, k)[1]
-        is_self = found == np.arange(start, start + m)[:, None]
-        drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k - 1)
-        keep = np.ones((m, k), dtype=bool)
-        keep[np.arange(m), drop] = False
-        others = found[keep].reshape(m, k - 1)
-        diff = index.reconstruct_batch(others.ravel()).reshape(m, k - 1, -1).astype(np.float64) - block[:, None, :]
-        d = np.sqrt(np.einsum("ikd,ikd->ik", diff, diff))
-        order = np.argsort(d, axis=1, kind="stable")
-        dist[start : start + m] = np.take_along_axis(d, order, axis=1)
-        idx[start : start + m] = np.take_along_axis(others, order, axis=1)
-    index.set_direct_map_type(faiss.DirectMap.NoMap)
-    return dist, idx
+        yield np.arange(start, start + len(block)), block
 
 
 def timed(fn):
@@ -79,7 +62,9 @@ def main() -> None:
         sha = neighbors.save_index(index, path)
         index, seconds["write_and_read_back"] = timed(lambda: neighbors.load_index(path, sha256=sha))
         (dist, idx), seconds["search_list_order"] = timed(lambda: neighbors.knn(index, K))
-        (dist_rows, idx_rows), seconds["search_row_order"] = timed(lambda: row_order_knn(index, rows, K))
+        (dist_rows, idx_rows), seconds["search_row_order"] = timed(
+            lambda: neighbors.nearest_others(index, K, row_order_blocks(rows))
+        )
         _, seconds["umap_graph"] = timed(lambda: umap_graph(dist.copy(), idx.copy()))
         n, d = rows.shape
     result = {

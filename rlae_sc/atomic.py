@@ -10,6 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def names_store(path: str | Path) -> bool:
+    """Whether the output ``path`` names a zarr store (a directory): its name ends in ``.zarr``."""
+    return Path(path).suffix == ".zarr"
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds. For a zarr store
@@ -17,7 +22,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     removed just before the new one takes its place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    store = path.suffix == ".zarr"
+    store = names_store(path)
     prefix, suffix = f".{path.stem}.", f".tmp{path.suffix}"
     if store:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))

@@ -28,7 +28,7 @@ from rlae_sc.atlas import (
     read_blocks,
     read_elem,
 )
-from rlae_sc.atomic import atomic_path
+from rlae_sc.atomic import atomic_path, names_store
 from rlae_sc.engine import PassFn, run_pass
 from rlae_sc.errors import InputError
 from rlae_sc.params import ReadParams
@@ -762,7 +762,7 @@ def write_anndata(adata: ad.AnnData, path: str | Path, *, copies: tuple | list =
     path = Path(path)
     copy_bytes = sum(Path(source).stat().st_size for source, _ in copies if Path(source).exists())
     check_disk(path, array_bytes(adata) + copy_bytes, what=path.name)
-    store = path.suffix == ".zarr"
+    store = names_store(path)
     with atomic_path(path) as tmp:
         if store:
             import zarr

@@ -89,6 +89,13 @@ def knn(index, k: int) -> tuple[np.ndarray, np.ndarray]:
     An approximate search can rank a duplicate cell (distance 0) before the cell itself, or miss the cell;
     either way the cell is left out and its ``k - 1`` nearest other cells are kept.
     """
+    return nearest_others(index, k, _query_blocks(index))
+
+
+def nearest_others(index, k: int, queries: Iterable) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`knn` with the indexed cells searched in the blocks ``queries`` gives, in any order: pairs of their row
+    numbers (int64) and vectors (float32, as indexed), which together hold every indexed cell once. :func:`knn`
+    gives them list by list; ``benchmarks/search_order.py`` compares row order."""
     import faiss
 
     n = index.ntotal
@@ -101,7 +108,7 @@ def knn(index, k: int) -> tuple[np.ndarray, np.ndarray]:
     def searched(query: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return *query, index.search(query[1], k)[1]
 
-    for cells, block, found in _blockwise(searched, _query_blocks(index)):
+    for cells, block, found in _blockwise(searched, queries):
         m = len(block)
         if (found < 0).any():  # IVF lists near an isolated cell held fewer than k cells
             raise ValueError("the neighbour search returned fewer than k neighbours; raise NPROBE")
@@ -179,7 +186,9 @@ def _blockwise(fn: Callable, blocks: Iterable) -> Iterator:
         with _one_thread():
             yield from map(fn, blocks)
         return
-    with ThreadPoolExecutor(workers, initializer=_single_threaded_faiss) as pool:
+    import faiss
+
+    with ThreadPoolExecutor(workers, initializer=faiss.omp_set_num_threads, initargs=(1,)) as pool:
         pending: deque = deque()
         for block in blocks:
             pending.append(pool.submit(fn, block))
@@ -187,13 +196,6 @@ def _blockwise(fn: Callable, blocks: Iterable) -> Iterator:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-def _single_threaded_faiss() -> None:
-    """A worker thread's set-up for :func:`_blockwise`: faiss on one thread in it."""
-    import faiss
-
-    faiss.omp_set_num_threads(1)
 
 
 def save_index(index, path: str | Path) -> str:

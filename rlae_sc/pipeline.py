@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from rlae_sc.atomic import atomic_path
+from rlae_sc.atomic import atomic_path, names_store
 from rlae_sc.blocks import lognorm_rows_block
 from rlae_sc.dask_engine import dask_client
 from rlae_sc.errors import InputError
@@ -78,7 +78,7 @@ def _check_stage(path: str | Path, stage: str) -> Path:
 
 def _h5ad_output(out: str | Path, stage: str) -> None:
     """Refuse a zarr output for a stage whose file the next stage streams from HDF5 (preprocess, directions)."""
-    if Path(out).suffix == ".zarr":
+    if names_store(out):
         raise InputError(
             out,
             f"the {stage} stage writes .h5ad only (the next stage reads it block by block from HDF5)",
