@@ -132,7 +132,8 @@ def _query_blocks(index) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The cells of ``index`` as query blocks of about :data:`SEARCH_BLOCK` cells: their row numbers (int64) and
     vectors (float32, read from the index). A flat index gives them in row order; an IVF index list by list, so
     that the cells of one block lie near the same few lists and the lists they probe stay in the processor's cache
-    (twice as fast as row order at 1M cells); the results do not depend on the order."""
+    (about 1.6 times as fast as row order at 1M cells: ``benchmarks/search_order.json``); the results do not
+    depend on the order."""
     import faiss
 
     if not isinstance(index, faiss.IndexIVF):
